@@ -1,0 +1,1 @@
+"""ClickHouse storage for otel-audit: schema, the store client, readers for verify."""

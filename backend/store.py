@@ -1,0 +1,233 @@
+"""The ClickHouse store, through clickhouse-connect, for embedded chDB and servers alike.
+
+`chdb:///abs/path` opens ClickHouse's engine in this process (one process owns a data
+directory at a time); `http(s)://user:pass@host:8123/` talks to a server. Both are the same
+clickhouse-connect `Client`, so every query below runs unchanged on either.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from otel_audit.entry import DERIVED_COLUMNS
+from otel_audit.errors import ConfigError, StoreError, StoreUnavailableError
+
+LOGS = "otel_audit.logs"
+CHECKPOINTS = "otel_audit.checkpoints"
+SEAL_COLUMNS = ("Entry", "LeafHash", "ChainHash")
+INSERT_COLUMNS = DERIVED_COLUMNS + SEAL_COLUMNS
+_NANOSECOND_COLUMNS = {"Timestamp", "ObservedTimestamp", "SealedAt"}
+
+
+def redact(dsn: str) -> str:
+    """The DSN with any password replaced, safe for logs and error messages."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _select_list(columns: Sequence[str]) -> str:
+    """Read DateTime64 columns as integer nanoseconds and TimestampTime as seconds."""
+    out = []
+    for name in columns:
+        if name in _NANOSECOND_COLUMNS:
+            out.append(f"toUnixTimestamp64Nano({name}) AS {name}")
+        elif name == "TimestampTime":
+            out.append("toUnixTimestamp(TimestampTime) AS TimestampTime")
+        else:
+            out.append(name)
+    return ", ".join(out)
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    origin: str
+    tree_size: int
+    root_hash: bytes
+    chain_head: bytes
+    note: str
+    compact_range: bytes
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The last sealed row of an origin, as the store has it."""
+
+    next_seq: int
+    chain_head: bytes
+    sealed_at_ns: int
+
+
+class Store:
+    def __init__(self, client: Client, dsn: str) -> None:
+        self.client = client
+        self.dsn = dsn
+
+    @classmethod
+    def open(cls, dsn: str) -> Store:
+        scheme = urlsplit(dsn).scheme
+        if scheme not in ("chdb", "http", "https"):
+            raise ConfigError(
+                f"store {redact(dsn)!r}: use chdb:///absolute/path or http(s)://host:8123/"
+            )
+        try:
+            client = clickhouse_connect.get_client(dsn=dsn)
+        except Exception as exc:
+            raise StoreError(_open_hint(dsn, exc)) from None
+        return cls(client, dsn)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def ensure_schema(self) -> None:
+        """Create the database and tables if absent (idempotent)."""
+        sql = resources.files("backend").joinpath("sql/001_schema.sql").read_text()
+        for statement in _statements(sql):
+            self._command(statement)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def insert_rows(self, rows: Sequence[Sequence[object]], token: str) -> None:
+        """One INSERT of sealed rows (INSERT_COLUMNS order), deduplicated by `token`.
+
+        A retry with the same token after an unclear failure is dropped by ClickHouse
+        instead of duplicating the block (non_replicated_deduplication_window).
+        """
+        try:
+            self.client.insert(
+                LOGS,
+                rows,
+                column_names=INSERT_COLUMNS,
+                settings={"insert_deduplication_token": token},
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailableError(f"insert into {LOGS} failed: {exc}") from exc
+
+    def insert_checkpoint(
+        self, cp: StoredCheckpoint, sealed_at_ns: int, created_at_ns: int, key_id: int
+    ) -> None:
+        row = [
+            cp.origin,
+            cp.tree_size,
+            cp.root_hash,
+            cp.chain_head,
+            sealed_at_ns,
+            created_at_ns,
+            f"{key_id:08x}",
+            cp.note,
+            cp.compact_range,
+        ]
+        names = ["Origin", "TreeSize", "RootHash", "ChainHead", "SealedAt", "CreatedAt",
+                 "KeyId", "Note", "CompactRange"]  # fmt: skip
+        try:
+            self.client.insert(
+                CHECKPOINTS,
+                [row],
+                column_names=names,
+                settings={"insert_deduplication_token": f"{cp.origin}:{cp.tree_size}:{created_at_ns}"},
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailableError(f"insert into {CHECKPOINTS} failed: {exc}") from exc
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def tail(self, origin: str) -> Tail | None:
+        rows = self._query(
+            f"SELECT Seq, ChainHash, toUnixTimestamp64Nano(SealedAt) FROM {LOGS} "
+            "WHERE Origin = {o:String} ORDER BY Seq DESC LIMIT 1",
+            {"o": origin},
+        )
+        if not rows:
+            return None
+        seq, chain, sealed_at = rows[0]
+        return Tail(seq + 1, chain, sealed_at)
+
+    def latest_checkpoint(self, origin: str) -> StoredCheckpoint | None:
+        found = self.checkpoints(origin, latest_only=True)
+        return found[0] if found else None
+
+    def checkpoints(self, origin: str, latest_only: bool = False) -> list[StoredCheckpoint]:
+        order = "TreeSize DESC, CreatedAt DESC LIMIT 1" if latest_only else "TreeSize, CreatedAt"
+        rows = self._query(
+            f"SELECT Origin, TreeSize, RootHash, ChainHead, Note, CompactRange FROM {CHECKPOINTS} "
+            f"WHERE Origin = {{o:String}} ORDER BY {order}",
+            {"o": origin},
+            column_formats={"CompactRange": "bytes", "Note": "string"},
+        )
+        return [StoredCheckpoint(*row) for row in rows]
+
+    def origins(self) -> list[str]:
+        rows = self._query(
+            f"SELECT DISTINCT Origin FROM (SELECT Origin FROM {LOGS} UNION ALL "
+            f"SELECT Origin FROM {CHECKPOINTS}) ORDER BY Origin"
+        )
+        return [row[0] for row in rows]
+
+    def hashes_from(self, origin: str, first_seq: int) -> list[tuple[int, bytes, bytes]]:
+        """(Seq, LeafHash, ChainHash) of the rows at and after `first_seq`, in Seq order."""
+        return self._query(
+            f"SELECT Seq, LeafHash, ChainHash FROM {LOGS} "
+            "WHERE Origin = {o:String} AND Seq >= {s:UInt64} ORDER BY Seq",
+            {"o": origin, "s": first_seq},
+        )
+
+    def stream_rows(self, origin: str, block_rows: int = 65536) -> Iterator[list[tuple]]:
+        """Every row of an origin in Seq order, as blocks of tuples:
+        DERIVED_COLUMNS, then Entry, LeafHash, ChainHash."""
+        select = _select_list(INSERT_COLUMNS)
+        query = (
+            f"SELECT {select} FROM {LOGS} WHERE Origin = {{o:String}} ORDER BY Seq "
+            "SETTINGS optimize_read_in_order = 1"
+        )
+        try:
+            with self.client.query_row_block_stream(
+                query,
+                parameters={"o": origin},
+                column_formats={"Entry": "bytes"},
+                settings={"max_block_size": block_rows},
+            ) as stream:
+                yield from stream
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailableError(f"reading {LOGS} failed: {exc}") from exc
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def command(self, sql: str) -> object:
+        return self._command(sql)
+
+    def _command(self, sql: str) -> object:
+        try:
+            return self.client.command(sql)
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailableError(f"{sql.split(chr(10))[0][:80]}...: {exc}") from exc
+
+    def _query(self, sql: str, parameters: dict | None = None, **kwargs: object) -> list[tuple]:
+        try:
+            return list(self.client.query(sql, parameters=parameters, **kwargs).result_rows)
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailableError(f"query failed: {exc}") from exc
+
+
+def _statements(sql: str) -> list[str]:
+    without_comments = re.sub(r"--[^\n]*", "", sql)
+    return [s.strip() for s in without_comments.split(";") if s.strip()]
+
+
+def _open_hint(dsn: str, exc: Exception) -> str:
+    text = str(exc)
+    if urlsplit(dsn).scheme == "chdb":
+        return (
+            f"cannot open embedded store {redact(dsn)}: {text}. One process owns an embedded "
+            "store at a time: if `otel-audit serve` is running on it, stop it first."
+        )
+    return f"cannot open store {redact(dsn)}: {text}"

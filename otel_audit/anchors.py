@@ -1,0 +1,99 @@
+"""The anchor directory: signed checkpoints kept outside the database.
+
+An administrator who rewrites ClickHouse cannot also rewrite these files (put the directory
+on other storage: another volume, a WORM mount, a synced bucket), so `verify` can prove the
+database was not rolled back or truncated behind the newest anchored checkpoint.
+
+Layout, one folder per origin (the origin percent-encoded):
+    <dir>/<origin>/<tree size, 20 digits>.checkpoint   one file per checkpoint, never rewritten
+    <dir>/<origin>/latest.checkpoint                   a copy of the newest one
+Files are written to a temporary name, fsynced, then renamed, so a crash never leaves a
+half-written anchor.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from .checkpoint import Checkpoint
+from .errors import AuditError, ConfigError
+from .note import SignedNote
+
+LATEST = "latest.checkpoint"
+
+
+def origin_dir(anchor_dir: Path, origin: str) -> Path:
+    return anchor_dir / quote(origin, safe="")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_anchor(anchor_dir: Path, origin: str, tree_size: int, note_text: str) -> Path:
+    folder = origin_dir(anchor_dir, origin)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{tree_size:020d}.checkpoint"
+        _write_atomically(path, note_text)
+        _write_atomically(folder / LATEST, note_text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write anchor in {folder}: {exc}") from exc
+    return path
+
+
+@dataclass(frozen=True)
+class Anchor:
+    path: Path
+    note: SignedNote
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True)
+class AnchorProblem:
+    path: Path
+    message: str
+
+
+def read_anchors(anchor_dir: Path, origin: str) -> tuple[list[Anchor], list[AnchorProblem]]:
+    """Every anchored checkpoint of an origin, by tree size, and the files that do not parse.
+
+    Signatures are not checked here; the verifier does that with the key it was given.
+    """
+    folder = origin_dir(anchor_dir, origin)
+    anchors: list[Anchor] = []
+    problems: list[AnchorProblem] = []
+    if not folder.is_dir():
+        return anchors, problems
+    for path in sorted(folder.glob("*.checkpoint")):
+        try:
+            note = SignedNote.parse(path.read_text(encoding="utf-8"))
+            checkpoint = Checkpoint.parse(note.text)
+        except (AuditError, OSError, UnicodeDecodeError) as exc:
+            problems.append(AnchorProblem(path, str(exc)))
+            continue
+        if checkpoint.origin != origin:
+            problems.append(AnchorProblem(path, f"checkpoint is for origin {checkpoint.origin!r}"))
+            continue
+        anchors.append(Anchor(path, note, checkpoint))
+    anchors.sort(key=lambda a: a.checkpoint.tree_size)
+    return anchors, problems
+
+
+def latest_anchor(anchor_dir: Path, origin: str) -> Anchor | None:
+    anchors, _ = read_anchors(anchor_dir, origin)
+    return anchors[-1] if anchors else None
+

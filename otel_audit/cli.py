@@ -1,0 +1,192 @@
+"""The `otel-audit` command line: the edge where configuration is read and parts are wired.
+
+Every option of `serve` and `verify` also reads an OTEL_AUDIT_* environment variable (the
+flag wins). Exit codes: 0 success / intact, 1 an integrity check failed, 2 usage or
+operational error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .errors import AuditError, ConfigError
+from .note import SignerKey, VerifierKey
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+DATA_DIR = Path("otel-audit-data")
+DEFAULT_ORIGIN = "otel-audit.local/audit"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"OTEL_AUDIT_{name}", default)
+
+
+def default_store() -> str:
+    return "chdb://" + str((DATA_DIR / "store").resolve())
+
+
+def default_anchor_dir() -> str:
+    return str((DATA_DIR / "anchors").resolve())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otel-audit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    keygen = sub.add_parser("keygen", help="create an Ed25519 signer key for a log")
+    keygen.add_argument("--origin", required=True, help="the log's name, e.g. acme.example/audit")
+    keygen.add_argument("--out", required=True, type=Path, help="signer key file to create (0600)")
+
+    serve = sub.add_parser("serve", help="run the sealer (OTLP/gRPC receiver)")
+    serve.add_argument("--store", default=_env("STORE"), help="chdb:///path or http(s)://... "
+                       "(env OTEL_AUDIT_STORE; default chdb:// under ./otel-audit-data/)")
+    serve.add_argument("--key", type=Path, default=_env("KEY"), help="signer key file (env "
+                       "OTEL_AUDIT_KEY; default: ./otel-audit-data/signer.key, created if absent)")
+    serve.add_argument("--origin", default=_env("ORIGIN", DEFAULT_ORIGIN),
+                       help="origin for a key created by serve (env OTEL_AUDIT_ORIGIN)")
+    serve.add_argument("--grpc", default=_env("GRPC", "127.0.0.1:4317"),
+                       help="OTLP/gRPC listen address (env OTEL_AUDIT_GRPC)")
+    serve.add_argument("--checkpoint-interval", type=float,
+                       default=float(_env("CHECKPOINT_INTERVAL", "10") or 10),
+                       help="seconds between checkpoints (env OTEL_AUDIT_CHECKPOINT_INTERVAL)")
+    serve.add_argument("--anchor-dir", type=Path, default=_env("ANCHOR_DIR"),
+                       help="directory for anchored checkpoints, outside the database "
+                       "(env OTEL_AUDIT_ANCHOR_DIR; default ./otel-audit-data/anchors)")
+
+    verify = sub.add_parser("verify", help="verify a log in the store")
+    verify.add_argument("--store", default=_env("STORE"), help="as for serve (env OTEL_AUDIT_STORE)")
+    verify.add_argument("--key", default=_env("VERIFIER_KEY"), help="verifier key "
+                        "origin+keyid+base64 (env OTEL_AUDIT_VERIFIER_KEY)")
+    verify.add_argument("--anchor-dir", type=Path, default=_env("ANCHOR_DIR"),
+                        help="anchor directory to check the store against (env OTEL_AUDIT_ANCHOR_DIR; "
+                        "default ./otel-audit-data/anchors if it exists)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"keygen": cmd_keygen, "serve": cmd_serve, "verify": cmd_verify}[args.command](args)
+    except AuditError as exc:
+        print(f"otel-audit {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _write_key(path: Path, key: SignerKey) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists; refusing to overwrite a signer key") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(key.serialize() + "\n")
+
+
+def load_signer_key(path: Path) -> SignerKey:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read signer key {path}: {exc}") from None
+    return SignerKey.parse(text)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = SignerKey.generate(args.origin)
+    _write_key(args.out, key)
+    print(key.verifier().serialize())
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sealer.config import ServeConfig
+    from sealer.service import SealerService
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    key_path = args.key or DATA_DIR / "signer.key"
+    if args.key is None and not key_path.exists():
+        _write_key(key_path, SignerKey.generate(args.origin))
+        print(f"created signer key {key_path.resolve()}", file=sys.stderr, flush=True)
+    key = load_signer_key(key_path)
+    if args.checkpoint_interval <= 0:
+        raise ConfigError("--checkpoint-interval must be a positive number of seconds")
+    config = ServeConfig(
+        store=args.store or default_store(),
+        key_file=key_path,
+        origin=key.name,
+        grpc_address=args.grpc,
+        checkpoint_interval=args.checkpoint_interval,
+        anchor_dir=Path(args.anchor_dir or default_anchor_dir()).resolve(),
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    service = SealerService(config, key)
+    try:
+        service.start()
+    except BaseException:
+        service.stop()
+        raise
+    assert service.grpc is not None
+    print(f"verifier key: {key.verifier().serialize()}", file=sys.stderr)
+    print(f"store: {_redacted(config.store)}  anchors: {config.anchor_dir}", file=sys.stderr)
+    print(f"otel-audit serve: OTLP/gRPC listening on {service.grpc.address}", file=sys.stderr, flush=True)
+    while not stop.wait(1.0):
+        pass
+    print("otel-audit serve: stopping", file=sys.stderr, flush=True)
+    service.stop()
+    print("otel-audit serve: stopped", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
+def _redacted(dsn: str) -> str:
+    from backend.store import redact
+
+    return redact(dsn)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from backend.readers import verify_origin
+    from backend.store import Store
+
+    if not args.key:
+        raise ConfigError("--key is required: the verifier key `otel-audit keygen` printed")
+    key = VerifierKey.parse(args.key)
+    anchor_dir = args.anchor_dir
+    if anchor_dir is None and Path(default_anchor_dir()).is_dir():
+        anchor_dir = Path(default_anchor_dir())
+    store = Store.open(args.store or default_store())
+    try:
+        report = verify_origin(store, key, anchor_dir)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        status = "OK" if report.ok else "FAILED"
+        print(
+            f"{status}: log {report.origin}: {report.records} records, "
+            f"{report.checkpoints_verified} checkpoints and {report.anchors_verified} anchors "
+            f"verified, signed up to tree size {report.signed_size}"
+        )
+        if report.unsigned_records:
+            print(f"note: {report.unsigned_records} newest records are not yet covered by a checkpoint")
+        if anchor_dir is None:
+            print("note: no anchor directory given; truncation behind the store's own checkpoints "
+                  "cannot be detected")
+        for finding in report.findings:
+            print(f"  {finding}")
+        if report.findings_dropped:
+            print(f"  ... and {report.findings_dropped} more findings")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Leaf entries: one sealed OTLP log record, and the columns derived from it.
+
+An entry is the deterministic protobuf serialization of an OTLP ``ResourceLogs`` holding one
+``ScopeLogs`` holding one ``LogRecord`` (DESIGN.md, "Formats"), so any OTLP tool decodes it.
+The seal metadata travels inside it as the record's last attributes, under the reserved
+``otel_audit.`` prefix that producers may not use.
+
+Every column of ``otel_audit.logs`` except LeafHash and ChainHash is a function of the entry
+(`columns_of`). The sealer and the verifier both call that one function, which is how the
+verifier proves that no column was edited behind the entry's back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from math import isfinite
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+
+from .errors import FormatError
+
+SEAL_PREFIX = "otel_audit."
+ATTR_ORIGIN = "otel_audit.origin"
+ATTR_SEQ = "otel_audit.seq"
+ATTR_SEALED_AT = "otel_audit.sealed_at"
+
+# The columns of otel_audit.logs that `columns_of` derives, in this order. TimestampTime is
+# the Collector schema's DEFAULT toDateTime(Timestamp), written explicitly and checked too.
+DERIVED_COLUMNS: tuple[str, ...] = (
+    "Origin",
+    "Seq",
+    "SealedAt",
+    "Timestamp",
+    "TimestampTime",
+    "ObservedTimestamp",
+    "TraceId",
+    "SpanId",
+    "TraceFlags",
+    "SeverityText",
+    "SeverityNumber",
+    "ServiceName",
+    "Body",
+    "ResourceSchemaUrl",
+    "ResourceAttributes",
+    "ScopeSchemaUrl",
+    "ScopeName",
+    "ScopeVersion",
+    "ScopeAttributes",
+    "LogAttributes",
+    "EventName",
+)
+# Timestamps are carried as integer nanoseconds (seconds for TimestampTime).
+Row = tuple
+
+
+def any_value_as_string(value: AnyValue) -> str:
+    """pdata's Value.AsString(), the rule the Collector's ClickHouse exporter uses."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind is None:
+        return ""
+    if kind in ("array_value", "kvlist_value"):
+        return json.dumps(_raw(value), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return _scalar_as_string(value, kind)
+
+
+def _scalar_as_string(value: AnyValue, kind: str) -> str:
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        return _format_float(value.double_value)
+    return base64.b64encode(value.bytes_value).decode()
+
+
+def _format_float(number: float) -> str:
+    """Go's strconv.FormatFloat(f, 'f', -1, 64): shortest digits, never an exponent."""
+    if not isfinite(number):
+        return "NaN" if number != number else ("+Inf" if number > 0 else "-Inf")
+    text = format(Decimal(repr(number)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def _raw(value: AnyValue) -> object:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_raw(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _raw(kv.value) for kv in value.kvlist_value.values}
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value if isfinite(value.double_value) else _format_float(value.double_value)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return None
+
+
+def attributes_as_map(attributes: object) -> dict[str, str]:
+    return {kv.key: any_value_as_string(kv.value) for kv in attributes}  # type: ignore[attr-defined]
+
+
+def _hex_id(raw: bytes) -> str:
+    return raw.hex() if any(raw) else ""
+
+
+@dataclass(frozen=True)
+class Seal:
+    origin: str
+    seq: int
+    sealed_at_ns: int
+
+
+def add_seal(record: LogRecord, seal: Seal) -> None:
+    """Append the seal attributes to a record the sealer owns (last, in this order)."""
+    attrs = record.attributes
+    attrs.add(key=ATTR_ORIGIN).value.string_value = seal.origin
+    attrs.add(key=ATTR_SEQ).value.int_value = seal.seq
+    attrs.add(key=ATTR_SEALED_AT).value.int_value = seal.sealed_at_ns
+
+
+def reserved_attribute(record: LogRecord) -> str | None:
+    """The first attribute key a producer may not send, or None."""
+    for kv in record.attributes:
+        if kv.key.startswith(SEAL_PREFIX):
+            return kv.key
+    return None
+
+
+def _read_seal(record: LogRecord) -> tuple[Seal, dict[str, str]]:
+    """Split a sealed record's attributes into the seal and the producer's own attributes."""
+    attrs = list(record.attributes)
+    tail = attrs[-3:]
+    if len(tail) != 3 or [kv.key for kv in tail] != [ATTR_ORIGIN, ATTR_SEQ, ATTR_SEALED_AT]:
+        raise FormatError("entry lacks the otel_audit seal attributes at the end of the record")
+    origin, seq, sealed_at = (kv.value for kv in tail)
+    if (
+        origin.WhichOneof("value") != "string_value"
+        or seq.WhichOneof("value") != "int_value"
+        or sealed_at.WhichOneof("value") != "int_value"
+    ):
+        raise FormatError("entry seal attributes have the wrong value types")
+    own = attrs[:-3]
+    if any(kv.key.startswith(SEAL_PREFIX) for kv in own):
+        raise FormatError("entry carries a reserved otel_audit.* attribute outside the seal")
+    seal = Seal(origin.string_value, seq.int_value, sealed_at.int_value)
+    return seal, attributes_as_map(own)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a record shares with its neighbours: resource and scope, already encoded.
+
+    Built once per ScopeLogs of a request so that per-record work is only the record.
+    """
+
+    resource_bytes: bytes
+    resource_schema_url: str
+    scope_bytes: bytes
+    scope_schema_url: str
+    resource_columns: tuple[str, dict[str, str], str, str, str, dict[str, str]]
+
+    @classmethod
+    def of(cls, resource_logs: ResourceLogs, scope_logs: ScopeLogs) -> Context:
+        resource = resource_logs.resource
+        scope = scope_logs.scope
+        resource_attrs = attributes_as_map(resource.attributes)
+        return cls(
+            resource_bytes=resource.SerializeToString(deterministic=True),
+            resource_schema_url=resource_logs.schema_url,
+            scope_bytes=scope.SerializeToString(deterministic=True),
+            scope_schema_url=scope_logs.schema_url,
+            resource_columns=(
+                resource_attrs.get("service.name", ""),
+                resource_attrs,
+                scope.name,
+                scope.version,
+                scope_logs.schema_url,
+                attributes_as_map(scope.attributes),
+            ),
+        )
+
+    def entry(self, record_bytes: bytes) -> bytes:
+        """The deterministic serialization of ResourceLogs{resource, [ScopeLogs{scope, [record]}]}.
+
+        Protobuf encodes a message as its fields in field-number order; we assemble exactly
+        those bytes from parts encoded once (tested equal to protobuf's own serializer).
+        """
+        scope_logs = (
+            _field(1, self.scope_bytes, self.scope_bytes != b"")
+            + _field(2, record_bytes, True)
+            + _field(3, self.scope_schema_url.encode(), self.scope_schema_url != "")
+        )
+        return (
+            _field(1, self.resource_bytes, self.resource_bytes != b"")
+            + _field(2, scope_logs, True)
+            + _field(3, self.resource_schema_url.encode(), self.resource_schema_url != "")
+        )
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes, present: bool) -> bytes:
+    """A length-delimited field (wire type 2), or nothing for an unset field."""
+    if not present:
+        return b""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def record_columns(context: Context, record: LogRecord, seal: Seal, own_attributes: dict[str, str]) -> Row:
+    """The derived column values, in DERIVED_COLUMNS order."""
+    service, resource_attrs, scope_name, scope_version, scope_schema, scope_attrs = (
+        context.resource_columns
+    )
+    timestamp = record.time_unix_nano or record.observed_time_unix_nano or seal.sealed_at_ns
+    return (
+        seal.origin,
+        seal.seq,
+        seal.sealed_at_ns,
+        timestamp,
+        timestamp // 1_000_000_000,
+        record.observed_time_unix_nano,
+        _hex_id(record.trace_id),
+        _hex_id(record.span_id),
+        record.flags & 0xFF,
+        record.severity_text,
+        max(0, min(255, record.severity_number)),
+        service,
+        any_value_as_string(record.body),
+        context.resource_schema_url,
+        resource_attrs,
+        scope_schema,
+        scope_name,
+        scope_version,
+        scope_attrs,
+        own_attributes,
+        record.event_name,
+    )
+
+
+def seal_record(context: Context, record: LogRecord, seal: Seal) -> tuple[bytes, Row]:
+    """Seal a producer's record: returns its entry bytes and derived columns."""
+    own = attributes_as_map(record.attributes)
+    add_seal(record, seal)
+    entry = context.entry(record.SerializeToString(deterministic=True))
+    return entry, record_columns(context, record, seal, own)
+
+
+def decode_entry(entry: bytes) -> tuple[Seal, Row]:
+    """Parse an entry and derive its columns; FormatError if it is not a sealed entry."""
+    resource_logs = ResourceLogs()
+    try:
+        resource_logs.ParseFromString(entry)
+    except Exception as exc:  # protobuf raises its own DecodeError
+        raise FormatError(f"entry is not an OTLP ResourceLogs: {exc}") from None
+    if len(resource_logs.scope_logs) != 1 or len(resource_logs.scope_logs[0].log_records) != 1:
+        raise FormatError("entry must hold exactly one ScopeLogs with one LogRecord")
+    scope_logs = resource_logs.scope_logs[0]
+    record = scope_logs.log_records[0]
+    seal, own = _read_seal(record)
+    return seal, record_columns(Context.of(resource_logs, scope_logs), record, seal, own)
+
+
+def records_of(resource_logs_list: object) -> Iterator[tuple[ResourceLogs, ScopeLogs, LogRecord]]:
+    for resource_logs in resource_logs_list:  # type: ignore[attr-defined]
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                yield resource_logs, scope_logs, record
+

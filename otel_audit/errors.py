@@ -1,0 +1,65 @@
+"""One exception hierarchy for the whole project.
+
+Messages say what failed and what to do. Integrity failures carry the Seq range and the
+kind of failure as data so that the CLI, its JSON output and the tests read the same fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AuditError(Exception):
+    """Base of every error otel-audit raises on purpose."""
+
+
+class FormatError(AuditError):
+    """A key, note, checkpoint or entry does not follow its format."""
+
+
+class SignatureError(AuditError):
+    """A signed note carries no valid signature by the expected key."""
+
+
+class ConfigError(AuditError):
+    """A command-line flag, environment variable or key file is unusable."""
+
+
+class StoreError(AuditError):
+    """The ClickHouse store failed or holds something the sealer cannot continue from."""
+
+
+class StoreUnavailableError(StoreError):
+    """A store operation failed in a way that may succeed when retried."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One integrity failure found by the verifier, located by Seq.
+
+    `kind` is a stable machine-readable word (missing, duplicate, leaf_hash, chain_hash,
+    column, root, signature, truncated, ...); `first_seq`/`last_seq` bound the affected range
+    (both None when the failure is not tied to a record, e.g. a bad anchor file).
+    """
+
+    kind: str
+    message: str
+    first_seq: int | None = None
+    last_seq: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "message": self.message,
+        }
+
+    def __str__(self) -> str:
+        if self.first_seq is None:
+            where = "log"
+        elif self.last_seq is None or self.last_seq == self.first_seq:
+            where = f"Seq {self.first_seq}"
+        else:
+            where = f"Seq {self.first_seq}..{self.last_seq}"
+        return f"{where}: {self.kind}: {self.message}"

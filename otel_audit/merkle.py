@@ -1,0 +1,105 @@
+"""RFC 6962 / RFC 9162 Merkle tree hashing and the compact range.
+
+Pure functions only. Names follow the RFC: a leaf hash is HASH(0x00 || entry), an interior
+node HASH(0x01 || left || right) (RFC 9162 section 2.1.1). The compact range is the list of
+roots of the perfect subtrees that make up a tree of size n, largest first: O(log n) hashes
+are all a sealer must keep to append leaves and compute the root (the same idea as
+transparency-dev/merkle's `compact.Range` starting at index 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .errors import FormatError
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def hash_leaf(entry: bytes) -> bytes:
+    """RFC 9162 section 2.1.1: MTH({d(0)}) = SHA-256(0x00 || d(0))."""
+    return hashlib.sha256(b"\x00" + entry).digest()
+
+
+def hash_children(left: bytes, right: bytes) -> bytes:
+    """RFC 9162 section 2.1.1: SHA-256(0x01 || MTH(left) || MTH(right))."""
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def root_from_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
+    """The Merkle Tree Hash of the leaves, straight from the RFC's recursive definition.
+
+    Slow (it recurses over the whole list) and kept as the reference the compact range is
+    tested against.
+    """
+    n = len(leaf_hashes)
+    if n == 0:
+        return EMPTY_ROOT
+    if n == 1:
+        return leaf_hashes[0]
+    k = 1 << ((n - 1).bit_length() - 1)  # largest power of two smaller than n
+    return hash_children(
+        root_from_leaf_hashes(leaf_hashes[:k]), root_from_leaf_hashes(leaf_hashes[k:])
+    )
+
+
+@dataclass
+class CompactRange:
+    """The perfect-subtree roots covering leaves [0, size), largest subtree first.
+
+    Subtree i has 2**h leaves where h is the i-th highest set bit of `size`, so
+    len(hashes) == popcount(size).
+    """
+
+    size: int = 0
+    hashes: list[bytes] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.size < 0 or len(self.hashes) != bin(self.size).count("1"):
+            raise FormatError(
+                f"compact range of size {self.size} needs {bin(self.size).count('1')} "
+                f"hashes, got {len(self.hashes)}"
+            )
+        if any(len(h) != HASH_SIZE for h in self.hashes):
+            raise FormatError("compact range hashes must be 32 bytes each")
+
+    def append(self, leaf_hash: bytes) -> None:
+        """Add one leaf: merge equal-sized subtrees from the right, like binary carry."""
+        hashes = self.hashes
+        node = leaf_hash
+        size = self.size
+        while size & 1:
+            node = hash_children(hashes.pop(), node)
+            size >>= 1
+        hashes.append(node)
+        self.size += 1
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
+        for leaf_hash in leaf_hashes:
+            self.append(leaf_hash)
+
+    def root(self) -> bytes:
+        """MTH of leaves [0, size): fold the subtree roots from the smallest (right) one."""
+        if not self.hashes:
+            return EMPTY_ROOT
+        node = self.hashes[-1]
+        for left in reversed(self.hashes[:-1]):
+            node = hash_children(left, node)
+        return node
+
+    def copy(self) -> CompactRange:
+        return CompactRange(self.size, list(self.hashes))
+
+    def to_bytes(self) -> bytes:
+        """The hashes concatenated; the size is stored beside it."""
+        return b"".join(self.hashes)
+
+    @classmethod
+    def from_bytes(cls, size: int, data: bytes) -> CompactRange:
+        if len(data) % HASH_SIZE:
+            raise FormatError(f"compact range blob of {len(data)} bytes is not a multiple of 32")
+        hashes = [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+        return cls(size, hashes)

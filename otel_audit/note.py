@@ -1,0 +1,211 @@
+"""C2SP signed-note (https://c2sp.org/signed-note) with Ed25519 keys.
+
+Byte-for-byte the format of Go's golang.org/x/mod/sumdb/note, so Go and transparency-dev
+tools verify our checkpoints and we verify theirs:
+
+- key id: the first 4 bytes of SHA-256(name || "\\n" || 0x01 || public key), written as
+  8 lowercase hex digits in keys;
+- verifier key: ``name+keyid+base64(0x01 || public key)``;
+- signer key: ``PRIVATE+KEY+name+keyid+base64(0x01 || seed)``;
+- note: the text (UTF-8, ending in a newline), one blank line, then one line per signature
+  ``— name base64(keyid || signature)`` where the signature is Ed25519 over the text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from .errors import FormatError, SignatureError
+
+ALG_ED25519 = 0x01
+SIGNATURE_PREFIX = "\u2014 "  # em dash and a space
+MAX_SIGNATURES = 100
+_NAME_BAD = re.compile(r"[+\s]")
+
+
+def _check_name(name: str) -> None:
+    if not name or _NAME_BAD.search(name):
+        raise FormatError(f"key name {name!r} must be non-empty with no '+' and no spaces")
+
+
+def key_id(name: str, public_key: bytes) -> int:
+    """The 32-bit key id of an Ed25519 key (signed-note, "Ed25519")."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public_key).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def decode_base64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FormatError(f"{what} is not valid base64: {exc}") from None
+
+
+@dataclass(frozen=True)
+class VerifierKey:
+    name: str
+    key_id: int
+    public_key: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> VerifierKey:
+        text = text.strip()
+        parts = text.split("+", 2)
+        if len(parts) != 3:
+            raise FormatError(
+                f"verifier key {text!r} is not of the form origin+keyid+base64 "
+                "(the line `otel-audit keygen` printed)"
+            )
+        name, hex_id, data = parts
+        _check_name(name)
+        if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
+            raise FormatError(f"verifier key id {hex_id!r} must be 8 lowercase hex digits")
+        raw = decode_base64(data, "verifier key")
+        if len(raw) != 33 or raw[0] != ALG_ED25519:
+            raise FormatError("verifier key is not an Ed25519 key (want 0x01 and 32 bytes)")
+        key = cls(name, int(hex_id, 16), raw[1:])
+        if key_id(name, key.public_key) != key.key_id:
+            raise FormatError(f"verifier key id {hex_id} does not match its key material")
+        return key
+
+    def serialize(self) -> str:
+        data = base64.b64encode(bytes([ALG_ED25519]) + self.public_key).decode()
+        return f"{self.name}+{self.key_id:08x}+{data}"
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class SignerKey:
+    name: str
+    key_id: int
+    seed: bytes
+
+    @classmethod
+    def generate(cls, name: str) -> SignerKey:
+        _check_name(name)
+        seed = Ed25519PrivateKey.generate().private_bytes_raw()
+        return cls.from_seed(name, seed)
+
+    @classmethod
+    def from_seed(cls, name: str, seed: bytes) -> SignerKey:
+        _check_name(name)
+        public = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+        return cls(name, key_id(name, public.public_bytes(Encoding.Raw, PublicFormat.Raw)), seed)
+
+    @classmethod
+    def parse(cls, text: str) -> SignerKey:
+        text = text.strip()
+        parts = text.split("+", 4)
+        if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
+            raise FormatError("signer key is not of the form PRIVATE+KEY+origin+keyid+base64")
+        _, _, name, hex_id, data = parts
+        _check_name(name)
+        if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
+            raise FormatError(f"signer key id {hex_id!r} must be 8 lowercase hex digits")
+        raw = decode_base64(data, "signer key")
+        if len(raw) != 33 or raw[0] != ALG_ED25519:
+            raise FormatError("signer key is not an Ed25519 key (want 0x01 and 32 bytes)")
+        key = cls.from_seed(name, raw[1:])
+        if key.key_id != int(hex_id, 16):
+            raise FormatError(f"signer key id {hex_id} does not match its key material")
+        return key
+
+    def serialize(self) -> str:
+        data = base64.b64encode(bytes([ALG_ED25519]) + self.seed).decode()
+        return f"PRIVATE+KEY+{self.name}+{self.key_id:08x}+{data}"
+
+    def verifier(self) -> VerifierKey:
+        public = Ed25519PrivateKey.from_private_bytes(self.seed).public_key()
+        return VerifierKey(self.name, self.key_id, public.public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+    def sign(self, message: bytes) -> bytes:
+        return Ed25519PrivateKey.from_private_bytes(self.seed).sign(message)
+
+
+@dataclass(frozen=True)
+class NoteSignature:
+    name: str
+    key_id: int
+    signature: bytes
+
+    def serialize(self) -> str:
+        blob = base64.b64encode(self.key_id.to_bytes(4, "big") + self.signature).decode()
+        return f"{SIGNATURE_PREFIX}{self.name} {blob}\n"
+
+
+@dataclass(frozen=True)
+class SignedNote:
+    text: str
+    signatures: tuple[NoteSignature, ...]
+
+    @classmethod
+    def sign(cls, text: str, *signers: SignerKey) -> SignedNote:
+        _check_text(text)
+        sigs = tuple(NoteSignature(s.name, s.key_id, s.sign(text.encode())) for s in signers)
+        return cls(text, sigs)
+
+    def serialize(self) -> str:
+        return self.text + "\n" + "".join(s.serialize() for s in self.signatures)
+
+    @classmethod
+    def parse(cls, note: str) -> SignedNote:
+        """Split a note into text and signature lines, strictly as sumdb/note.Open does."""
+        if "\r" in note or "\x00" in note:
+            raise FormatError("malformed note: carriage return or NUL in note")
+        split = note.rfind("\n\n")
+        if split < 0 or not note.endswith("\n"):
+            raise FormatError("malformed note: no blank line before the signatures")
+        text, block = note[: split + 1], note[split + 2 :]
+        _check_text(text)
+        sigs = []
+        for line in block.splitlines():
+            if not line.startswith(SIGNATURE_PREFIX):
+                raise FormatError(f"malformed note: signature line {line!r} lacks the em dash")
+            fields = line[len(SIGNATURE_PREFIX) :].split(" ")
+            if len(fields) != 2:
+                raise FormatError(f"malformed note: signature line {line!r}")
+            name, blob = fields
+            _check_name(name)
+            raw = decode_base64(blob, "note signature")
+            if len(raw) < 5:
+                raise FormatError("malformed note: signature too short")
+            sigs.append(NoteSignature(name, int.from_bytes(raw[:4], "big"), raw[4:]))
+        if not sigs:
+            raise FormatError("malformed note: no signatures")
+        if len(sigs) > MAX_SIGNATURES:
+            raise FormatError(f"malformed note: more than {MAX_SIGNATURES} signatures")
+        return cls(text, tuple(sigs))
+
+    def verify(self, key: VerifierKey) -> None:
+        """Raise SignatureError unless a signature by `key` over the text is valid.
+
+        Signatures by other keys are ignored, as the spec says: a checkpoint may carry
+        witness cosignatures we do not know.
+        """
+        mine = [s for s in self.signatures if s.name == key.name and s.key_id == key.key_id]
+        if not mine:
+            names = ", ".join(f"{s.name}+{s.key_id:08x}" for s in self.signatures)
+            raise SignatureError(f"note has no signature by {key.name}+{key.key_id:08x} (has {names})")
+        if not all(key.verify(self.text.encode(), s.signature) for s in mine):
+            raise SignatureError(f"invalid signature by {key.name}+{key.key_id:08x}")
+
+
+def _check_text(text: str) -> None:
+    if not text.endswith("\n"):
+        raise FormatError("note text must end in a newline")
+    if "\n\n" in text:
+        raise FormatError("note text must not contain a blank line")

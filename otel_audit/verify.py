@@ -1,0 +1,220 @@
+"""Verification of one origin's log: pure logic fed with stored rows, checkpoints, anchors.
+
+The caller streams rows in Seq order (backend/store.py does that for the CLI); this module
+does no I/O. Each stored row is checked locally, so one altered row is reported at its own
+Seq and not as a cascade:
+
+- Seq is contiguous from 0 (a gap is `missing`, a repeat is `duplicate`);
+- Entry hashes to LeafHash (`leaf_hash`), and ChainHash = SHA-256(previous ChainHash ||
+  leaf hash) (`chain_hash`);
+- every column derived from Entry still says what Entry says (`column`);
+- at every stored or anchored checkpoint the Merkle root of the leaves computed from the
+  entries equals the signed root (`root`), the signed chain head equals the stored chain
+  (`chain_head`), and the note carries a valid signature by the key (`signature`);
+- the store holds at least as many records as the newest checkpoint signs (`truncated`).
+
+A row rewritten together with its hashes and every later chain hash is still caught by the
+signed root, and located between the last checkpoint that matches and the first that does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .anchors import Anchor, AnchorProblem
+from .chain import CHAIN_START, chain_next
+from .checkpoint import Checkpoint
+from .entry import DERIVED_COLUMNS, decode_entry
+from .errors import AuditError, Finding, FormatError
+from .merkle import CompactRange, hash_leaf
+from .note import SignedNote, VerifierKey
+
+_N = len(DERIVED_COLUMNS)
+_SEQ = DERIVED_COLUMNS.index("Seq")
+MAX_FINDINGS = 1000
+
+
+@dataclass(frozen=True)
+class SignedTarget:
+    """A checkpoint the log must match, from the store or from the anchor directory."""
+
+    source: str
+    checkpoint: Checkpoint
+    compact_range: bytes | None = None  # stored beside store checkpoints only
+
+
+@dataclass
+class Report:
+    origin: str
+    records: int = 0
+    checkpoints_verified: int = 0
+    anchors_verified: int = 0
+    signed_size: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    findings_dropped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def unsigned_records(self) -> int:
+        """Records after the newest valid checkpoint: sealed, not yet signed."""
+        return max(0, self.records - self.signed_size)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "origin": self.origin,
+            "ok": self.ok,
+            "records": self.records,
+            "signed_size": self.signed_size,
+            "unsigned_records": self.unsigned_records,
+            "checkpoints_verified": self.checkpoints_verified,
+            "anchors_verified": self.anchors_verified,
+            "findings": [f.as_dict() for f in self.findings],
+            "findings_dropped": self.findings_dropped,
+        }
+
+
+class LogVerifier:
+    def __init__(self, origin: str, key: VerifierKey) -> None:
+        self.report = Report(origin)
+        self._key = key
+        self._targets: dict[int, list[SignedTarget]] = {}
+        self._tree = CompactRange()
+        self._expected_seq = 0
+        self._prev_chain = CHAIN_START
+        self._rows = 0
+        self._last_good_size = 0  # the largest tree size whose signed root matched
+
+    def _find(self, kind: str, message: str, first: int | None = None, last: int | None = None) -> None:
+        if len(self.report.findings) >= MAX_FINDINGS:
+            self.report.findings_dropped += 1
+            return
+        self.report.findings.append(Finding(kind, message, first, last))
+
+    # -- signed material ----------------------------------------------------------------
+
+    def _open(self, note_text: str, source: str) -> Checkpoint | None:
+        try:
+            note = SignedNote.parse(note_text)
+            note.verify(self._key)
+            checkpoint = Checkpoint.parse(note.text)
+        except AuditError as exc:
+            self._find("signature", f"{source}: {exc}")
+            return None
+        if checkpoint.origin != self.report.origin:
+            self._find("signature", f"{source}: checkpoint is for origin {checkpoint.origin!r}")
+            return None
+        return checkpoint
+
+    def add_stored_checkpoint(
+        self, tree_size: int, root_hash: bytes, chain_head: bytes, note_text: str, compact_range: bytes
+    ) -> None:
+        source = f"stored checkpoint {tree_size}"
+        checkpoint = self._open(note_text, source)
+        if checkpoint is None:
+            return
+        if (checkpoint.tree_size, checkpoint.root_hash, checkpoint.chain_head) != (
+            tree_size,
+            root_hash,
+            chain_head,
+        ):
+            self._find("checkpoint", f"{source}: TreeSize/RootHash/ChainHead columns differ from its signed note")
+        self._add_target(SignedTarget(source, checkpoint, compact_range))
+        self.report.checkpoints_verified += 1
+
+    def add_anchor(self, anchor: Anchor) -> None:
+        checkpoint = self._open(anchor.note.serialize(), f"anchor {anchor.path}")
+        if checkpoint is not None:
+            self._add_target(SignedTarget(f"anchor {anchor.path}", checkpoint))
+            self.report.anchors_verified += 1
+
+    def add_anchor_problem(self, problem: AnchorProblem) -> None:
+        self._find("anchor", f"anchor {problem.path}: {problem.message}")
+
+    def _add_target(self, target: SignedTarget) -> None:
+        size = target.checkpoint.tree_size
+        self._targets.setdefault(size, []).append(target)
+        self.report.signed_size = max(self.report.signed_size, size)
+        if size == 0:
+            self._check_targets(0)
+
+    # -- rows ---------------------------------------------------------------------------
+
+    def feed(self, rows: Iterable[Sequence[object]]) -> None:
+        """Check stored rows, in Seq order: DERIVED_COLUMNS, then Entry, LeafHash, ChainHash."""
+        tree = self._tree
+        targets = self._targets
+        for row in rows:
+            self._rows += 1
+            seq = row[_SEQ]
+            if seq != self._expected_seq:
+                if seq < self._expected_seq:  # type: ignore[operator]
+                    self._find("duplicate", "a second row claims this Seq (inserted row)", seq, seq)  # type: ignore[arg-type]
+                    continue
+                self._find(
+                    "missing", "rows are missing (deleted)", self._expected_seq, seq - 1  # type: ignore[operator]
+                )
+            entry, leaf_hash, chain_hash = row[_N], row[_N + 1], row[_N + 2]
+            leaf = hash_leaf(entry)  # type: ignore[arg-type]
+            if leaf != leaf_hash:
+                self._find("leaf_hash", "Entry does not hash to LeafHash (Entry or LeafHash altered)", seq, seq)  # type: ignore[arg-type]
+            if chain_next(self._prev_chain, leaf_hash) != chain_hash:  # type: ignore[arg-type]
+                self._find("chain_hash", "ChainHash does not follow from the previous row", seq, seq)  # type: ignore[arg-type]
+            self._prev_chain = chain_hash  # type: ignore[assignment]
+            self._check_columns(row, entry, seq)  # type: ignore[arg-type]
+            tree.append(leaf)
+            self._expected_seq = seq + 1  # type: ignore[operator]
+            if tree.size in targets:
+                self._check_targets(tree.size)
+
+    def _check_columns(self, row: Sequence[object], entry: bytes, seq: int) -> None:
+        try:
+            _, derived = decode_entry(entry)
+        except FormatError as exc:
+            self._find("entry", f"Entry does not decode: {exc}", seq, seq)
+            return
+        stored = tuple(row[:_N])
+        if stored != derived:
+            names = [n for n, a, b in zip(DERIVED_COLUMNS, stored, derived) if a != b]
+            self._find("column", f"columns differ from Entry: {', '.join(names)}", seq, seq)
+
+    def _check_targets(self, size: int) -> None:
+        root = self._tree.root()
+        for target in self._targets.pop(size, []):
+            cp = target.checkpoint
+            if cp.root_hash != root:
+                self._find(
+                    "root",
+                    f"Merkle root of the first {size} entries differs from {target.source}: a "
+                    f"record in this range was rewritten",
+                    self._last_good_size,
+                    size - 1,
+                )
+                continue
+            self._last_good_size = size
+            if size and cp.chain_head != self._prev_chain:
+                self._find("chain_head", f"chain hash differs from {target.source}", size - 1, size - 1)
+            if target.compact_range is not None and target.compact_range != self._tree.to_bytes():
+                self._find(
+                    "checkpoint",
+                    f"{target.source}: stored CompactRange does not match the log",
+                    None,
+                    None,
+                )
+
+    def finish(self) -> Report:
+        self.report.records = self._rows
+        have = self._expected_seq
+        for size in sorted(self._targets):
+            self._find(
+                "truncated",
+                f"the store ends at Seq {have - 1} but {self._targets[size][0].source} signs "
+                f"{size} records: the log was truncated or rolled back",
+                have,
+                size - 1,
+            )
+        self._targets.clear()
+        return self.report

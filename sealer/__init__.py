@@ -1,0 +1,1 @@
+"""The otel-audit sealer service: OTLP receivers, sealing pipeline, checkpointer, recovery."""

@@ -1,0 +1,91 @@
+"""Signs a checkpoint of the committed log every interval (when it grew) and at shutdown.
+
+Each checkpoint goes to the store's checkpoints table (with the compact range that lets a
+restart continue the tree) and then to the anchor directory outside the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from backend.store import Store, StoredCheckpoint
+from otel_audit.anchors import write_anchor
+from otel_audit.checkpoint import Checkpoint
+from otel_audit.errors import AuditError
+from otel_audit.note import SignedNote, SignerKey
+
+from .state import LogState
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        store: Store,
+        key: SignerKey,
+        anchor_dir: Path,
+        committed: Callable[[], LogState],
+        interval_seconds: float,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._store = store
+        self._key = key
+        self._anchor_dir = anchor_dir
+        self._committed = committed
+        self._interval = interval_seconds
+        self._clock = clock
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        latest = store.latest_checkpoint(committed().origin)
+        self._last_size = -1 if latest is None else latest.tree_size
+        self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the timer and write the final checkpoint (call after the pipeline stopped)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.checkpoint_now()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.checkpoint_now()
+            except AuditError as exc:
+                log.error("checkpoint failed, will retry next interval: %s", exc)
+
+    def checkpoint_now(self) -> Checkpoint | None:
+        """Sign and store a checkpoint if the log grew since the last one."""
+        with self._lock:
+            state = self._committed()
+            if state.size == self._last_size or (state.size == 0 and self._last_size == -1):
+                return None
+            checkpoint = Checkpoint(
+                origin=state.origin,
+                tree_size=state.size,
+                root_hash=state.tree.root(),
+                chain_head=state.chain_head,
+                sealed_at_ns=state.sealed_at_ns,
+            )
+            note = SignedNote.sign(checkpoint.serialize(), self._key).serialize()
+            stored = StoredCheckpoint(
+                state.origin,
+                state.size,
+                checkpoint.root_hash,
+                state.chain_head,
+                note,
+                state.tree.to_bytes(),
+            )
+            self._store.insert_checkpoint(stored, state.sealed_at_ns, self._clock(), self._key.key_id)
+            write_anchor(self._anchor_dir, state.origin, state.size, note)
+            self._last_size = state.size
+            log.info("checkpoint %s size %d", state.origin, state.size)
+            return checkpoint

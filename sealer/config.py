@@ -1,0 +1,18 @@
+"""The typed configuration of `otel-audit serve`, built once at the edge (the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    store: str
+    key_file: Path
+    origin: str
+    grpc_address: str
+    checkpoint_interval: float
+    anchor_dir: Path
+    max_message_bytes: int = 16 * 1024 * 1024
+    shutdown_grace_seconds: float = 30.0

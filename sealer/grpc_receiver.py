@@ -1,0 +1,115 @@
+"""OTLP/gRPC LogsService/Export (opentelemetry-proto docs/specification.md).
+
+The handler takes the raw request bytes so that a malformed protobuf is answered with
+INVALID_ARGUMENT and a message, instead of grpcio's generic INTERNAL. Status mapping:
+
+- records with reserved ``otel_audit.*`` attributes: rejected via partial_success (the
+  client must not retry them); the rest of the request is sealed;
+- a request that is not an ExportLogsServiceRequest: INVALID_ARGUMENT;
+- store down, queue full, sealer stopping: UNAVAILABLE, which OTel exporters retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent import futures
+
+import grpc
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+
+from otel_audit.entry import Context, reserved_attribute
+from otel_audit.errors import AuditError
+
+from .pipeline import Item, Pipeline
+
+log = logging.getLogger(__name__)
+
+SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+
+
+def prepare(request: ExportLogsServiceRequest) -> tuple[list[Item], list[str]]:
+    """Split a request into sealable records and the reasons others were rejected."""
+    items: list[Item] = []
+    rejected: list[str] = []
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            if not scope_logs.log_records:
+                continue
+            context = Context.of(resource_logs, scope_logs)
+            for record in scope_logs.log_records:
+                key = reserved_attribute(record)
+                if key is not None:
+                    rejected.append(
+                        f"attribute {key!r} uses the reserved otel_audit. prefix, which only "
+                        "the sealer may set"
+                    )
+                    continue
+                items.append((context, record))
+    return items, rejected
+
+
+def response_for(rejected: Sequence[str]) -> ExportLogsServiceResponse:
+    response = ExportLogsServiceResponse()
+    if rejected:
+        response.partial_success.rejected_log_records = len(rejected)
+        more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
+        response.partial_success.error_message = f"{len(rejected)} record(s) rejected: {rejected[0]}{more}"
+    return response
+
+
+class GrpcReceiver:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        address: str,
+        *,
+        max_message_bytes: int = 16 * 1024 * 1024,
+        workers: int = 16,
+    ) -> None:
+        self._pipeline = pipeline
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", 1024 * 1024),
+            ],
+        )
+        handler = grpc.unary_unary_rpc_method_handler(self._export)
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),)
+        )
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen for OTLP/gRPC on {address}")
+        self.address = address.rsplit(":", 1)[0] + f":{self.port}"
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, grace_seconds: float) -> None:
+        """Refuse new calls and let in-flight ones finish (up to the grace period)."""
+        self._server.stop(grace_seconds).wait()
+
+    def _export(self, request_bytes: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            request = ExportLogsServiceRequest.FromString(request_bytes)
+        except DecodeError as exc:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request is not a valid OTLP ExportLogsServiceRequest: {exc}",
+            )
+        items, rejected = prepare(request)
+        if items:
+            try:
+                self._pipeline.seal(items)
+            except AuditError as exc:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"records not sealed, retry: {exc}")
+            except Exception as exc:  # never hang or crash a caller on our bug
+                log.exception("export failed")
+                context.abort(grpc.StatusCode.INTERNAL, f"sealer error: {exc}")
+        return response_for(rejected).SerializeToString()

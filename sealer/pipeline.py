@@ -1,0 +1,232 @@
+"""The sealing pipeline: group commit of Export calls into one INSERT each.
+
+Receivers hand over batches of records; one committer thread takes every batch waiting,
+gives each record its Seq, seal time, leaf hash and chain hash, writes them all with a single
+INSERT, and only then releases the callers. One writer means one order: Seq is contiguous
+and the chain has no forks, whichever receiver a record came through.
+
+If the INSERT fails, it is retried with the same deduplication token (so a retry of a write
+that did land is dropped by ClickHouse, not duplicated). If it still fails, the store's tail
+decides: if the rows are there, the batch is committed after all; if not, the state does not
+move and the callers get a retryable error. If even the tail cannot be read, the pipeline
+keeps both possibilities and settles them before it seals anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from backend.store import Store
+from otel_audit.chain import chain_next
+from otel_audit.entry import Context, Seal, seal_record
+from otel_audit.errors import AuditError, StoreError, StoreUnavailableError
+from otel_audit.merkle import hash_leaf
+
+from .state import LogState
+
+log = logging.getLogger(__name__)
+
+Item = tuple[Context, LogRecord]
+
+
+class BackpressureError(StoreUnavailableError):
+    """The pipeline holds as many records as it may; the caller should retry later."""
+
+
+class SealerStoppedError(StoreUnavailableError):
+    """The pipeline is not accepting records (stopping, or halted by a store divergence)."""
+
+
+@dataclass
+class Batch:
+    """One caller's records and the outcome it waits for."""
+
+    items: Sequence[Item]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: AuditError | None = None
+    first_seq: int = -1
+
+    def wait(self) -> None:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+
+
+@dataclass(frozen=True)
+class _Uncertain:
+    """A write whose outcome is unknown: the state it would have produced."""
+
+    state: LogState
+
+
+_STOP = Batch(items=())
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: Store,
+        state: LogState,
+        *,
+        max_batch_records: int = 20_000,
+        max_queued_records: int = 200_000,
+        insert_attempts: int = 3,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._store = store
+        self._state = state
+        self._clock = clock
+        self._max_batch = max_batch_records
+        self._max_queued = max_queued_records
+        self._queue: queue.Queue[Batch] = queue.Queue()
+        self._queued = 0
+        self._queued_lock = threading.Lock()
+        self._accepting = False
+        self._halted: str | None = None
+        self._uncertain: _Uncertain | None = None
+        self._thread = threading.Thread(target=self._run, name="sealer-committer", daemon=True)
+        self._retrying = Retrying(
+            stop=stop_after_attempt(insert_attempts),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            retry=retry_if_exception_type(StoreUnavailableError),
+            reraise=True,
+        )
+
+    @property
+    def state(self) -> LogState:
+        """The last committed state (safe to read from any thread)."""
+        return self._state
+
+    def start(self) -> None:
+        self._accepting = True
+        self._thread.start()
+
+    def submit(self, items: Sequence[Item]) -> Batch:
+        """Queue records for sealing; raises BackpressureError or SealerStoppedError."""
+        if self._halted is not None:
+            raise SealerStoppedError(self._halted)
+        if not self._accepting:
+            raise SealerStoppedError("the sealer is shutting down; retry against a running one")
+        with self._queued_lock:
+            if self._queued and self._queued + len(items) > self._max_queued:
+                raise BackpressureError(
+                    f"sealer queue is full ({self._queued} records waiting); retry later"
+                )
+            self._queued += len(items)
+        batch = Batch(items)
+        self._queue.put(batch)
+        return batch
+
+    def seal(self, items: Sequence[Item]) -> int:
+        """Seal and commit records; returns the first Seq. Blocks until committed."""
+        batch = self.submit(items)
+        batch.wait()
+        return batch.first_seq
+
+    def stop(self) -> None:
+        """Refuse new records, commit everything queued, stop the committer thread."""
+        self._accepting = False
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    # -- committer thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batches = [self._queue.get()]
+            count = len(batches[0].items)
+            while count < self._max_batch:
+                try:
+                    batches.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+                count += len(batches[-1].items)
+            stopping = any(b is _STOP for b in batches)
+            batches = [b for b in batches if b is not _STOP]
+            if batches:
+                self._commit(batches)
+                with self._queued_lock:
+                    self._queued -= sum(len(b.items) for b in batches)
+            if stopping and self._queue.empty():
+                return
+
+    def _commit(self, batches: list[Batch]) -> None:
+        try:
+            if self._halted is not None:
+                raise SealerStoppedError(self._halted)
+            self._settle_uncertain()
+            self._write(batches)
+        except AuditError as exc:
+            for batch in batches:
+                batch.error = exc
+        except Exception as exc:  # a bug must not leave callers waiting forever
+            log.exception("sealing failed")
+            for batch in batches:
+                batch.error = StoreUnavailableError(f"internal error while sealing: {exc}")
+        finally:
+            for batch in batches:
+                batch.done.set()
+
+    def _write(self, batches: list[Batch]) -> None:
+        before = self._state
+        origin = before.origin
+        sealed_at = max(self._clock(), before.sealed_at_ns)
+        tree = before.tree.copy()
+        chain = before.chain_head
+        seq = before.size
+        rows = []
+        for batch in batches:
+            batch.first_seq = seq
+            for context, record in batch.items:
+                entry, columns = seal_record(context, record, Seal(origin, seq, sealed_at))
+                leaf = hash_leaf(entry)
+                chain = chain_next(chain, leaf)
+                tree.append(leaf)
+                rows.append((*columns, entry, leaf, chain))
+                seq += 1
+        after = LogState(origin, tree, chain, sealed_at)
+        token = f"{origin}:{before.size}-{seq - 1}:{chain.hex()}"
+        try:
+            for attempt in self._retrying:
+                with attempt:
+                    self._store.insert_rows(rows, token)
+        except StoreUnavailableError as exc:
+            log.warning("insert of Seq %d..%d failed: %s", before.size, seq - 1, exc)
+            self._uncertain = _Uncertain(after)
+            self._settle_uncertain()
+            if self._state is not after:
+                raise
+        self._state = after
+
+    def _settle_uncertain(self) -> None:
+        """Decide from the store's tail whether an unclear write landed."""
+        uncertain = self._uncertain
+        if uncertain is None:
+            return
+        before, after = self._state, uncertain.state
+        tail = self._store.tail(before.origin)  # StoreUnavailableError: still unknown
+        self._uncertain = None
+        landed = tail is not None and (tail.next_seq, tail.chain_head) == (after.size, after.chain_head)
+        untouched = (tail is None and before.size == 0) or (
+            tail is not None and (tail.next_seq, tail.chain_head) == (before.size, before.chain_head)
+        )
+        if landed:
+            log.warning("the unclear insert up to Seq %d did land; continuing", after.size - 1)
+            self._state = after
+        elif not untouched:
+            self._halted = (
+                f"the store's log of {before.origin!r} ends at Seq "
+                f"{None if tail is None else tail.next_seq - 1}, which this sealer did not write; "
+                "it stopped sealing. Run `otel-audit verify` and restart the sealer."
+            )
+            log.error(self._halted)
+            raise StoreError(self._halted)
