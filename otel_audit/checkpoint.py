@@ -65,7 +65,7 @@ class Checkpoint:
                 chain_head = decode_base64(line[len(CHAIN_EXTENSION) :], "chain head")
             elif line.startswith(SEALED_AT_EXTENSION):
                 value = line[len(SEALED_AT_EXTENSION) :]
-                if not value.isdigit():
+                if not re.fullmatch(r"[0-9]+", value):  # not isdigit(): it accepts U+00B2 etc.
                     raise FormatError(f"checkpoint sealed-at {value!r} is not a number")
                 sealed_at = int(value)
             else:

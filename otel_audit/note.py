@@ -164,15 +164,15 @@ class SignedNote:
     @classmethod
     def parse(cls, note: str) -> SignedNote:
         """Split a note into text and signature lines, strictly as sumdb/note.Open does."""
-        if "\r" in note or "\x00" in note:
-            raise FormatError("malformed note: carriage return or NUL in note")
+        if re.search(r"[\x00-\x09\x0b-\x1f]", note):
+            raise FormatError("malformed note: ASCII control character (such as CR or NUL) in note")
         split = note.rfind("\n\n")
         if split < 0 or not note.endswith("\n"):
             raise FormatError("malformed note: no blank line before the signatures")
         text, block = note[: split + 1], note[split + 2 :]
         _check_text(text)
         sigs = []
-        for line in block.splitlines():
+        for line in block.split("\n")[:-1]:  # not splitlines(): it also splits at U+2028 etc.
             if not line.startswith(SIGNATURE_PREFIX):
                 raise FormatError(f"malformed note: signature line {line!r} lacks the em dash")
             fields = line[len(SIGNATURE_PREFIX) :].split(" ")

@@ -87,6 +87,7 @@ class LogVerifier:
         self._prev_chain = CHAIN_START
         self._rows = 0
         self._last_good_size = 0  # the largest tree size whose signed root matched
+        self._tree_broken = False  # set by a hole in Seq: roots after it cannot be checked
 
     def _find(self, kind: str, message: str, first: int | None = None, last: int | None = None) -> None:
         if len(self.report.findings) >= MAX_FINDINGS:
@@ -149,26 +150,29 @@ class LogVerifier:
         targets = self._targets
         for row in rows:
             self._rows += 1
-            seq = row[_SEQ]
+            seq: int = row[_SEQ]  # type: ignore[assignment]
+            entry: bytes = row[_N]  # type: ignore[assignment]
+            leaf_hash: bytes = row[_N + 1]  # type: ignore[assignment]
+            chain_hash: bytes = row[_N + 2]  # type: ignore[assignment]
+            follows = True
             if seq != self._expected_seq:
-                if seq < self._expected_seq:  # type: ignore[operator]
-                    self._find("duplicate", "a second row claims this Seq (inserted row)", seq, seq)  # type: ignore[arg-type]
+                if seq < self._expected_seq:
+                    self._find("duplicate", "a second row claims this Seq (inserted row)", seq, seq)
                     continue
-                self._find(
-                    "missing", "rows are missing (deleted)", self._expected_seq, seq - 1  # type: ignore[operator]
-                )
-            entry, leaf_hash, chain_hash = row[_N], row[_N + 1], row[_N + 2]
-            leaf = hash_leaf(entry)  # type: ignore[arg-type]
+                self._find("missing", "rows are missing (deleted)", self._expected_seq, seq - 1)
+                self._tree_broken = True  # no root can be recomputed past a hole
+                follows = False  # the previous row is gone: its chain hash is unknown
+            leaf = hash_leaf(entry)
             if leaf != leaf_hash:
-                self._find("leaf_hash", "Entry does not hash to LeafHash (Entry or LeafHash altered)", seq, seq)  # type: ignore[arg-type]
-            if chain_next(self._prev_chain, leaf_hash) != chain_hash:  # type: ignore[arg-type]
-                self._find("chain_hash", "ChainHash does not follow from the previous row", seq, seq)  # type: ignore[arg-type]
-            self._prev_chain = chain_hash  # type: ignore[assignment]
-            self._check_columns(row, entry, seq)  # type: ignore[arg-type]
+                self._find("leaf_hash", "Entry does not hash to LeafHash (Entry or LeafHash altered)", seq, seq)
+            if follows and chain_next(self._prev_chain, leaf_hash) != chain_hash:
+                self._find("chain_hash", "ChainHash does not follow from the previous row", seq, seq)
+            self._prev_chain = chain_hash
+            self._check_columns(row, entry, seq)
             tree.append(leaf)
-            self._expected_seq = seq + 1  # type: ignore[operator]
-            if tree.size in targets:
-                self._check_targets(tree.size)
+            self._expected_seq = seq + 1
+            if self._expected_seq in targets:
+                self._check_targets(self._expected_seq)
 
     def _check_columns(self, row: Sequence[object], entry: bytes, seq: int) -> None:
         try:
@@ -182,8 +186,11 @@ class LogVerifier:
             self._find("column", f"columns differ from Entry: {', '.join(names)}", seq, seq)
 
     def _check_targets(self, size: int) -> None:
+        targets = self._targets.pop(size, [])
+        if self._tree_broken:
+            return  # the missing rows are already reported; a root here proves nothing more
         root = self._tree.root()
-        for target in self._targets.pop(size, []):
+        for target in targets:
             cp = target.checkpoint
             if cp.root_hash != root:
                 self._find(

@@ -1,0 +1,108 @@
+"""Shared fixtures: a real `otel-audit serve` process on an embedded store in a temp dir."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from otel_audit.note import SignerKey
+
+
+@dataclass
+class Sealer:
+    """A running `otel-audit serve` subprocess and what a test needs to talk to it."""
+
+    workdir: Path
+    key: SignerKey
+    port: int
+    proc: subprocess.Popen
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def store(self) -> str:
+        return f"chdb://{self.workdir / 'store'}"
+
+    @property
+    def anchor_dir(self) -> Path:
+        return self.workdir / "anchors"
+
+    @property
+    def verifier_key(self) -> str:
+        return self.key.verifier().serialize()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def wait_for_output(self, pattern: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(re.search(pattern, line) for line in list(self.output)):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"serve never printed {pattern!r}; output:\n{''.join(self.output)}")
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "otel_audit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.5") -> Sealer:
+    key_file = workdir / "signer.key"
+    if not key_file.exists():
+        key_file.write_text(key.serialize() + "\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otel_audit.cli", "serve", "--key", str(key_file),
+         "--store", f"chdb://{workdir / 'store'}", "--anchor-dir", str(workdir / "anchors"),
+         "--grpc", "127.0.0.1:0", "--checkpoint-interval", interval, *extra],
+        cwd=workdir, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    output: list[str] = []
+    port = None
+    for line in proc.stderr:  # type: ignore[union-attr]
+        output.append(line)
+        match = re.search(r"listening on [\d.]+:(\d+)", line)
+        if match:
+            port = int(match.group(1))
+            break
+    if port is None:
+        proc.wait(timeout=30)
+        raise AssertionError("serve did not start:\n" + "".join(output))
+    sealer = Sealer(workdir, key, port, proc, output)
+    threading.Thread(target=lambda: [output.append(ln) for ln in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
+    return sealer
+
+
+@pytest.fixture
+def signer_key() -> SignerKey:
+    return SignerKey.generate("test.example/audit")
+
+
+@pytest.fixture
+def sealer(tmp_path: Path, signer_key: SignerKey) -> Iterator[Sealer]:
+    running = start_sealer(tmp_path, signer_key)
+    yield running
+    if running.proc.poll() is None:
+        running.proc.kill()
+        running.proc.wait()

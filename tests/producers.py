@@ -1,0 +1,36 @@
+"""Test producers: the OTel Python SDK's own OTLP/gRPC exporter, nothing hand-made."""
+
+from __future__ import annotations
+
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+
+
+def send_audit_events(endpoint: str, count: int, *, service: str = "orders", start: int = 0,
+                      compression: str | None = None) -> None:
+    """Emit `count` audit events through a BatchLogRecordProcessor and flush them."""
+    from opentelemetry.exporter.otlp.proto.grpc.exporter import Compression
+
+    exporter = OTLPLogExporter(
+        endpoint=endpoint,
+        insecure=True,
+        compression=Compression.Gzip if compression == "gzip" else None,
+    )
+    provider = LoggerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter, max_queue_size=100_000))
+    logger = provider.get_logger("otel_audit.tests", "1.0")
+    for i in range(start, start + count):
+        logger.emit(
+            LogRecord(
+                body=f"order {i} placed",
+                severity_number=SeverityNumber.INFO,
+                severity_text="INFO",
+                attributes={"user.id": f"trader-{i % 7}", "audit.action": "order.place", "n": i},
+                event_name="audit.order.place",
+            )
+        )
+    assert provider.force_flush(60_000), "the SDK could not flush its records"
+    provider.shutdown()

@@ -1,0 +1,93 @@
+"""The sealing pipeline against a real embedded ClickHouse, including store failures."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+
+from backend.readers import verify_origin
+from backend.store import Store
+from otel_audit.entry import Context
+from otel_audit.errors import StoreUnavailableError
+from otel_audit.note import SignerKey
+from sealer.checkpointer import Checkpointer
+from sealer.pipeline import Pipeline
+from sealer.recovery import recover
+from sealer.state import LogState
+
+ORIGIN = "pipeline.example/audit"
+
+
+def items(n: int, tag: str = "r"):
+    resource_logs = ResourceLogs()
+    resource_logs.resource.attributes.add(key="service.name").value.string_value = "svc"
+    scope_logs = ScopeLogs()
+    context = Context.of(resource_logs, scope_logs)
+    return [(context, LogRecord(body=AnyValue(string_value=f"{tag}{i}"))) for i in range(n)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(f"chdb://{tmp_path / 'store'}")
+    s.ensure_schema()
+    yield s
+    s.close()
+
+
+def test_concurrent_batches_get_contiguous_seq_and_one_chain(store, tmp_path):
+    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline.start()
+    batches = [pipeline.submit(items(50, f"b{b}-")) for b in range(20)]
+    for batch in batches:
+        batch.wait()
+    pipeline.stop()
+    assert sorted(b.first_seq for b in batches) == list(range(0, 1000, 50))
+    seqs = [row[0] for row in store.hashes_from(ORIGIN, 0)]
+    assert seqs == list(range(1000))
+    assert pipeline.state.size == 1000
+
+
+def test_store_failure_returns_retryable_error_and_leaves_no_gap(store, tmp_path):
+    key = SignerKey.generate(ORIGIN)
+    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=2)
+    pipeline.start()
+    assert pipeline.seal(items(10)) == 0
+    store.command("DETACH TABLE otel_audit.logs")  # the store breaks under the sealer
+    with pytest.raises(StoreUnavailableError, match="failed"):
+        pipeline.seal(items(5, "lost"))
+    assert pipeline.state.size == 10  # nothing was committed, nothing advanced
+    store.command("ATTACH TABLE otel_audit.logs")
+    assert pipeline.seal(items(5, "after")) == 10  # no gap: the failed batch left no trace
+    pipeline.stop()
+    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
+    checkpointer.stop()  # signs the final checkpoint
+    report = verify_origin(store, key.verifier(), tmp_path / "anchors")
+    assert report.ok and report.records == 15, report.findings
+
+
+def test_recovery_continues_from_the_stored_checkpoint(store, tmp_path):
+    key = SignerKey.generate(ORIGIN)
+    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline.start()
+    pipeline.seal(items(37))
+    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
+    checkpointer.checkpoint_now()
+    pipeline.seal(items(5))  # sealed after the checkpoint: recovery must replay these
+    pipeline.stop()
+    state = recover(store, ORIGIN, key.verifier(), tmp_path / "anchors")
+    assert (state.size, state.tree.root(), state.chain_head) == (
+        pipeline.state.size, pipeline.state.tree.root(), pipeline.state.chain_head)
+
+
+def test_recovery_refuses_a_store_behind_its_anchor(store, tmp_path):
+    key = SignerKey.generate(ORIGIN)
+    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline.start()
+    pipeline.seal(items(20))
+    pipeline.stop()
+    Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600).checkpoint_now()
+    store.command("ALTER TABLE otel_audit.logs DELETE WHERE Seq >= 15 SETTINGS mutations_sync = 2")
+    store.command("TRUNCATE TABLE otel_audit.checkpoints")
+    with pytest.raises(Exception, match="truncated or rolled back"):
+        recover(store, ORIGIN, key.verifier(), tmp_path / "anchors")

@@ -1,0 +1,203 @@
+"""Tampering with the real embedded store by SQL: every change is caught and located.
+
+One log is built once by a real `otel-audit serve` (several checkpoints, anchors on disk);
+each test works on its own copy of the store and anchor directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from backend.store import Store
+from otel_audit.anchors import read_anchors
+from otel_audit.chain import CHAIN_START, chain_next
+from otel_audit.merkle import hash_leaf
+from otel_audit.note import SignerKey
+
+from .conftest import run_cli, start_sealer
+from .producers import send_audit_events
+
+pytestmark = pytest.mark.integration
+RECORDS = 300
+
+
+@pytest.fixture(scope="module")
+def sealed_log(tmp_path_factory) -> tuple[Path, SignerKey]:
+    workdir = tmp_path_factory.mktemp("sealed")
+    key = SignerKey.generate("tamper.example/audit")
+    sealer = start_sealer(workdir, key)
+    for part in range(3):  # three sends, each followed by a checkpoint
+        send_audit_events(sealer.endpoint, RECORDS // 3, start=part * RECORDS // 3)
+        sealer.wait_for_output(rf"checkpoint \S+ size {(part + 1) * RECORDS // 3}\b")
+    assert sealer.stop() == 0
+    return workdir, key
+
+
+@pytest.fixture
+def copy(sealed_log, tmp_path) -> tuple[Path, SignerKey]:
+    workdir, key = sealed_log
+    shutil.copytree(workdir / "store", tmp_path / "store", symlinks=True)  # chDB links are relative
+    shutil.copytree(workdir / "anchors", tmp_path / "anchors")
+    return tmp_path, key
+
+
+def sql(workdir: Path, *statements: str) -> None:
+    store = Store.open(f"chdb://{workdir / 'store'}")
+    try:
+        for statement in statements:
+            store.command(statement)
+    finally:
+        store.close()
+
+
+def verify(workdir: Path, key: SignerKey, vkey: str | None = None) -> tuple[int, dict]:
+    result = run_cli("verify", "--store", f"chdb://{workdir / 'store'}",
+                     "--key", vkey or key.verifier().serialize(),
+                     "--anchor-dir", str(workdir / "anchors"), "--json")
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def kinds_at(report: dict) -> set[tuple[str, int | None]]:
+    return {(f["kind"], f["first_seq"]) for f in report["findings"]}
+
+
+def mutate(where: str, assignment: str) -> str:
+    return f"ALTER TABLE otel_audit.logs UPDATE {assignment} WHERE {where} SETTINGS mutations_sync = 2"
+
+
+def test_untouched_copy_verifies(copy):
+    code, report = verify(*copy)
+    assert code == 0 and report["records"] == RECORDS and report["signed_size"] == RECORDS
+    assert report["checkpoints_verified"] >= 3 and report["anchors_verified"] >= 3
+
+
+@pytest.mark.parametrize(
+    ("assignment", "column"),
+    [
+        ("Body = 'nothing happened'", "Body"),
+        ("LogAttributes = mapUpdate(LogAttributes, map('user.id', 'someone-else'))", "LogAttributes"),
+        ("ServiceName = 'other'", "ServiceName"),
+        ("Timestamp = Timestamp + 1", "Timestamp"),
+        ("ObservedTimestamp = ObservedTimestamp - 1", "ObservedTimestamp"),
+        ("EventName = ''", "EventName"),
+        ("SeverityNumber = 1", "SeverityNumber"),
+        ("ResourceAttributes = map()", "ResourceAttributes"),
+        ("TimestampTime = TimestampTime + 3600", "TimestampTime"),
+    ],
+)
+def test_an_updated_column_is_caught_at_its_seq(copy, assignment, column):
+    sql(copy[0], mutate("Seq = 17", assignment))
+    code, report = verify(*copy)
+    assert code == 1
+    assert kinds_at(report) == {("column", 17)}
+    assert column in report["findings"][0]["message"]
+
+
+def test_a_deleted_row_is_reported_missing(copy):
+    sql(copy[0], "ALTER TABLE otel_audit.logs DELETE WHERE Seq = 42 SETTINGS mutations_sync = 2")
+    code, report = verify(*copy)
+    assert code == 1
+    assert ("missing", 42) in kinds_at(report)
+    assert all(f["first_seq"] is None or f["first_seq"] >= 42 for f in report["findings"])
+
+
+def test_a_forged_inserted_row_is_reported_as_duplicate(copy):
+    sql(copy[0], "INSERT INTO otel_audit.logs SELECT * REPLACE ('forged' AS Body) "
+                 "FROM otel_audit.logs WHERE Seq = 10")
+    code, report = verify(*copy)
+    assert code == 1 and ("duplicate", 10) in kinds_at(report)
+
+
+def test_reordered_rows_are_caught(copy):
+    sql(copy[0],
+        "CREATE TABLE otel_audit.swap AS otel_audit.logs",
+        "INSERT INTO otel_audit.swap SELECT * REPLACE (if(Seq = 5, 6, 5) AS Seq) "
+        "FROM otel_audit.logs WHERE Seq IN (5, 6)",
+        "ALTER TABLE otel_audit.logs DELETE WHERE Seq IN (5, 6) SETTINGS mutations_sync = 2",
+        "INSERT INTO otel_audit.logs SELECT * FROM otel_audit.swap")
+    code, report = verify(*copy)
+    assert code == 1
+    assert {("column", 5), ("column", 6)} <= kinds_at(report)
+    assert all("Seq" in f["message"] for f in report["findings"] if f["kind"] == "column")
+
+
+def test_a_rewritten_entry_with_its_hash_is_caught(copy):
+    sql(copy[0], mutate("Seq = 99", "Entry = replaceOne(Entry, 'placed', 'voided')"),
+        mutate("Seq = 99", "LeafHash = SHA256(concat(char(0), Entry))"))
+    code, report = verify(*copy)
+    assert code == 1
+    assert ("chain_hash", 99) in kinds_at(report) and ("column", 99) in kinds_at(report)
+
+
+def test_a_consistent_rewrite_of_the_whole_tail_is_caught_by_the_signed_root(copy):
+    """The attacker rewrites Seq 150 and recomputes every hash after it: only the signature stops them."""
+    workdir, key = copy
+    store = Store.open(f"chdb://{workdir / 'store'}")
+    try:
+        described = store.client.query("DESCRIBE otel_audit.logs").result_rows
+        names = [c[0] for c in described]
+        nanos = {c[0] for c in described if c[1].startswith("DateTime64")}
+        select = [f"toUnixTimestamp64Nano({n}) AS {n}" if n in nanos else n for n in names]
+        rows = store.client.query(
+            f"SELECT {', '.join(select)} FROM otel_audit.logs ORDER BY Seq",
+            column_formats={"Entry": "bytes"},
+        ).result_rows
+        entry_i, leaf_i, chain_i, seq_i, body_i = (names.index(n) for n in ("Entry", "LeafHash", "ChainHash", "Seq", "Body"))
+        chain = CHAIN_START
+        forged = []
+        for row in rows:
+            row = list(row)
+            if row[seq_i] == 150:
+                row[entry_i] = row[entry_i].replace(b"order 150 placed", b"order 150 voided")
+                row[body_i] = "order 150 voided"
+            row[leaf_i] = hash_leaf(row[entry_i])
+            chain = chain_next(chain, row[leaf_i])
+            row[chain_i] = chain
+            forged.append(row)
+        store.command("TRUNCATE TABLE otel_audit.logs")
+        store.client.insert("otel_audit.logs", forged, column_names=names)
+    finally:
+        store.close()
+    code, report = verify(workdir, key)
+    assert code == 1
+    roots = [f for f in report["findings"] if f["kind"] == "root"]
+    assert roots and roots[0]["first_seq"] == 100 and roots[0]["last_seq"] == 199
+    assert not [f for f in report["findings"] if f["kind"] in ("column", "leaf_hash", "chain_hash")]
+
+
+def test_truncating_the_tail_and_its_checkpoints_is_caught_by_the_anchors(copy):
+    sql(copy[0], "ALTER TABLE otel_audit.logs DELETE WHERE Seq >= 250 SETTINGS mutations_sync = 2",
+        "ALTER TABLE otel_audit.checkpoints DELETE WHERE TreeSize > 250 SETTINGS mutations_sync = 2")
+    code, report = verify(*copy)
+    assert code == 1
+    truncated = [f for f in report["findings"] if f["kind"] == "truncated"]
+    assert truncated and truncated[0]["first_seq"] == 250 and truncated[-1]["last_seq"] == RECORDS - 1
+
+
+def test_a_forged_checkpoint_note_is_caught(copy):
+    sql(copy[0], "ALTER TABLE otel_audit.checkpoints UPDATE Note = replaceOne(Note, '\\n200\\n', '\\n201\\n') "
+                 "WHERE TreeSize = 200 SETTINGS mutations_sync = 2")
+    code, report = verify(*copy)
+    assert code == 1 and any(f["kind"] == "signature" and "200" in f["message"] for f in report["findings"])
+
+
+def test_the_wrong_key_fails_every_signature(copy):
+    workdir, key = copy
+    other = SignerKey.generate(key.name).verifier().serialize()
+    code, report = verify(workdir, key, other)
+    assert code == 1 and report["checkpoints_verified"] == 0
+    assert {f["kind"] for f in report["findings"]} == {"signature"}
+
+
+def test_a_corrupt_anchor_file_is_named(copy):
+    workdir, key = copy
+    anchors, _ = read_anchors(workdir / "anchors", key.name)
+    anchors[0].path.write_text("garbage\n")
+    code, report = verify(workdir, key)
+    assert code == 1 and any(f["kind"] == "anchor" and anchors[0].path.name in f["message"]
+                             for f in report["findings"])
