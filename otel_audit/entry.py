@@ -205,7 +205,7 @@ class Context:
             + _field(3, self.scope_schema_url.encode(), self.scope_schema_url != "")
         )
         return (
-            _field(1, self.resource_bytes, True)
+            _field(1, self.resource_bytes, self.resource_bytes != b"")
             + _field(2, scope_logs, True)
             + _field(3, self.resource_schema_url.encode(), self.resource_schema_url != "")
         )

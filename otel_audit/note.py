@@ -207,5 +207,3 @@ class SignedNote:
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):
         raise FormatError("note text must end in a newline")
-    if "\n\n" in text:
-        raise FormatError("note text must not contain a blank line")

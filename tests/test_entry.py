@@ -66,18 +66,18 @@ def _scope() -> InstrumentationScope:
 
 
 def _record(**overrides: object) -> LogRecord:
-    fields: dict[str, object] = dict(
-        time_unix_nano=1_700_000_000_500_000_000,
-        observed_time_unix_nano=1_700_000_001_000_000_000,
-        severity_number=13,  # SEVERITY_NUMBER_WARN
-        severity_text="WARN",
-        body=_s("user alice logged in"),
-        attributes=[_kv("user", "alice"), _kv("count", AnyValue(int_value=3))],
-        flags=0x101,
-        trace_id=TRACE_ID,
-        span_id=SPAN_ID,
-        event_name="login",
-    )
+    fields: dict[str, object] = {
+        "time_unix_nano": 1_700_000_000_500_000_000,
+        "observed_time_unix_nano": 1_700_000_001_000_000_000,
+        "severity_number": 13,  # SEVERITY_NUMBER_WARN
+        "severity_text": "WARN",
+        "body": _s("user alice logged in"),
+        "attributes": [_kv("user", "alice"), _kv("count", AnyValue(int_value=3))],
+        "flags": 0x101,
+        "trace_id": TRACE_ID,
+        "span_id": SPAN_ID,
+        "event_name": "login",
+    }
     fields.update(overrides)
     return LogRecord(**fields)  # type: ignore[arg-type]
 
@@ -96,18 +96,22 @@ def _request(
     resource_kwargs: dict[str, object] = {"schema_url": resource_schema}
     if resource is not None:
         resource_kwargs["resource"] = resource
-    resource_logs = ResourceLogs(scope_logs=[ScopeLogs(**scope_kwargs)], **resource_kwargs)  # type: ignore[arg-type]
+    resource_logs = ResourceLogs(scope_logs=[ScopeLogs(**scope_kwargs)], **resource_kwargs)
     return resource_logs, resource_logs.scope_logs[0]
 
 
-def _seal(resource_logs: ResourceLogs, scope_logs: ScopeLogs, seal: Seal = SEAL) -> tuple[bytes, tuple, LogRecord]:
+def _seal(
+    resource_logs: ResourceLogs, scope_logs: ScopeLogs, seal: Seal = SEAL
+) -> tuple[bytes, tuple, LogRecord]:
     record = LogRecord()
     record.CopyFrom(scope_logs.log_records[0])
     entry, row = seal_record(Context.of(resource_logs, scope_logs), record, seal)
     return entry, row, record
 
 
-def _reference_entry(resource_logs: ResourceLogs, scope_logs: ScopeLogs, sealed: LogRecord) -> bytes:
+def _reference_entry(
+    resource_logs: ResourceLogs, scope_logs: ScopeLogs, sealed: LogRecord
+) -> bytes:
     """Protobuf's own serialization of ResourceLogs{resource, [ScopeLogs{scope, [sealed]}]}."""
     scope_kwargs: dict[str, object] = {"schema_url": scope_logs.schema_url, "log_records": [sealed]}
     if scope_logs.HasField("scope"):
@@ -115,37 +119,48 @@ def _reference_entry(resource_logs: ResourceLogs, scope_logs: ScopeLogs, sealed:
     resource_kwargs: dict[str, object] = {"schema_url": resource_logs.schema_url}
     if resource_logs.HasField("resource"):
         resource_kwargs["resource"] = resource_logs.resource
-    message = ResourceLogs(scope_logs=[ScopeLogs(**scope_kwargs)], **resource_kwargs)  # type: ignore[arg-type]
+    message = ResourceLogs(scope_logs=[ScopeLogs(**scope_kwargs)], **resource_kwargs)
     return message.SerializeToString(deterministic=True)
 
 
 ENTRY_CASES = [
     pytest.param(
-        dict(
-            resource=_resource(),
-            resource_schema="https://opentelemetry.io/schemas/1.26.0",
-            scope=_scope(),
-            scope_schema="https://opentelemetry.io/schemas/1.25.0",
-        ),
+        {
+            "resource": _resource(),
+            "resource_schema": "https://opentelemetry.io/schemas/1.26.0",
+            "scope": _scope(),
+            "scope_schema": "https://opentelemetry.io/schemas/1.25.0",
+        },
         _record(),
         id="with-schema-urls",
     ),
-    pytest.param(dict(resource=_resource(), scope=_scope()), _record(), id="without-schema-urls"),
-    pytest.param(dict(resource_schema="r", scope=_scope(), scope_schema="s"), _record(), id="no-resource"),
-    pytest.param(dict(resource=_resource(), resource_schema="r", scope_schema="s"), _record(), id="no-scope"),
+    pytest.param({"resource": _resource(), "scope": _scope()}, _record(), id="without-schema-urls"),
+    pytest.param(
+        {"resource_schema": "r", "scope": _scope(), "scope_schema": "s"},
+        _record(),
+        id="no-resource",
+    ),
+    pytest.param(
+        {"resource": _resource(), "resource_schema": "r", "scope_schema": "s"},
+        _record(),
+        id="no-scope",
+    ),
     pytest.param({}, _record(), id="no-resource-no-scope"),
     pytest.param({}, LogRecord(), id="empty-record"),
     pytest.param(
-        dict(resource=Resource(attributes=[_kv("service.name", "x" * 200)]), scope=_scope()),
+        {"resource": Resource(attributes=[_kv("service.name", "x" * 200)]), "scope": _scope()},
         _record(body=_s("b" * 20_000), attributes=[_kv("a" * 300, "v" * 300)]),
         id="long-fields-multibyte-lengths",
     ),
     pytest.param(
-        dict(resource=_resource(), scope=_scope()),
+        {"resource": _resource(), "scope": _scope()},
         _record(
             body=AnyValue(
                 kvlist_value=KeyValueList(
-                    values=[_kv("z", AnyValue(double_value=1.5)), _kv("a", AnyValue(bytes_value=b"\x00\xff"))]
+                    values=[
+                        _kv("z", AnyValue(double_value=1.5)),
+                        _kv("a", AnyValue(bytes_value=b"\x00\xff")),
+                    ]
                 )
             )
         ),
@@ -169,9 +184,7 @@ def test_entry_equals_protobuf_serialization(request_fields: dict, record: LogRe
 
 
 @pytest.mark.parametrize(("request_fields", "record"), ENTRY_CASES)
-def test_entry_is_independent_of_parts_order_and_reencodes_identically(
-    request_fields: dict, record: LogRecord
-) -> None:
+def test_entry_reencodes_identically(request_fields: dict, record: LogRecord) -> None:
     resource_logs, scope_logs = _request(record, **request_fields)
     entry, _, _ = _seal(resource_logs, scope_logs)
     parsed = ResourceLogs.FromString(entry)
@@ -181,7 +194,9 @@ def test_entry_is_independent_of_parts_order_and_reencodes_identically(
 def test_entry_omits_explicitly_set_empty_resource_and_scope() -> None:
     # Protobuf writes a set-but-empty submessage as tag + zero length; the entry is canonical
     # and leaves it out, exactly as if the producer had not set the field.
-    resource_logs, scope_logs = _request(_record(), resource=Resource(), scope=InstrumentationScope())
+    resource_logs, scope_logs = _request(
+        _record(), resource=Resource(), scope=InstrumentationScope()
+    )
     assert resource_logs.HasField("resource") and scope_logs.HasField("scope")
     entry, row, sealed = _seal(resource_logs, scope_logs)
     unset_rl, unset_sl = _request(_record())
@@ -191,7 +206,9 @@ def test_entry_omits_explicitly_set_empty_resource_and_scope() -> None:
 
 
 @pytest.mark.parametrize(("request_fields", "record"), ENTRY_CASES)
-def test_decode_entry_returns_seal_and_row_of_seal_record(request_fields: dict, record: LogRecord) -> None:
+def test_decode_entry_returns_seal_and_row_of_seal_record(
+    request_fields: dict, record: LogRecord
+) -> None:
     resource_logs, scope_logs = _request(record, **request_fields)
     entry, row, _ = _seal(resource_logs, scope_logs)
     assert decode_entry(entry) == (SEAL, row)
@@ -232,10 +249,16 @@ def test_seal_record_full_row() -> None:
     [
         [],
         [_kv("user", "alice")],
-        [_kv("user", "alice"), _kv("n", AnyValue(int_value=-1)), _kv("ok", AnyValue(bool_value=False))],
+        [
+            _kv("user", "alice"),
+            _kv("n", AnyValue(int_value=-1)),
+            _kv("ok", AnyValue(bool_value=False)),
+        ],
     ],
 )
-def test_seal_attributes_are_last_and_excluded_from_log_attributes(attributes: list[KeyValue]) -> None:
+def test_seal_attributes_are_last_and_excluded_from_log_attributes(
+    attributes: list[KeyValue],
+) -> None:
     resource_logs, scope_logs = _request(_record(attributes=attributes))
     entry, row, sealed = _seal(resource_logs, scope_logs)
     record = ResourceLogs.FromString(entry).scope_logs[0].log_records[0]
@@ -305,7 +328,12 @@ def _kvlist(*pairs: tuple[str, AnyValue]) -> AnyValue:
         pytest.param(AnyValue(), "", id="empty"),
         pytest.param(_array(), "[]", id="empty-array"),
         pytest.param(
-            _array(_s("a"), AnyValue(int_value=1), AnyValue(bool_value=True), AnyValue(double_value=1.5)),
+            _array(
+                _s("a"),
+                AnyValue(int_value=1),
+                AnyValue(bool_value=True),
+                AnyValue(double_value=1.5),
+            ),
             '["a",1,true,1.5]',
             id="array",
         ),
@@ -316,7 +344,9 @@ def _kvlist(*pairs: tuple[str, AnyValue]) -> AnyValue:
         ),
         pytest.param(_kvlist(), "{}", id="empty-kvlist"),
         pytest.param(
-            _kvlist(("z", _s("last")), ("a", AnyValue(int_value=-1)), ("m", AnyValue(bool_value=False))),
+            _kvlist(
+                ("z", _s("last")), ("a", AnyValue(int_value=-1)), ("m", AnyValue(bool_value=False))
+            ),
             '{"a":-1,"m":false,"z":"last"}',
             id="kvlist-sorted-keys",
         ),
@@ -345,11 +375,18 @@ def test_any_value_as_string(value: AnyValue, expected: str) -> None:
         (TRACE_ID, SPAN_ID, "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"),
         (bytes(16), bytes(8), "", ""),
         (b"", b"", "", ""),
-        (bytes(15) + b"\x01", bytes(7) + b"\xab", "00000000000000000000000000000001", "00000000000000ab"),
+        (
+            bytes(15) + b"\x01",
+            bytes(7) + b"\xab",
+            "00000000000000000000000000000001",
+            "00000000000000ab",
+        ),
         (b"\xab" * 16, bytes(8), "ab" * 16, ""),
     ],
 )
-def test_trace_and_span_ids(trace_id: bytes, span_id: bytes, expected_trace: str, expected_span: str) -> None:
+def test_trace_and_span_ids(
+    trace_id: bytes, span_id: bytes, expected_trace: str, expected_span: str
+) -> None:
     entry, row, _ = _seal(*_request(_record(trace_id=trace_id, span_id=span_id)))
     assert (_col(row, "TraceId"), _col(row, "SpanId")) == (expected_trace, expected_span)
     assert decode_entry(entry)[1] == row
@@ -358,7 +395,12 @@ def test_trace_and_span_ids(trace_id: bytes, span_id: bytes, expected_trace: str
 @pytest.mark.parametrize(
     ("time", "observed", "sealed_at", "expected"),
     [
-        (1_600_000_000_999_999_999, 1_700_000_000_000_000_000, 1_800_000_000_000_000_000, 1_600_000_000_999_999_999),
+        (
+            1_600_000_000_999_999_999,
+            1_700_000_000_000_000_000,
+            1_800_000_000_000_000_000,
+            1_600_000_000_999_999_999,
+        ),
         (0, 1_700_000_000_000_000_001, 1_800_000_000_000_000_000, 1_700_000_000_000_000_001),
         (0, 0, 1_800_000_000_500_000_000, 1_800_000_000_500_000_000),
         (0, 0, 0, 0),
@@ -446,7 +488,9 @@ def test_decode_entry_accepts_the_hand_built_valid_entry() -> None:
         pytest.param(b"\xff\xff\xff", r"entry is not an OTLP ResourceLogs", id="garbage"),
         pytest.param(b"\x0a\x05ab", r"entry is not an OTLP ResourceLogs", id="truncated"),
         pytest.param(
-            _entry_of(_sealed_record())[:-3], r"entry is not an OTLP ResourceLogs", id="cut-short-entry"
+            _entry_of(_sealed_record())[:-3],
+            r"entry is not an OTLP ResourceLogs",
+            id="cut-short-entry",
         ),
         pytest.param(b"", r"exactly one ScopeLogs with one LogRecord", id="empty"),
         pytest.param(
@@ -456,18 +500,29 @@ def test_decode_entry_accepts_the_hand_built_valid_entry() -> None:
         ),
         pytest.param(_entry_of(), r"exactly one ScopeLogs with one LogRecord", id="no-records"),
         pytest.param(
-            _entry_of(_sealed_record(), scopes=2), r"exactly one ScopeLogs with one LogRecord", id="two-scopes"
+            _entry_of(_sealed_record(), scopes=2),
+            r"exactly one ScopeLogs with one LogRecord",
+            id="two-scopes",
         ),
         pytest.param(
-            _entry_of(_sealed_record(), scopes=0), r"exactly one ScopeLogs with one LogRecord", id="no-scopes"
+            _entry_of(_sealed_record(), scopes=0),
+            r"exactly one ScopeLogs with one LogRecord",
+            id="no-scopes",
         ),
         pytest.param(_entry_of(_record()), r"lacks the otel_audit seal attributes", id="unsealed"),
         pytest.param(
-            _entry_of(_record(attributes=[])), r"lacks the otel_audit seal attributes", id="no-attributes"
+            _entry_of(_record(attributes=[])),
+            r"lacks the otel_audit seal attributes",
+            id="no-attributes",
         ),
         pytest.param(
             _entry_of(
-                _record(attributes=[KeyValue(key=ATTR_SEQ, value=GOOD_INT), KeyValue(key=ATTR_SEALED_AT, value=GOOD_INT)])
+                _record(
+                    attributes=[
+                        KeyValue(key=ATTR_SEQ, value=GOOD_INT),
+                        KeyValue(key=ATTR_SEALED_AT, value=GOOD_INT),
+                    ]
+                )
             ),
             r"lacks the otel_audit seal attributes",
             id="origin-missing",
@@ -567,7 +622,11 @@ def test_records_of_walks_every_record_with_its_parents() -> None:
     )
     second = ResourceLogs(scope_logs=[ScopeLogs(log_records=[LogRecord(severity_text="c")])])
     found = [(rl is first, sl, rec.severity_text) for rl, sl, rec in records_of([first, second])]
-    assert [(is_first, text) for is_first, _, text in found] == [(True, "a"), (True, "b"), (False, "c")]
+    assert [(is_first, text) for is_first, _, text in found] == [
+        (True, "a"),
+        (True, "b"),
+        (False, "c"),
+    ]
     assert found[2][1] == second.scope_logs[0]
 
 

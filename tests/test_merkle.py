@@ -1,15 +1,9 @@
 """Tests for otel_audit.merkle against the published RFC 6962 test vectors.
 
-The vectors (leaf inputs, roots by tree size, interior node hashes and compact trees) are
-the ones transparency-dev/merkle publishes in testonly/constants.go
-(https://github.com/transparency-dev/merkle/blob/main/testonly/constants.go), which in turn
-come from Certificate Transparency's RFC 6962 reference implementation. Node names below
-follow that file: nL_I is the hash of the I-th perfect subtree of 2**L leaves.
-
-Reproduce a vector from a shell, e.g. the leaf hash of the empty entry (0x00 prefix only):
-
-    $ printf '\\000' | sha256sum
-    6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d  -
+The vectors are those of transparency-dev/merkle, testonly/constants.go
+(https://github.com/transparency-dev/merkle/blob/main/testonly/constants.go): LeafInputs(),
+NodeHashes(), RootHashes() and CompactTrees(), copied verbatim. NODES[level][index] is
+NodeHashes()[level][index], the hash of the index-th perfect subtree of 2**level leaves.
 """
 
 from __future__ import annotations
@@ -59,7 +53,10 @@ ROOTS = [
     ]
 ]
 
-# NODES[level][index]: level 0 are the leaf hashes.
+# NODES[level][index]: level 0 are the leaf hashes. Reproduce one from a shell, e.g. the
+# leaf hash of the empty entry (SHA-256 of the single prefix byte 0x00):
+#   $ printf '\000' | sha256sum
+#   6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d  -
 NODES = [
     [
         bytes.fromhex(h)
@@ -197,7 +194,7 @@ def test_compact_range_matches_reference_root_for_sizes_0_to_300() -> None:
     for size in range(1, 301):
         tree.append(leaves[size - 1])
         assert tree.size == size
-        assert len(tree.hashes) == bin(size).count("1"), size
+        assert len(tree.hashes) == size.bit_count(), size
         assert tree.root() == root_from_leaf_hashes(leaves[:size]), size
 
 
@@ -215,7 +212,7 @@ def test_compact_range_serialization_round_trip(size: int) -> None:
     tree = CompactRange()
     tree.extend(leaves[:size])
     blob = tree.to_bytes()
-    assert len(blob) == HASH_SIZE * bin(size).count("1")
+    assert len(blob) == HASH_SIZE * size.bit_count()
     assert blob == b"".join(tree.hashes)
     restored = CompactRange.from_bytes(size, blob)
     assert restored == tree
