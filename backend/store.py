@@ -18,6 +18,8 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from otel_audit.entry import DERIVED_COLUMNS
+
+from .columns import COLUMN_HASH_SQL
 from otel_audit.errors import ConfigError, StoreError, StoreUnavailableError
 
 LOGS = "otel_audit.logs"
@@ -103,11 +105,13 @@ class Store:
         A retry with the same token after an unclear failure is dropped by ClickHouse
         instead of duplicating the block (non_replicated_deduplication_window).
         """
+        columns = list(zip(*rows))  # transposed in C; the driver's own transpose is Python
         try:
             self.client.insert(
                 LOGS,
-                rows,
+                columns,
                 column_names=INSERT_COLUMNS,
+                column_oriented=True,
                 settings={"insert_deduplication_token": token},
             )
         except (ClickHouseError, OSError) as exc:
@@ -181,18 +185,66 @@ class Store:
             {"o": origin, "s": first_seq},
         )
 
-    def stream_rows(self, origin: str, block_rows: int = 65536) -> Iterator[list[tuple]]:
-        """Every row of an origin in Seq order, as blocks of tuples:
+    def column_hashes(self, origin: str, first: int, end: int) -> bytes:
+        """The column hashes (32 bytes each, backend/columns.py) of Seq [first, end), in order."""
+        return self._raw(
+            f"SELECT {COLUMN_HASH_SQL} FROM {LOGS} WHERE Origin = {{o:String}} "
+            "AND Seq >= {a:UInt64} AND Seq < {b:UInt64} ORDER BY Seq",
+            {"o": origin, "a": first, "b": end},
+        )
+
+    def leaf_and_chain_hashes(self, origin: str, first: int, end: int) -> bytes:
+        """LeafHash || ChainHash (64 bytes a row) of Seq [first, end), in order."""
+        return self._raw(
+            f"SELECT LeafHash, ChainHash FROM {LOGS} WHERE Origin = {{o:String}} "
+            "AND Seq >= {a:UInt64} AND Seq < {b:UInt64} ORDER BY Seq",
+            {"o": origin, "a": first, "b": end},
+        )
+
+    def row_anomalies(self, origin: str) -> list[tuple[int, int | None, bool, bool]]:
+        """Rows whose Seq does not follow the previous row's, whose Entry does not hash to
+        LeafHash, or whose ChainHash does not follow from the previous row's: (Seq,
+        previous Seq or None, leaf ok, chain ok). Computed by the engine in one ordered scan."""
+        zeros = "toFixedString(repeat(char(0), 32), 32)"
+        return self._query(
+            f"""
+            SELECT Seq, prev_seq, leaf_ok, chain_ok FROM (
+                SELECT Seq,
+                    lagInFrame(toNullable(Seq), 1, NULL) OVER w AS prev_seq,
+                    SHA256(concat(char(0), Entry)) = LeafHash AS leaf_ok,
+                    SHA256(concat(lagInFrame(ChainHash, 1, {zeros}) OVER w, LeafHash))
+                        = ChainHash AS chain_ok
+                FROM {LOGS} WHERE Origin = {{o:String}}
+                WINDOW w AS (ORDER BY Seq ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))
+            WHERE NOT leaf_ok OR NOT chain_ok
+                OR if(isNull(prev_seq), Seq != 0, assumeNotNull(prev_seq) + 1 != Seq)
+            ORDER BY Seq LIMIT 100000""",
+            {"o": origin},
+        )
+
+    def seq_range(self, origin: str) -> tuple[int, int, int]:
+        """(row count, smallest Seq, largest Seq) of an origin; (0, 0, 0) when empty."""
+        count, low, high = self._query(
+            f"SELECT count(), min(Seq), max(Seq) FROM {LOGS} WHERE Origin = {{o:String}}",
+            {"o": origin},
+        )[0]
+        return count, low, high
+
+    def stream_rows(
+        self, origin: str, first: int = 0, end: int = 2**64 - 1, block_rows: int = 65536
+    ) -> Iterator[list[tuple]]:
+        """The rows of Seq [first, end) in Seq order, as blocks of tuples:
         DERIVED_COLUMNS, then Entry, LeafHash, ChainHash."""
         select = _select_list(INSERT_COLUMNS)
         query = (
-            f"SELECT {select} FROM {LOGS} WHERE Origin = {{o:String}} ORDER BY Seq "
+            f"SELECT {select} FROM {LOGS} WHERE Origin = {{o:String}} "
+            "AND Seq >= {a:UInt64} AND Seq < {b:UInt64} ORDER BY Seq "
             "SETTINGS optimize_read_in_order = 1"
         )
         try:
             with self.client.query_row_block_stream(
                 query,
-                parameters={"o": origin},
+                parameters={"o": origin, "a": first, "b": end},
                 column_formats={"Entry": "bytes"},
                 settings={"max_block_size": block_rows},
             ) as stream:
@@ -210,6 +262,12 @@ class Store:
             return self.client.command(sql)
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"{sql.split(chr(10))[0][:80]}...: {exc}") from exc
+
+    def _raw(self, sql: str, parameters: dict) -> bytes:
+        try:
+            return self.client.raw_query(sql, parameters=parameters, fmt="RowBinary")
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailableError(f"query failed: {exc}") from exc
 
     def _query(self, sql: str, parameters: dict | None = None, **kwargs: object) -> list[tuple]:
         try:

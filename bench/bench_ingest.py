@@ -34,6 +34,7 @@ import clickhouse_connect
 import grpc
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
@@ -44,7 +45,6 @@ sys.path.insert(0, str(ROOT))
 
 from backend.readers import verify_origin  # noqa: E402
 from backend.store import Store  # noqa: E402
-from otel_audit.entry import Context, records_of  # noqa: E402
 from otel_audit.note import SignerKey  # noqa: E402
 
 
@@ -77,15 +77,19 @@ def make_requests(total: int, batch: int) -> list:
 
 
 def plain_rows(requests: list) -> list[list[tuple]]:
-    """The same records as otel_logs rows, the way the Collector's exporter would write them."""
-    from otel_audit.entry import record_columns, Seal, attributes_as_map
+    """The records as otel_logs rows, mapped the way the Collector's exporter maps them."""
+    from otel_audit.entry import Seal, _shared_columns, attributes_as_map, record_columns
 
     batches = []
+    no_seal = Seal("", 0, 0)
     for request in requests:
         rows = []
-        for rl, sl, rec in records_of(request.resource_logs):
-            cols = record_columns(Context.of(rl, sl), rec, Seal("", 0, 0), attributes_as_map(rec.attributes))
-            rows.append(cols[3:])  # drop Origin, Seq, SealedAt
+        for rl in request.resource_logs:
+            for sl in rl.scope_logs:
+                shared = _shared_columns(rl, sl)
+                for rec in sl.log_records:
+                    cols = record_columns(shared, rec, no_seal, attributes_as_map(rec.attributes))
+                    rows.append(cols[3:])  # drop Origin, Seq, SealedAt
         batches.append(rows)
     return batches
 
@@ -129,7 +133,12 @@ def bench_sealed(requests: list, producers: int, workdir: Path) -> tuple[float, 
     return sent / elapsed, key_path
 
 
-def bench_plain(batches: list[list[tuple]], workdir: Path) -> float:
+def bench_plain(requests: list, workdir: Path) -> tuple[float, float]:
+    """Two baselines into a table with the Collector exporter's otel_logs columns:
+    (1) insert only: rows converted beforehand, not timed;
+    (2) naive ingest: decode each OTLP request, map its records to rows, insert it."""
+    raw_requests = [r.SerializeToString() for r in requests]
+    batches = plain_rows(requests)
     client = clickhouse_connect.get_client(dsn=f"chdb://{workdir / 'plain'}")
     schema = (ROOT / "backend" / "sql" / "001_schema.sql").read_text()
     # The Collector exporter's otel_logs: our logs table minus the seal columns and index.
@@ -150,16 +159,21 @@ def bench_plain(batches: list[list[tuple]], workdir: Path) -> float:
     for rows in batches[1:]:
         client.insert("bench.otel_logs", rows, column_names=names)
         n += len(rows)
-    elapsed = time.perf_counter() - start
+    insert_only = n / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for raw in raw_requests[1:]:
+        client.insert("bench.otel_logs", plain_rows([ExportLogsServiceRequest.FromString(raw)])[0],
+                      column_names=names)
+    naive = n / (time.perf_counter() - start)
     client.close()
-    return n / elapsed
+    return insert_only, naive
 
 
-def bench_verify(workdir: Path, key_path: Path) -> tuple[float, int, bool]:
+def bench_verify(workdir: Path, key_path: Path, deep: bool) -> tuple[float, int, bool]:
     key = SignerKey.parse(key_path.read_text()).verifier()
     store = Store.open(f"chdb://{workdir / 'sealed'}")
     start = time.perf_counter()
-    report = verify_origin(store, key, workdir / "anchors")
+    report = verify_origin(store, key, workdir / "anchors", deep=deep)
     elapsed = time.perf_counter() - start
     store.close()
     return report.records / elapsed, report.records, report.ok
@@ -177,18 +191,22 @@ def main() -> None:
         requests = make_requests(args.records, args.batch)
         print(f"{args.records} records, {len(requests)} requests of {args.batch}, "
               f"{args.producers} producers, {os.cpu_count()} cores")
-        sealed = plain = 0.0
+        sealed = plain = naive = 0.0
         if "plain" not in args.skip:
-            plain = bench_plain(plain_rows(requests), workdir)
-            print(f"plain clickhouse-connect insert : {plain:10,.0f} records/s")
+            plain, naive = bench_plain(requests, workdir)
+            print(f"plain insert, rows prebuilt     : {plain:10,.0f} records/s")
+            print(f"naive unsealed ingest           : {naive:10,.0f} records/s  (decode + map + insert)")
         if "sealed" not in args.skip:
             sealed, key_path = bench_sealed(requests, args.producers, workdir)
             print(f"sealed ingest (OTLP gRPC, acked): {sealed:10,.0f} records/s")
             if plain:
-                print(f"ratio sealed / plain            : {sealed / plain:10.2f}")
+                print(f"ratio sealed / plain insert     : {sealed / plain:10.2f}")
+                print(f"ratio sealed / naive ingest     : {sealed / naive:10.2f}")
             if "verify" not in args.skip:
-                rate, n, ok = bench_verify(workdir, key_path)
-                print(f"verify                          : {rate:10,.0f} records/s ({n} records, ok={ok})")
+                for deep in (False, True):
+                    rate, n, ok = bench_verify(workdir, key_path, deep)
+                    name = "verify --deep" if deep else "verify (fast, default)"
+                    print(f"{name:32s}: {rate:10,.0f} records/s ({n} records, ok={ok})")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

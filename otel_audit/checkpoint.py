@@ -2,9 +2,14 @@
 
     <origin>\\n<tree size>\\n<base64 root hash>\\n[extension lines]
 
-We add two extension lines, both covered by the signature: the chain head after the last
-leaf (``otel-audit chain <base64>``) and the seal time of the last leaf in Unix nanoseconds
-(``otel-audit sealed-at <ns>``). Clients that do not know them ignore them, as the spec asks.
+We add three extension lines, all covered by the signature; clients that do not know them
+ignore them, as the spec asks:
+
+- ``otel-audit chain <base64>``: the chain head after the last leaf;
+- ``otel-audit sealed-at <ns>``: the seal time of the last leaf, Unix nanoseconds;
+- ``otel-audit columns <from> <base64>``: the columns commitment of the records
+  [from, tree size): SHA-256 over their column hashes in Seq order (see backend/columns.py).
+  It lets `verify` check every stored column without decoding each entry.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .note import decode_base64
 
 CHAIN_EXTENSION = "otel-audit chain "
 SEALED_AT_EXTENSION = "otel-audit sealed-at "
+COLUMNS_EXTENSION = "otel-audit columns "
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,8 @@ class Checkpoint:
     root_hash: bytes
     chain_head: bytes
     sealed_at_ns: int
+    columns_from: int
+    columns_hash: bytes
     other_extensions: tuple[str, ...] = ()
 
     def serialize(self) -> str:
@@ -36,6 +44,7 @@ class Checkpoint:
             base64.b64encode(self.root_hash).decode(),
             CHAIN_EXTENSION + base64.b64encode(self.chain_head).decode(),
             SEALED_AT_EXTENSION + str(self.sealed_at_ns),
+            f"{COLUMNS_EXTENSION}{self.columns_from} {base64.b64encode(self.columns_hash).decode()}",
             *self.other_extensions,
         ]
         return "\n".join(lines) + "\n"
@@ -57,6 +66,7 @@ class Checkpoint:
             raise FormatError("checkpoint root hash must be 32 bytes")
         chain_head: bytes | None = None
         sealed_at: int | None = None
+        columns: tuple[int, bytes] | None = None
         others = []
         for line in extensions:
             if not line:
@@ -68,8 +78,24 @@ class Checkpoint:
                 if not re.fullmatch(r"[0-9]+", value):  # not isdigit(): it accepts U+00B2 etc.
                     raise FormatError(f"checkpoint sealed-at {value!r} is not a number")
                 sealed_at = int(value)
+            elif line.startswith(COLUMNS_EXTENSION):
+                columns = _parse_columns(line[len(COLUMNS_EXTENSION) :])
             else:
                 others.append(line)
-        if chain_head is None or len(chain_head) != 32 or sealed_at is None:
-            raise FormatError("checkpoint lacks the otel-audit chain and sealed-at extensions")
-        return cls(origin, int(size_text), root, chain_head, sealed_at, tuple(others))
+        if chain_head is None or len(chain_head) != 32 or sealed_at is None or columns is None:
+            raise FormatError(
+                "checkpoint lacks the otel-audit chain, sealed-at and columns extensions"
+            )
+        if columns[0] > int(size_text):
+            raise FormatError("checkpoint columns range starts after its tree size")
+        return cls(origin, int(size_text), root, chain_head, sealed_at, *columns, tuple(others))
+
+
+def _parse_columns(value: str) -> tuple[int, bytes]:
+    parts = value.split(" ")
+    if len(parts) != 2 or not re.fullmatch(r"[0-9]+", parts[0]):
+        raise FormatError(f"checkpoint columns extension {value!r} is not '<from> <base64>'")
+    digest = decode_base64(parts[1], "columns hash")
+    if len(digest) != 32:
+        raise FormatError("checkpoint columns hash must be 32 bytes")
+    return int(parts[0]), digest

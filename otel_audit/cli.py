@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="anchor directory to check the store against (env OTEL_AUDIT_ANCHOR_DIR; "
                         "default ./otel-audit-data/anchors if it exists)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--deep", action="store_true", help="decode every entry in Python and "
+                        "compare its columns, instead of checking the signed column commitments "
+                        "(slower; does not rely on the engine's hashing)")
     return parser
 
 
@@ -164,7 +167,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         anchor_dir = Path(default_anchor_dir())
     store = Store.open(args.store or default_store())
     try:
-        report = verify_origin(store, key, anchor_dir)
+        report = verify_origin(store, key, anchor_dir, deep=args.deep)
     finally:
         store.close()
     if args.json:
@@ -172,7 +175,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         status = "OK" if report.ok else "FAILED"
         print(
-            f"{status}: log {report.origin}: {report.records} records, "
+            f"{status}: log {report.origin} ({report.mode}): {report.records} records, "
             f"{report.checkpoints_verified} checkpoints and {report.anchors_verified} anchors "
             f"verified, signed up to tree size {report.signed_size}"
         )

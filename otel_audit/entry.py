@@ -160,58 +160,55 @@ def _read_seal(record: LogRecord) -> tuple[Seal, dict[str, str]]:
     return seal, attributes_as_map(own)
 
 
-@dataclass(frozen=True)
+def _shared_columns(resource_logs: ResourceLogs, scope_logs: ScopeLogs) -> tuple:
+    """The columns every record of one ScopeLogs shares (see record_columns)."""
+    resource_attrs = attributes_as_map(resource_logs.resource.attributes)
+    scope = scope_logs.scope
+    return (
+        resource_attrs.get("service.name", ""),
+        resource_logs.schema_url,
+        resource_attrs,
+        scope_logs.schema_url,
+        scope.name,
+        scope.version,
+        attributes_as_map(scope.attributes),
+    )
+
+
 class Context:
     """What a record shares with its neighbours: resource and scope, already encoded.
 
     Built once per ScopeLogs of a request so that per-record work is only the record.
     """
 
-    resource_bytes: bytes
-    resource_schema_url: str
-    scope_bytes: bytes
-    scope_schema_url: str
-    resource_columns: tuple[str, dict[str, str], str, str, str, dict[str, str]]
+    __slots__ = ("shared", "_resource_head", "_resource_tail", "_scope_head", "_scope_tail")
 
-    @classmethod
-    def of(cls, resource_logs: ResourceLogs, scope_logs: ScopeLogs) -> Context:
-        resource = resource_logs.resource
-        scope = scope_logs.scope
-        resource_attrs = attributes_as_map(resource.attributes)
-        return cls(
-            resource_bytes=resource.SerializeToString(deterministic=True),
-            resource_schema_url=resource_logs.schema_url,
-            scope_bytes=scope.SerializeToString(deterministic=True),
-            scope_schema_url=scope_logs.schema_url,
-            resource_columns=(
-                resource_attrs.get("service.name", ""),
-                resource_attrs,
-                scope.name,
-                scope.version,
-                scope_logs.schema_url,
-                attributes_as_map(scope.attributes),
-            ),
-        )
+    def __init__(self, resource_logs: ResourceLogs, scope_logs: ScopeLogs) -> None:
+        self.shared = _shared_columns(resource_logs, scope_logs)
+        resource_bytes = resource_logs.resource.SerializeToString(deterministic=True)
+        scope_bytes = scope_logs.scope.SerializeToString(deterministic=True)
+        self._resource_head = _field(1, resource_bytes) + b"\x12"
+        self._resource_tail = _field(3, resource_logs.schema_url.encode())
+        self._scope_head = _field(1, scope_bytes) + b"\x12"
+        self._scope_tail = _field(3, scope_logs.schema_url.encode())
 
     def entry(self, record_bytes: bytes) -> bytes:
         """The deterministic serialization of ResourceLogs{resource, [ScopeLogs{scope, [record]}]}.
 
-        Protobuf encodes a message as its fields in field-number order; we assemble exactly
-        those bytes from parts encoded once (tested equal to protobuf's own serializer).
+        Protobuf encodes a message as its fields in field-number order, an unset field as
+        nothing; we assemble exactly those bytes around the record from parts encoded once
+        per ScopeLogs (tested equal to protobuf's own serializer). 0x12 is the tag of
+        field 2, length-delimited: ScopeLogs.log_records and ResourceLogs.scope_logs.
         """
         scope_logs = (
-            _field(1, self.scope_bytes, self.scope_bytes != b"")
-            + _field(2, record_bytes, True)
-            + _field(3, self.scope_schema_url.encode(), self.scope_schema_url != "")
+            self._scope_head + _varint(len(record_bytes)) + record_bytes + self._scope_tail
         )
-        return (
-            _field(1, self.resource_bytes, self.resource_bytes != b"")
-            + _field(2, scope_logs, True)
-            + _field(3, self.resource_schema_url.encode(), self.resource_schema_url != "")
-        )
+        return self._resource_head + _varint(len(scope_logs)) + scope_logs + self._resource_tail
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -220,17 +217,17 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _field(number: int, payload: bytes, present: bool) -> bytes:
-    """A length-delimited field (wire type 2), or nothing for an unset field."""
-    if not present:
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2); an empty one is unset and encodes as nothing."""
+    if not payload:
         return b""
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def record_columns(context: Context, record: LogRecord, seal: Seal, own_attributes: dict[str, str]) -> Row:
+def record_columns(shared: tuple, record: LogRecord, seal: Seal, own_attributes: dict[str, str]) -> Row:
     """The derived column values, in DERIVED_COLUMNS order."""
-    service, resource_attrs, scope_name, scope_version, scope_schema, scope_attrs = (
-        context.resource_columns
+    service, resource_schema, resource_attrs, scope_schema, scope_name, scope_version, scope_attrs = (
+        shared
     )
     timestamp = record.time_unix_nano or record.observed_time_unix_nano or seal.sealed_at_ns
     return (
@@ -247,7 +244,7 @@ def record_columns(context: Context, record: LogRecord, seal: Seal, own_attribut
         max(0, min(255, record.severity_number)),
         service,
         any_value_as_string(record.body),
-        context.resource_schema_url,
+        resource_schema,
         resource_attrs,
         scope_schema,
         scope_name,
@@ -263,7 +260,7 @@ def seal_record(context: Context, record: LogRecord, seal: Seal) -> tuple[bytes,
     own = attributes_as_map(record.attributes)
     add_seal(record, seal)
     entry = context.entry(record.SerializeToString(deterministic=True))
-    return entry, record_columns(context, record, seal, own)
+    return entry, record_columns(context.shared, record, seal, own)
 
 
 def decode_entry(entry: bytes) -> tuple[Seal, Row]:
@@ -278,7 +275,7 @@ def decode_entry(entry: bytes) -> tuple[Seal, Row]:
     scope_logs = resource_logs.scope_logs[0]
     record = scope_logs.log_records[0]
     seal, own = _read_seal(record)
-    return seal, record_columns(Context.of(resource_logs, scope_logs), record, seal, own)
+    return seal, record_columns(_shared_columns(resource_logs, scope_logs), record, seal, own)
 
 
 def records_of(resource_logs_list: object) -> Iterator[tuple[ResourceLogs, ScopeLogs, LogRecord]]:

@@ -1,8 +1,16 @@
-"""Verification of one origin's log: pure logic fed with stored rows, checkpoints, anchors.
+"""Verification of one origin's log: pure logic fed with stored data, checkpoints, anchors.
 
-The caller streams rows in Seq order (backend/store.py does that for the CLI); this module
-does no I/O. Each stored row is checked locally, so one altered row is reported at its own
-Seq and not as a cascade:
+This module does no I/O; backend/readers.py feeds it. Two ways to feed it, same findings:
+
+- deep (`feed`): full rows in Seq order; every entry is hashed and decoded here, and every
+  derived column compared with what the entry says;
+- fast (`feed_hashes` + `columns_match` + `check_columns`): the engine reports the rows whose
+  Seq, leaf hash or chain hash is off; this module builds the Merkle tree from the stored leaf
+  hashes and checks each checkpoint's signed columns commitment; only rows that fail
+  something (and the not yet signed tail) are decoded, to name the Seq and columns.
+
+Each stored row is checked locally, so one altered row is reported at its own Seq and not as
+a cascade:
 
 - Seq is contiguous from 0 (a gap is `missing`, a repeat is `duplicate`);
 - Entry hashes to LeafHash (`leaf_hash`), and ChainHash = SHA-256(previous ChainHash ||
@@ -23,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .anchors import Anchor, AnchorProblem
-from .chain import CHAIN_START, chain_next
+from .chain import CHAIN_START, chain_next, columns_commitment
 from .checkpoint import Checkpoint
 from .entry import DERIVED_COLUMNS, decode_entry
 from .errors import AuditError, Finding, FormatError
@@ -47,6 +55,7 @@ class SignedTarget:
 @dataclass
 class Report:
     origin: str
+    mode: str = "fast"
     records: int = 0
     checkpoints_verified: int = 0
     anchors_verified: int = 0
@@ -66,6 +75,7 @@ class Report:
     def as_dict(self) -> dict[str, object]:
         return {
             "origin": self.origin,
+            "mode": self.mode,
             "ok": self.ok,
             "records": self.records,
             "signed_size": self.signed_size,
@@ -88,6 +98,7 @@ class LogVerifier:
         self._rows = 0
         self._last_good_size = 0  # the largest tree size whose signed root matched
         self._tree_broken = False  # set by a hole in Seq: roots after it cannot be checked
+        self._signed: dict[int, Checkpoint] = {}  # valid checkpoints by tree size
 
     def _find(self, kind: str, message: str, first: int | None = None, last: int | None = None) -> None:
         if len(self.report.findings) >= MAX_FINDINGS:
@@ -138,6 +149,7 @@ class LogVerifier:
     def _add_target(self, target: SignedTarget) -> None:
         size = target.checkpoint.tree_size
         self._targets.setdefault(size, []).append(target)
+        self._signed[size] = target.checkpoint
         self.report.signed_size = max(self.report.signed_size, size)
         if size == 0:
             self._check_targets(0)
@@ -146,6 +158,7 @@ class LogVerifier:
 
     def feed(self, rows: Iterable[Sequence[object]]) -> None:
         """Check stored rows, in Seq order: DERIVED_COLUMNS, then Entry, LeafHash, ChainHash."""
+        self.report.mode = "deep"
         tree = self._tree
         targets = self._targets
         for row in rows:
@@ -174,16 +187,77 @@ class LogVerifier:
             if self._expected_seq in targets:
                 self._check_targets(self._expected_seq)
 
-    def _check_columns(self, row: Sequence[object], entry: bytes, seq: int) -> None:
+    def _check_columns(self, row: Sequence[object], entry: bytes, seq: int) -> bool:
         try:
             _, derived = decode_entry(entry)
         except FormatError as exc:
             self._find("entry", f"Entry does not decode: {exc}", seq, seq)
-            return
+            return False
         stored = tuple(row[:_N])
         if stored != derived:
             names = [n for n, a, b in zip(DERIVED_COLUMNS, stored, derived) if a != b]
             self._find("column", f"columns differ from Entry: {', '.join(names)}", seq, seq)
+            return False
+        return True
+
+    # -- the fast path --------------------------------------------------------------------
+
+    def add_hash_anomaly(self, seq: int, leaf_ok: bool, chain_ok: bool) -> None:
+        """A row the engine found with a LeafHash or ChainHash that does not add up."""
+        if not leaf_ok:
+            self._find("leaf_hash", "Entry does not hash to LeafHash (Entry or LeafHash altered)", seq, seq)
+        if not chain_ok:
+            self._find("chain_hash", "ChainHash does not follow from the previous row", seq, seq)
+
+    def feed_hashes(self, first_seq: int, leaf_and_chain: bytes) -> None:
+        """Rows Seq first_seq.. as LeafHash || ChainHash, 64 bytes each.
+
+        Requires that the engine found Seq contiguous from 0 (otherwise use `feed`); builds
+        the Merkle tree from the stored leaf hashes and checks every signed root on the way.
+        """
+        if first_seq != self._expected_seq:
+            raise ValueError(f"feed_hashes got Seq {first_seq}, want {self._expected_seq}")
+        append = self._tree.append
+        targets = self._targets
+        size = self._tree.size
+        for offset in range(0, len(leaf_and_chain), 64):
+            append(leaf_and_chain[offset : offset + 32])
+            size += 1
+            if size in targets:
+                self._prev_chain = leaf_and_chain[offset + 32 : offset + 64]
+                self._check_targets(size)
+        rows = len(leaf_and_chain) // 64
+        if rows:
+            self._prev_chain = leaf_and_chain[-32:]
+        self._rows += rows
+        self._expected_seq += rows
+
+    def signed_checkpoints(self) -> list[Checkpoint]:
+        """The checkpoints with a valid signature, one per tree size, smallest first."""
+        return [self._signed[size] for size in sorted(self._signed)]
+
+    def columns_match(self, checkpoint: Checkpoint, column_hashes: bytes) -> bool:
+        """Whether the stored columns of [columns_from, tree size) hash to the signed commitment."""
+        return columns_commitment(column_hashes) == checkpoint.columns_hash
+
+    def check_columns(self, rows: Iterable[Sequence[object]]) -> int:
+        """Decode the entries of these rows and compare their columns; returns the rows that differ."""
+        bad = 0
+        for row in rows:
+            if not self._check_columns(row, row[_N], row[_SEQ]):  # type: ignore[arg-type]
+                bad += 1
+        return bad
+
+    def columns_unexplained(self, checkpoint: Checkpoint) -> None:
+        """The commitment failed but every row's values still equal its entry."""
+        self._find(
+            "column",
+            f"columns differ from what was sealed (checkpoint {checkpoint.tree_size}'s columns "
+            "commitment), yet each row equals its entry: entries and columns were rewritten "
+            "together, or rows were re-encoded (e.g. map key order)",
+            checkpoint.columns_from,
+            checkpoint.tree_size - 1,
+        )
 
     def _check_targets(self, size: int) -> None:
         targets = self._targets.pop(size, [])

@@ -2,6 +2,10 @@
 
 Each checkpoint goes to the store's checkpoints table (with the compact range that lets a
 restart continue the tree) and then to the anchor directory outside the database.
+
+It also signs the columns commitment of the records since the previous checkpoint, from the
+column hashes the pipeline read back at each commit (`record_column_hashes`); any range whose
+hashes could not be read then is computed from the store here.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 
 from backend.store import Store, StoredCheckpoint
 from otel_audit.anchors import write_anchor
+from otel_audit.chain import columns_commitment
 from otel_audit.checkpoint import Checkpoint
 from otel_audit.errors import AuditError
 from otel_audit.note import SignedNote, SignerKey
@@ -41,8 +46,15 @@ class Checkpointer:
         self._clock = clock
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        latest = store.latest_checkpoint(committed().origin)
+        self._parts_lock = threading.Lock()
+        state = committed()
+        latest = store.latest_checkpoint(state.origin)
         self._last_size = -1 if latest is None else latest.tree_size
+        self._columns_from = 0 if latest is None else latest.tree_size
+        # (first Seq, end Seq, column hashes or None) of the commits since _columns_from.
+        self._column_parts: list[tuple[int, int, bytes | None]] = []
+        if state.size > self._columns_from:  # sealed after the last checkpoint, before a restart
+            self._column_parts.append((self._columns_from, state.size, None))
         self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
 
     def start(self) -> None:
@@ -62,6 +74,27 @@ class Checkpointer:
             except AuditError as exc:
                 log.error("checkpoint failed, will retry next interval: %s", exc)
 
+    def record_column_hashes(self, first: int, end: int, hashes: bytes | None) -> None:
+        """Pipeline callback: the column hashes of Seq [first, end), just committed."""
+        with self._parts_lock:
+            self._column_parts.append((first, end, hashes))
+
+    def _columns_commitment(self, origin: str, size: int) -> bytes:
+        """The commitment over the column hashes of Seq [_columns_from, size)."""
+        with self._parts_lock:
+            parts = [p for p in self._column_parts if p[0] < size]
+        position = self._columns_from
+        blobs = []
+        for first, end, hashes in parts:
+            if first != position or end > size:  # cannot happen; fall back to the store
+                log.warning("column hash ranges do not tile %d..%d; reading them", position, size)
+                return columns_commitment(self._store.column_hashes(origin, self._columns_from, size))
+            blobs.append(hashes if hashes is not None else self._store.column_hashes(origin, first, end))
+            position = end
+        if position != size:
+            blobs.append(self._store.column_hashes(origin, position, size))
+        return columns_commitment(b"".join(blobs))
+
     def checkpoint_now(self) -> Checkpoint | None:
         """Sign and store a checkpoint if the log grew since the last one."""
         with self._lock:
@@ -74,6 +107,8 @@ class Checkpointer:
                 root_hash=state.tree.root(),
                 chain_head=state.chain_head,
                 sealed_at_ns=state.sealed_at_ns,
+                columns_from=self._columns_from,
+                columns_hash=self._columns_commitment(state.origin, state.size),
             )
             note = SignedNote.sign(checkpoint.serialize(), self._key).serialize()
             stored = StoredCheckpoint(
@@ -87,5 +122,8 @@ class Checkpointer:
             self._store.insert_checkpoint(stored, state.sealed_at_ns, self._clock(), self._key.key_id)
             write_anchor(self._anchor_dir, state.origin, state.size, note)
             self._last_size = state.size
+            self._columns_from = state.size
+            with self._parts_lock:
+                self._column_parts = [p for p in self._column_parts if p[0] >= state.size]
             log.info("checkpoint %s size %d", state.origin, state.size)
             return checkpoint

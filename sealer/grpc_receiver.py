@@ -40,7 +40,7 @@ def prepare(request: ExportLogsServiceRequest) -> tuple[list[Item], list[str]]:
         for scope_logs in resource_logs.scope_logs:
             if not scope_logs.log_records:
                 continue
-            context = Context.of(resource_logs, scope_logs)
+            context = Context(resource_logs, scope_logs)
             for record in scope_logs.log_records:
                 key = reserved_attribute(record)
                 if key is not None:

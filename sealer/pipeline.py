@@ -10,6 +10,10 @@ that did land is dropped by ClickHouse, not duplicated). If it still fails, the 
 decides: if the rows are there, the batch is committed after all; if not, the state does not
 move and the callers get a retryable error. If even the tail cannot be read, the pipeline
 keeps both possibilities and settles them before it seals anything else.
+
+After each commit the pipeline reads back the column hashes of the new rows
+(backend/columns.py) and hands them to `on_commit` (the checkpointer), so the next checkpoint
+signs the columns exactly as they were written, before any caller was acknowledged.
 """
 
 from __future__ import annotations
@@ -93,6 +97,8 @@ class Pipeline:
         self._halted: str | None = None
         self._uncertain: _Uncertain | None = None
         self._thread = threading.Thread(target=self._run, name="sealer-committer", daemon=True)
+        # Called with (first Seq, end Seq, column hashes or None) before a commit is published.
+        self.on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None
         self._retrying = Retrying(
             stop=stop_after_attempt(insert_attempts),
             wait=wait_exponential(multiplier=0.05, max=1.0),
@@ -205,6 +211,20 @@ class Pipeline:
             self._settle_uncertain()
             if self._state is not after:
                 raise
+            return
+        self._publish(after)
+
+    def _publish(self, after: LogState) -> None:
+        """Make a committed state current, after reporting its rows' column hashes."""
+        first, end = self._state.size, after.size
+        try:
+            hashes: bytes | None = self._store.column_hashes(after.origin, first, end)
+            if len(hashes) != 32 * (end - first):
+                hashes = None
+        except StoreUnavailableError as exc:
+            log.warning("could not read back column hashes of Seq %d..%d: %s", first, end - 1, exc)
+            hashes = None  # the checkpointer computes them from the store instead
+        self.on_commit(first, end, hashes)
         self._state = after
 
     def _settle_uncertain(self) -> None:
@@ -221,7 +241,7 @@ class Pipeline:
         )
         if landed:
             log.warning("the unclear insert up to Seq %d did land; continuing", after.size - 1)
-            self._state = after
+            self._publish(after)
         elif not untouched:
             self._halted = (
                 f"the store's log of {before.origin!r} ends at Seq "

@@ -39,15 +39,12 @@ class SealerService:
         self.store.ensure_schema()
         state = recover(self.store, self.key.name, self.key.verifier(), config.anchor_dir)
         log.info("log %s continues at Seq %d", state.origin, state.size)
-        self.pipeline = Pipeline(self.store, state)
-        self.pipeline.start()
+        pipeline = self.pipeline = Pipeline(self.store, state)
         self.checkpointer = Checkpointer(
-            self.store,
-            self.key,
-            config.anchor_dir,
-            lambda: self.pipeline.state,  # type: ignore[union-attr]
-            config.checkpoint_interval,
+            self.store, self.key, config.anchor_dir, lambda: pipeline.state, config.checkpoint_interval
         )
+        pipeline.on_commit = self.checkpointer.record_column_hashes
+        pipeline.start()
         self.checkpointer.start()
         self.grpc = GrpcReceiver(
             self.pipeline, config.grpc_address, max_message_bytes=config.max_message_bytes

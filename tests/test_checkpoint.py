@@ -15,14 +15,18 @@ ROOT_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 CHAIN = b"\xff" * 32
 CHAIN_B64 = "//////////////////////////////////////////8="
 SEALED_AT = 1_700_000_000_123_456_789
+COLS = b"\x11" * 32
+COLS_B64 = "ERERERERERERERERERERERERERERERERERERERERERE="
+COLS_LINE = f"otel-audit columns 3 {COLS_B64}"
 
-KNOWN = Checkpoint("example.com/audit/prod", 12345, ROOT, CHAIN, SEALED_AT)
+KNOWN = Checkpoint("example.com/audit/prod", 12345, ROOT, CHAIN, SEALED_AT, 12000, COLS)
 KNOWN_TEXT = (
     "example.com/audit/prod\n"
     "12345\n"
     "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
     "otel-audit chain //////////////////////////////////////////8=\n"
     "otel-audit sealed-at 1700000000123456789\n"
+    "otel-audit columns 12000 ERERERERERERERERERERERERERERERERERERERERERE=\n"
 )
 
 
@@ -33,6 +37,7 @@ def _text(
     extensions: tuple[str, ...] = (
         f"otel-audit chain {CHAIN_B64}",
         "otel-audit sealed-at 42",
+        COLS_LINE,
     ),
 ) -> str:
     return "\n".join([origin, size, root, *extensions]) + "\n"
@@ -57,11 +62,11 @@ def test_parse_known_value() -> None:
     "checkpoint",
     [
         KNOWN,
-        Checkpoint("o", 0, bytes(32), bytes(32), 0),
-        Checkpoint("example.com/log", 1, b"\x01" * 32, b"\x02" * 32, 1),
-        Checkpoint("example.com/log", 2**63 - 1, ROOT, CHAIN, 2**64 - 1),
-        Checkpoint("log with spaces \u00e9", 99, ROOT, CHAIN, 5),
-        Checkpoint("example.com/log", 3, ROOT, CHAIN, 5, ("witness.example/ext 1", "other")),
+        Checkpoint("o", 0, bytes(32), bytes(32), 0, 0, bytes(32)),
+        Checkpoint("example.com/log", 1, b"\x01" * 32, b"\x02" * 32, 1, 0, COLS),
+        Checkpoint("example.com/log", 2**63 - 1, ROOT, CHAIN, 2**64 - 1, 2**63 - 1, COLS),
+        Checkpoint("log with spaces \u00e9", 99, ROOT, CHAIN, 5, 98, COLS),
+        Checkpoint("example.com/log", 3, ROOT, CHAIN, 5, 1, COLS, ("witness.example/ext 1", "other")),
     ],
 )
 def test_round_trip(checkpoint: Checkpoint) -> None:
@@ -72,7 +77,9 @@ def test_round_trip(checkpoint: Checkpoint) -> None:
 
 
 def test_parse_accepts_extensions_in_any_order() -> None:
-    text = _text(extensions=("otel-audit sealed-at 42", "x", f"otel-audit chain {CHAIN_B64}"))
+    text = _text(
+        extensions=("otel-audit sealed-at 42", "x", COLS_LINE, f"otel-audit chain {CHAIN_B64}")
+    )
     checkpoint = Checkpoint.parse(text)
     assert (checkpoint.chain_head, checkpoint.sealed_at_ns) == (CHAIN, 42)
     assert checkpoint.other_extensions == ("x",)
@@ -87,6 +94,7 @@ def test_unknown_extension_lines_are_preserved_in_order() -> None:
             others[1],
             "otel-audit sealed-at 42",
             others[2],
+            COLS_LINE,
         )
     )
     checkpoint = Checkpoint.parse(text)
@@ -142,7 +150,7 @@ def test_unknown_extension_lines_are_preserved_in_order() -> None:
             _text(root=ROOT_B64[:-1]), r"root hash is not valid base64", id="root-no-padding"
         ),
         pytest.param(
-            _text(extensions=(f"otel-audit chain {CHAIN_B64}", "", "otel-audit sealed-at 42")),
+            _text(extensions=(f"otel-audit chain {CHAIN_B64}", "", "otel-audit sealed-at 42", COLS_LINE)),
             r"extension lines must not be empty",
             id="empty-extension",
         ),
@@ -150,7 +158,7 @@ def test_unknown_extension_lines_are_preserved_in_order() -> None:
             _text() + "\n", r"extension lines must not be empty", id="trailing-blank-line"
         ),
         pytest.param(
-            _text(extensions=()), r"lacks the otel-audit chain and sealed-at", id="no-extensions"
+            _text(extensions=()), r"lacks the otel-audit chain, sealed-at and columns", id="no-extensions"
         ),
         pytest.param(
             _text(extensions=("otel-audit sealed-at 42",)),
@@ -237,3 +245,26 @@ def test_signed_checkpoint_detects_edits(old: str, new: str) -> None:
     Checkpoint.parse(tampered.text)  # still a well-formed checkpoint
     with pytest.raises(SignatureError, match=r"invalid signature by example\.com/audit/prod\+"):
         tampered.verify(signer.verifier())
+
+
+@pytest.mark.parametrize(
+    ("columns_line", "match"),
+    [
+        ("otel-audit columns 3", r"is not '<from> <base64>'"),
+        (f"otel-audit columns -1 {COLS_B64}", r"is not '<from> <base64>'"),
+        (f"otel-audit columns 3 {COLS_B64} extra", r"is not '<from> <base64>'"),
+        ("otel-audit columns 3 !!", r"columns hash is not valid base64"),
+        (f"otel-audit columns 3 {base64.b64encode(bytes(31)).decode()}", r"must be 32 bytes"),
+        (f"otel-audit columns 8 {COLS_B64}", r"starts after its tree size"),
+    ],
+)
+def test_parse_rejects_bad_columns_extension(columns_line: str, match: str) -> None:
+    text = _text(extensions=(f"otel-audit chain {CHAIN_B64}", "otel-audit sealed-at 42", columns_line))
+    with pytest.raises(FormatError, match=match):
+        Checkpoint.parse(text)
+
+
+def test_missing_columns_extension_is_rejected() -> None:
+    text = _text(extensions=(f"otel-audit chain {CHAIN_B64}", "otel-audit sealed-at 42"))
+    with pytest.raises(FormatError, match=r"lacks the otel-audit chain, sealed-at and columns"):
+        Checkpoint.parse(text)

@@ -105,7 +105,7 @@ def _seal(
 ) -> tuple[bytes, tuple, LogRecord]:
     record = LogRecord()
     record.CopyFrom(scope_logs.log_records[0])
-    entry, row = seal_record(Context.of(resource_logs, scope_logs), record, seal)
+    entry, row = seal_record(Context(resource_logs, scope_logs), record, seal)
     return entry, row, record
 
 

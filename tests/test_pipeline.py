@@ -23,7 +23,7 @@ def items(n: int, tag: str = "r"):
     resource_logs = ResourceLogs()
     resource_logs.resource.attributes.add(key="service.name").value.string_value = "svc"
     scope_logs = ScopeLogs()
-    context = Context.of(resource_logs, scope_logs)
+    context = Context(resource_logs, scope_logs)
     return [(context, LogRecord(body=AnyValue(string_value=f"{tag}{i}"))) for i in range(n)]
 
 
