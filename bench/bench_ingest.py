@@ -2,18 +2,20 @@
 
 Run by hand (not part of the test suite):
 
-    .venv/bin/python bench/bench_ingest.py [--records 200000] [--batch 512] [--producers 8]
+    make bench ARGS="--records 300000 --rounds 5"
 
 1. Builds the records once with the OTel SDK's own OTLP encoder, as ExportLogsServiceRequests of
    --batch records (the SDK's BatchLogRecordProcessor default export size is 512).
-2. Sealed: starts a real `otel-audit serve` on an embedded store in a temp dir and sends every
-   request over OTLP/gRPC from --producers concurrent producers; the rate counts records whose
-   Export call was acknowledged, i.e. committed to ClickHouse.
-3. Baseline: the same records, converted to otel_logs rows beforehand (not timed), inserted with
-   clickhouse-connect in batches of the same size into a table with the Collector exporter's
-   otel_logs columns, on the same embedded engine in a fresh data directory.
-4. Verification: `verify` logic over the sealed store, records/s.
-Prints each figure and the ratio sealed / baseline.
+2. Sealed: a real `otel-audit serve` on an embedded store in a temp dir; every request goes
+   over OTLP/gRPC from --producers concurrent producers; the rate counts records whose Export
+   call was acknowledged, i.e. committed to ClickHouse.
+3. Baselines, with clickhouse-connect on the same embedded engine (another data directory),
+   into a table with the Collector exporter's otel_logs columns, one INSERT per request:
+   (1) plain insert of rows mapped beforehand (not timed); (2) naive unsealed ingest, which
+   decodes each request and maps its records (the unsealed counterpart of the sealer).
+   The three run in interleaved rounds so that a machine that slows down (this one is a VM)
+   slows all of them alike; medians are printed.
+4. Verification of the sealed log, fast (default) and --deep, records/s.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,79 +97,86 @@ def plain_rows(requests: list) -> list[list[tuple]]:
     return batches
 
 
-def bench_sealed(requests: list, producers: int, workdir: Path) -> tuple[float, Path]:
-    key_path = workdir / "bench.key"
-    key_path.write_text(SignerKey.generate("bench.example/audit").serialize() + "\n")
-    env = dict(os.environ)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "otel_audit.cli", "serve", "--key", str(key_path),
-         "--store", f"chdb://{workdir / 'sealed'}", "--anchor-dir", str(workdir / "anchors"),
-         "--grpc", "127.0.0.1:0", "--checkpoint-interval", "5"],
-        cwd=workdir, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    port = None
-    for line in proc.stderr:  # type: ignore[union-attr]
-        match = re.search(r"listening on [\d.]+:(\d+)", line)
-        if match:
-            port = int(match.group(1))
-            break
-    assert port, "serve did not start"
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # drain
-    channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _ in range(producers)]
-    stubs = [LogsServiceStub(c) for c in channels]
-    stubs[0].Export(requests[0], timeout=30)  # warm up (not timed)
-    todo = requests[1:]
+def record_count(requests: list) -> int:
+    return sum(len(sl.log_records) for r in requests for rl in r.resource_logs for sl in rl.scope_logs)
 
-    def send(i: int) -> int:
+
+class SealedRun:
+    """A real `otel-audit serve` on an embedded store, fed over OTLP/gRPC by `producers`."""
+
+    def __init__(self, workdir: Path, producers: int) -> None:
+        self.workdir = workdir
+        self.key_path = workdir / "bench.key"
+        self.key_path.write_text(SignerKey.generate("bench.example/audit").serialize() + "\n")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "otel_audit.cli", "serve", "--key", str(self.key_path),
+             "--store", f"chdb://{workdir / 'sealed'}", "--anchor-dir", str(workdir / "anchors"),
+             "--grpc", "127.0.0.1:0", "--checkpoint-interval", "5"],
+            cwd=workdir, stderr=subprocess.PIPE, text=True,
+        )
+        port = None
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            match = re.search(r"listening on [\d.]+:(\d+)", line)
+            if match:
+                port = int(match.group(1))
+                break
+        assert port, "serve did not start"
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()  # type: ignore[union-attr]
+        self.producers = producers
+        self.stubs = [LogsServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}")) for _ in range(producers)]
+
+    def rate(self, requests: list) -> float:
+        """Records/s whose Export calls were acknowledged (committed)."""
+
+        def send(i: int) -> None:
+            for request in requests[i :: self.producers]:
+                self.stubs[i].Export(request, timeout=120)
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(self.producers) as pool:
+            list(pool.map(send, range(self.producers)))
+        return record_count(requests) / (time.perf_counter() - start)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=300)
+
+
+class PlainRun:
+    """clickhouse-connect inserts into a table with the Collector exporter's otel_logs columns."""
+
+    def __init__(self, workdir: Path) -> None:
+        from otel_audit.entry import DERIVED_COLUMNS
+
+        self.client = clickhouse_connect.get_client(dsn=f"chdb://{workdir / 'plain'}")
+        schema = (ROOT / "backend" / "sql" / "001_schema.sql").read_text()
+        # Our logs table minus the seal columns, ordered and partitioned as otel_logs is.
+        ddl = re.search(r"CREATE TABLE IF NOT EXISTS otel_audit.logs(.*?);", schema, re.S).group(1)  # type: ignore[union-attr]
+        ddl = re.sub(r"--[^\n]*", "", ddl)
+        keep = [ln for ln in ddl.splitlines() if not re.match(
+            r"\s*(Origin|Seq |SealedAt|Entry|LeafHash|ChainHash)", ln)]
+        ddl = "\n".join(keep).replace("ORDER BY (Origin, Seq)", "ORDER BY (ServiceName, TimestampTime, Timestamp)")
+        ddl = ddl.replace("PARTITION BY toYYYYMM(SealedAt)", "PARTITION BY toDate(TimestampTime)")
+        self.client.command("CREATE DATABASE IF NOT EXISTS bench")
+        self.client.command(f"CREATE TABLE bench.otel_logs {ddl}")
+        self.names = DERIVED_COLUMNS[3:]
+
+    def insert_rate(self, batches: list[list[tuple]]) -> float:
+        """(1) insert only: rows mapped beforehand, not timed, one INSERT per request."""
+        start = time.perf_counter()
+        for rows in batches:
+            self.client.insert("bench.otel_logs", rows, column_names=self.names)
+        return sum(map(len, batches)) / (time.perf_counter() - start)
+
+    def naive_rate(self, raw_requests: list[bytes]) -> float:
+        """(2) naive unsealed ingest: decode each request, map its records, INSERT it."""
+        start = time.perf_counter()
         n = 0
-        for request in todo[i::producers]:
-            stubs[i].Export(request, timeout=60)
-            n += sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
-        return n
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(producers) as pool:
-        sent = sum(pool.map(send, range(producers)))
-    elapsed = time.perf_counter() - start
-    proc.terminate()
-    proc.wait(timeout=120)
-    return sent / elapsed, key_path
-
-
-def bench_plain(requests: list, workdir: Path) -> tuple[float, float]:
-    """Two baselines into a table with the Collector exporter's otel_logs columns:
-    (1) insert only: rows converted beforehand, not timed;
-    (2) naive ingest: decode each OTLP request, map its records to rows, insert it."""
-    raw_requests = [r.SerializeToString() for r in requests]
-    batches = plain_rows(requests)
-    client = clickhouse_connect.get_client(dsn=f"chdb://{workdir / 'plain'}")
-    schema = (ROOT / "backend" / "sql" / "001_schema.sql").read_text()
-    # The Collector exporter's otel_logs: our logs table minus the seal columns and index.
-    ddl = re.search(r"CREATE TABLE IF NOT EXISTS otel_audit.logs(.*?);", schema, re.S).group(1)  # type: ignore[union-attr]
-    ddl = re.sub(r"--[^\n]*", "", ddl)
-    keep = [ln for ln in ddl.splitlines() if not re.match(
-        r"\s*(Origin|Seq |SealedAt|Entry|LeafHash|ChainHash)", ln)]
-    ddl = "\n".join(keep).replace("ORDER BY (Origin, Seq)", "ORDER BY (ServiceName, TimestampTime, Timestamp)")
-    ddl = ddl.replace("PARTITION BY toYYYYMM(SealedAt)", "PARTITION BY toDate(TimestampTime)")
-    client.command("CREATE DATABASE IF NOT EXISTS bench")
-    client.command(f"CREATE TABLE bench.otel_logs {ddl}")
-    from otel_audit.entry import DERIVED_COLUMNS
-
-    names = DERIVED_COLUMNS[3:]
-    client.insert("bench.otel_logs", batches[0], column_names=names)  # warm up
-    start = time.perf_counter()
-    n = 0
-    for rows in batches[1:]:
-        client.insert("bench.otel_logs", rows, column_names=names)
-        n += len(rows)
-    insert_only = n / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for raw in raw_requests[1:]:
-        client.insert("bench.otel_logs", plain_rows([ExportLogsServiceRequest.FromString(raw)])[0],
-                      column_names=names)
-    naive = n / (time.perf_counter() - start)
-    client.close()
-    return insert_only, naive
+        for raw in raw_requests:
+            rows = plain_rows([ExportLogsServiceRequest.FromString(raw)])[0]
+            self.client.insert("bench.otel_logs", rows, column_names=self.names)
+            n += len(rows)
+        return n / (time.perf_counter() - start)
 
 
 def bench_verify(workdir: Path, key_path: Path, deep: bool) -> tuple[float, int, bool]:
@@ -181,33 +191,45 @@ def bench_verify(workdir: Path, key_path: Path, deep: bool) -> tuple[float, int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--producers", type=int, default=8)
-    parser.add_argument("--skip", choices=["sealed", "plain", "verify"], action="append", default=[])
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="otel-audit-bench-"))
+    sealed_run = None
     try:
         requests = make_requests(args.records, args.batch)
         print(f"{args.records} records, {len(requests)} requests of {args.batch}, "
-              f"{args.producers} producers, {os.cpu_count()} cores")
-        sealed = plain = naive = 0.0
-        if "plain" not in args.skip:
-            plain, naive = bench_plain(requests, workdir)
-            print(f"plain insert, rows prebuilt     : {plain:10,.0f} records/s")
-            print(f"naive unsealed ingest           : {naive:10,.0f} records/s  (decode + map + insert)")
-        if "sealed" not in args.skip:
-            sealed, key_path = bench_sealed(requests, args.producers, workdir)
-            print(f"sealed ingest (OTLP gRPC, acked): {sealed:10,.0f} records/s")
-            if plain:
-                print(f"ratio sealed / plain insert     : {sealed / plain:10.2f}")
-                print(f"ratio sealed / naive ingest     : {sealed / naive:10.2f}")
-            if "verify" not in args.skip:
-                for deep in (False, True):
-                    rate, n, ok = bench_verify(workdir, key_path, deep)
-                    name = "verify --deep" if deep else "verify (fast, default)"
-                    print(f"{name:32s}: {rate:10,.0f} records/s ({n} records, ok={ok})")
+              f"{args.producers} producers, {os.cpu_count()} cores, {args.rounds} interleaved rounds")
+        rounds = [requests[i :: args.rounds] for i in range(args.rounds)]
+        plain_run = PlainRun(workdir)
+        sealed_run = SealedRun(workdir, args.producers)
+        plain_run.insert_rate(plain_rows(requests[:2]))  # warm up both (not timed)
+        sealed_run.rate(requests[:2])
+        rates: dict[str, list[float]] = {"plain": [], "naive": [], "sealed": []}
+        for part in rounds:  # interleaved, so a slower or faster machine hits all three alike
+            rates["plain"].append(plain_run.insert_rate(plain_rows(part)))
+            rates["naive"].append(plain_run.naive_rate([r.SerializeToString() for r in part]))
+            rates["sealed"].append(sealed_run.rate(part))
+        sealed_run.stop()
+        sealed_run = None
+        plain_run.client.close()  # one embedded engine per process: free it for verify
+        med = {name: statistics.median(values) for name, values in rates.items()}
+        ratio_plain = statistics.median(s / p for s, p in zip(rates["sealed"], rates["plain"]))
+        ratio_naive = statistics.median(s / n for s, n in zip(rates["sealed"], rates["naive"]))
+        print(f"plain insert, rows prebuilt      : {med['plain']:10,.0f} records/s (median)")
+        print(f"naive unsealed ingest            : {med['naive']:10,.0f} records/s (decode + map + insert)")
+        print(f"sealed ingest (OTLP gRPC, acked) : {med['sealed']:10,.0f} records/s")
+        print(f"ratio sealed / plain insert      : {ratio_plain:10.2f} (median of per-round ratios)")
+        print(f"ratio sealed / naive ingest      : {ratio_naive:10.2f}")
+        for deep in (False, True):
+            rate, n, ok = bench_verify(workdir, workdir / "bench.key", deep)
+            name = "verify --deep" if deep else "verify (fast, default)"
+            print(f"{name:33s}: {rate:10,.0f} records/s ({n} records, ok={ok})")
     finally:
+        if sealed_run is not None:
+            sealed_run.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from math import isfinite
@@ -132,12 +132,9 @@ def add_seal(record: LogRecord, seal: Seal) -> None:
     attrs.add(key=ATTR_SEALED_AT).value.int_value = seal.sealed_at_ns
 
 
-def reserved_attribute(record: LogRecord) -> str | None:
+def reserved_attribute(attributes: Mapping[str, str]) -> str | None:
     """The first attribute key a producer may not send, or None."""
-    for kv in record.attributes:
-        if kv.key.startswith(SEAL_PREFIX):
-            return kv.key
-    return None
+    return next((key for key in attributes if key.startswith(SEAL_PREFIX)), None)
 
 
 def _read_seal(record: LogRecord) -> tuple[Seal, dict[str, str]]:
@@ -255,9 +252,15 @@ def record_columns(shared: tuple, record: LogRecord, seal: Seal, own_attributes:
     )
 
 
-def seal_record(context: Context, record: LogRecord, seal: Seal) -> tuple[bytes, Row]:
-    """Seal a producer's record: returns its entry bytes and derived columns."""
-    own = attributes_as_map(record.attributes)
+def seal_record(
+    context: Context, record: LogRecord, seal: Seal, attributes: dict[str, str] | None = None
+) -> tuple[bytes, Row]:
+    """Seal a producer's record: returns its entry bytes and derived columns.
+
+    `attributes` is the record's attributes_as_map, when the caller already made it (the
+    receiver does, to refuse reserved keys): reading upb attributes is the costliest step.
+    """
+    own = attributes_as_map(record.attributes) if attributes is None else attributes
     add_seal(record, seal)
     entry = context.entry(record.SerializeToString(deterministic=True))
     return entry, record_columns(context.shared, record, seal, own)
@@ -276,11 +279,3 @@ def decode_entry(entry: bytes) -> tuple[Seal, Row]:
     record = scope_logs.log_records[0]
     seal, own = _read_seal(record)
     return seal, record_columns(_shared_columns(resource_logs, scope_logs), record, seal, own)
-
-
-def records_of(resource_logs_list: object) -> Iterator[tuple[ResourceLogs, ScopeLogs, LogRecord]]:
-    for resource_logs in resource_logs_list:  # type: ignore[attr-defined]
-        for scope_logs in resource_logs.scope_logs:
-            for record in scope_logs.log_records:
-                yield resource_logs, scope_logs, record
-

@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 
-from otel_audit.entry import Context, reserved_attribute
+from otel_audit.entry import Context, attributes_as_map, reserved_attribute
 from otel_audit.errors import AuditError
 
 from .pipeline import Item, Pipeline
@@ -42,14 +42,15 @@ def prepare(request: ExportLogsServiceRequest) -> tuple[list[Item], list[str]]:
                 continue
             context = Context(resource_logs, scope_logs)
             for record in scope_logs.log_records:
-                key = reserved_attribute(record)
+                attributes = attributes_as_map(record.attributes)
+                key = reserved_attribute(attributes)
                 if key is not None:
                     rejected.append(
                         f"attribute {key!r} uses the reserved otel_audit. prefix, which only "
                         "the sealer may set"
                     )
                     continue
-                items.append((context, record))
+                items.append((context, record, attributes))
     return items, rejected
 
 

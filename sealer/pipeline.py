@@ -38,7 +38,7 @@ from .state import LogState
 
 log = logging.getLogger(__name__)
 
-Item = tuple[Context, LogRecord]
+Item = tuple[Context, LogRecord, dict[str, str]]  # the record and its attributes as strings
 
 
 class BackpressureError(StoreUnavailableError):
@@ -192,8 +192,8 @@ class Pipeline:
         rows = []
         for batch in batches:
             batch.first_seq = seq
-            for context, record in batch.items:
-                entry, columns = seal_record(context, record, Seal(origin, seq, sealed_at))
+            for context, record, attributes in batch.items:
+                entry, columns = seal_record(context, record, Seal(origin, seq, sealed_at), attributes)
                 leaf = hash_leaf(entry)
                 chain = chain_next(chain, leaf)
                 tree.append(leaf)

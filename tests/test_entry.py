@@ -29,8 +29,8 @@ from otel_audit.entry import (
     Seal,
     add_seal,
     any_value_as_string,
+    attributes_as_map,
     decode_entry,
-    records_of,
     reserved_attribute,
     seal_record,
 )
@@ -585,7 +585,7 @@ def test_decode_entry_rejects(entry: bytes, match: str) -> None:
 def test_sealing_a_record_with_a_reserved_key_yields_an_undecodable_entry() -> None:
     # The receiver refuses such records (reserved_attribute) before they reach the sealer.
     record = _record(attributes=[_kv("otel_audit.seq", "forged")])
-    assert reserved_attribute(record) == "otel_audit.seq"
+    assert reserved_attribute(attributes_as_map(record.attributes)) == "otel_audit.seq"
     entry, _, _ = _seal(*_request(record))
     with pytest.raises(FormatError, match=r"reserved otel_audit\.\* attribute outside the seal"):
         decode_entry(entry)
@@ -610,24 +610,8 @@ def test_sealing_a_record_with_a_reserved_key_yields_an_undecodable_entry() -> N
     ],
 )
 def test_reserved_attribute(keys: list[str], expected: str | None) -> None:
-    assert reserved_attribute(LogRecord(attributes=[_kv(k, "v") for k in keys])) == expected
-
-
-def test_records_of_walks_every_record_with_its_parents() -> None:
-    first = ResourceLogs(
-        scope_logs=[
-            ScopeLogs(log_records=[LogRecord(severity_text="a"), LogRecord(severity_text="b")]),
-            ScopeLogs(log_records=[]),
-        ]
-    )
-    second = ResourceLogs(scope_logs=[ScopeLogs(log_records=[LogRecord(severity_text="c")])])
-    found = [(rl is first, sl, rec.severity_text) for rl, sl, rec in records_of([first, second])]
-    assert [(is_first, text) for is_first, _, text in found] == [
-        (True, "a"),
-        (True, "b"),
-        (False, "c"),
-    ]
-    assert found[2][1] == second.scope_logs[0]
+    record = LogRecord(attributes=[_kv(k, "v") for k in keys])
+    assert reserved_attribute(attributes_as_map(record.attributes)) == expected
 
 
 def test_body_column_uses_any_value_as_string() -> None:

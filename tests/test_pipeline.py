@@ -24,7 +24,7 @@ def items(n: int, tag: str = "r"):
     resource_logs.resource.attributes.add(key="service.name").value.string_value = "svc"
     scope_logs = ScopeLogs()
     context = Context(resource_logs, scope_logs)
-    return [(context, LogRecord(body=AnyValue(string_value=f"{tag}{i}"))) for i in range(n)]
+    return [(context, LogRecord(body=AnyValue(string_value=f"{tag}{i}")), {}) for i in range(n)]
 
 
 @pytest.fixture
@@ -91,3 +91,34 @@ def test_recovery_refuses_a_store_behind_its_anchor(store, tmp_path):
     store.command("TRUNCATE TABLE otel_audit.checkpoints")
     with pytest.raises(Exception, match="truncated or rolled back"):
         recover(store, ORIGIN, key.verifier(), tmp_path / "anchors")
+
+
+def test_batches_queued_while_the_store_breaks_are_either_written_or_refused(store, tmp_path):
+    """Many batches queued while the store breaks and comes back: whatever was acknowledged
+    is in the log, whatever was refused is not, and Seq stays contiguous."""
+    key = SignerKey.generate(ORIGIN)
+    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=1, max_batch_records=20)
+    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
+    pipeline.on_commit = checkpointer.record_column_hashes
+    pipeline.start()
+    pipeline.seal(items(3, "warm"))
+    first = [pipeline.submit(items(10, f"a{i}-")) for i in range(10)]
+    store.command("DETACH TABLE otel_audit.logs")
+    second = [pipeline.submit(items(10, f"b{i}-")) for i in range(10)]
+    outcomes = []
+    for batch in first + second:
+        batch.done.wait()
+        outcomes.append(batch.error is None)
+    store.command("ATTACH TABLE otel_audit.logs")
+    pipeline.seal(items(4, "after"))
+    pipeline.stop()
+    checkpointer.stop()
+    assert not all(outcomes[10:]), "nothing should be written while the table is detached"
+    bodies = {row[0] for row in store.client.query("SELECT Body FROM otel_audit.logs").result_rows}
+    for batch, ok in zip(first + second, outcomes):
+        written = {r.body.string_value for _, r, _ in batch.items} <= bodies
+        assert written == ok, f"batch acknowledged={ok} but its records written={written}"
+    seqs = [row[0] for row in store.hashes_from(ORIGIN, 0)]
+    assert seqs == list(range(len(seqs)))
+    report = verify_origin(store, key.verifier(), tmp_path / "anchors")
+    assert report.ok, report.findings
