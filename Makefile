@@ -16,6 +16,9 @@ serve: $(VENV)/.installed
 	$(VENV)/bin/otel-audit serve $(ARGS)
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy otel_audit backend sealer
 	$(PY) -m pytest $(ARGS)
 
 bench: $(VENV)/.installed

@@ -45,7 +45,9 @@ def verify_origin(store: Store, key: VerifierKey, anchor_dir: Path | None, deep:
     for checkpoint in verifier.signed_checkpoints():
         if checkpoint.tree_size > count:
             continue  # reported as truncation by finish()
-        if not verifier.columns_match(checkpoint, hashes.between(checkpoint.columns_from, checkpoint.tree_size)):
+        if not verifier.columns_match(
+            checkpoint, hashes.between(checkpoint.columns_from, checkpoint.tree_size)
+        ):
             rows = _rows(store, origin, checkpoint.columns_from, checkpoint.tree_size)
             if verifier.check_columns(rows) == 0:
                 verifier.columns_unexplained(checkpoint)

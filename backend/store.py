@@ -18,9 +18,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from otel_audit.entry import DERIVED_COLUMNS
+from otel_audit.errors import ConfigError, StoreError, StoreUnavailableError
 
 from .columns import COLUMN_HASH_SQL
-from otel_audit.errors import ConfigError, StoreError, StoreUnavailableError
 
 LOGS = "otel_audit.logs"
 CHECKPOINTS = "otel_audit.checkpoints"
@@ -80,9 +80,7 @@ class Store:
     def open(cls, dsn: str) -> Store:
         scheme = urlsplit(dsn).scheme
         if scheme not in ("chdb", "http", "https"):
-            raise ConfigError(
-                f"store {redact(dsn)!r}: use chdb:///absolute/path or http(s)://host:8123/"
-            )
+            raise ConfigError(f"store {redact(dsn)!r}: use chdb:///absolute/path or http(s)://host:8123/")
         try:
             client = clickhouse_connect.get_client(dsn=dsn)
         except Exception as exc:
@@ -126,9 +124,7 @@ class Store:
         values; clickhouse-connect building them in Python costs more than all of sealing.
         """
         if self._insert_types is None:
-            described = dict(
-                (row[0], row[1]) for row in self._query(f"DESCRIBE TABLE {LOGS}")
-            )
+            described = dict((row[0], row[1]) for row in self._query(f"DESCRIBE TABLE {LOGS}"))
             self._insert_types = [
                 described[name].replace("LowCardinality(String)", "String") for name in INSERT_COLUMNS
             ]
@@ -286,9 +282,15 @@ class Store:
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"query failed: {exc}") from exc
 
-    def _query(self, sql: str, parameters: dict | None = None, **kwargs: object) -> list[tuple]:
+    def _query(
+        self,
+        sql: str,
+        parameters: dict | None = None,
+        column_formats: dict[str, str | dict[str, str]] | None = None,
+    ) -> list[tuple]:
         try:
-            return list(self.client.query(sql, parameters=parameters, **kwargs).result_rows)
+            result = self.client.query(sql, parameters=parameters, column_formats=column_formats)
+            return [tuple(row) for row in result.result_rows]
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"query failed: {exc}") from exc
 

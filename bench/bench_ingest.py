@@ -109,10 +109,25 @@ class SealedRun:
         self.key_path = workdir / "bench.key"
         self.key_path.write_text(SignerKey.generate("bench.example/audit").serialize() + "\n")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otel_audit.cli", "serve", "--key", str(self.key_path),
-             "--store", f"chdb://{workdir / 'sealed'}", "--anchor-dir", str(workdir / "anchors"),
-             "--grpc", "127.0.0.1:0", "--checkpoint-interval", "5"],
-            cwd=workdir, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "otel_audit.cli",
+                "serve",
+                "--key",
+                str(self.key_path),
+                "--store",
+                f"chdb://{workdir / 'sealed'}",
+                "--anchor-dir",
+                str(workdir / "anchors"),
+                "--grpc",
+                "127.0.0.1:0",
+                "--checkpoint-interval",
+                "5",
+            ],
+            cwd=workdir,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         port = None
         for line in self.proc.stderr:  # type: ignore[union-attr]
@@ -153,9 +168,14 @@ class PlainRun:
         # Our logs table minus the seal columns, ordered and partitioned as otel_logs is.
         ddl = re.search(r"CREATE TABLE IF NOT EXISTS otel_audit.logs(.*?);", schema, re.S).group(1)  # type: ignore[union-attr]
         ddl = re.sub(r"--[^\n]*", "", ddl)
-        keep = [ln for ln in ddl.splitlines() if not re.match(
-            r"\s*(Origin|Seq |SealedAt|Entry|LeafHash|ChainHash)", ln)]
-        ddl = "\n".join(keep).replace("ORDER BY (Origin, Seq)", "ORDER BY (ServiceName, TimestampTime, Timestamp)")
+        keep = [
+            ln
+            for ln in ddl.splitlines()
+            if not re.match(r"\s*(Origin|Seq |SealedAt|Entry|LeafHash|ChainHash)", ln)
+        ]
+        ddl = "\n".join(keep).replace(
+            "ORDER BY (Origin, Seq)", "ORDER BY (ServiceName, TimestampTime, Timestamp)"
+        )
         ddl = ddl.replace("PARTITION BY toYYYYMM(SealedAt)", "PARTITION BY toDate(TimestampTime)")
         self.client.command("CREATE DATABASE IF NOT EXISTS bench")
         self.client.command(f"CREATE TABLE bench.otel_logs {ddl}")
@@ -200,8 +220,10 @@ def main() -> None:
     sealed_run = None
     try:
         requests = make_requests(args.records, args.batch)
-        print(f"{args.records} records, {len(requests)} requests of {args.batch}, "
-              f"{args.producers} producers, {os.cpu_count()} cores, {args.rounds} interleaved rounds")
+        print(
+            f"{args.records} records, {len(requests)} requests of {args.batch}, "
+            f"{args.producers} producers, {os.cpu_count()} cores, {args.rounds} interleaved rounds"
+        )
         rounds = [requests[i :: args.rounds] for i in range(args.rounds)]
         plain_run = PlainRun(workdir)
         sealed_run = SealedRun(workdir, args.producers)

@@ -96,4 +96,3 @@ def read_anchors(anchor_dir: Path, origin: str) -> tuple[list[Anchor], list[Anch
 def latest_anchor(anchor_dir: Path, origin: str) -> Anchor | None:
     anchors, _ = read_anchors(anchor_dir, origin)
     return anchors[-1] if anchors else None
-

@@ -83,9 +83,7 @@ class Checkpoint:
             else:
                 others.append(line)
         if chain_head is None or len(chain_head) != 32 or sealed_at is None or columns is None:
-            raise FormatError(
-                "checkpoint lacks the otel-audit chain, sealed-at and columns extensions"
-            )
+            raise FormatError("checkpoint lacks the otel-audit chain, sealed-at and columns extensions")
         if columns[0] > int(size_text):
             raise FormatError("checkpoint columns range starts after its tree size")
         return cls(origin, int(size_text), root, chain_head, sealed_at, *columns, tuple(others))

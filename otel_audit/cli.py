@@ -45,32 +45,63 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--out", required=True, type=Path, help="signer key file to create (0600)")
 
     serve = sub.add_parser("serve", help="run the sealer (OTLP/gRPC receiver)")
-    serve.add_argument("--store", default=_env("STORE"), help="chdb:///path or http(s)://... "
-                       "(env OTEL_AUDIT_STORE; default chdb:// under ./otel-audit-data/)")
-    serve.add_argument("--key", type=Path, default=_env("KEY"), help="signer key file (env "
-                       "OTEL_AUDIT_KEY; default: ./otel-audit-data/signer.key, created if absent)")
-    serve.add_argument("--origin", default=_env("ORIGIN", DEFAULT_ORIGIN),
-                       help="origin for a key created by serve (env OTEL_AUDIT_ORIGIN)")
-    serve.add_argument("--grpc", default=_env("GRPC", "127.0.0.1:4317"),
-                       help="OTLP/gRPC listen address (env OTEL_AUDIT_GRPC)")
-    serve.add_argument("--checkpoint-interval", type=float,
-                       default=float(_env("CHECKPOINT_INTERVAL", "10") or 10),
-                       help="seconds between checkpoints (env OTEL_AUDIT_CHECKPOINT_INTERVAL)")
-    serve.add_argument("--anchor-dir", type=Path, default=_env("ANCHOR_DIR"),
-                       help="directory for anchored checkpoints, outside the database "
-                       "(env OTEL_AUDIT_ANCHOR_DIR; default ./otel-audit-data/anchors)")
+    serve.add_argument(
+        "--store",
+        default=_env("STORE"),
+        help="chdb:///path or http(s)://... (env OTEL_AUDIT_STORE; default chdb:// under ./otel-audit-data/)",
+    )
+    serve.add_argument(
+        "--key",
+        type=Path,
+        default=_env("KEY"),
+        help="signer key file (env OTEL_AUDIT_KEY; default: ./otel-audit-data/signer.key, created if absent)",
+    )
+    serve.add_argument(
+        "--origin",
+        default=_env("ORIGIN", DEFAULT_ORIGIN),
+        help="origin for a key created by serve (env OTEL_AUDIT_ORIGIN)",
+    )
+    serve.add_argument(
+        "--grpc",
+        default=_env("GRPC", "127.0.0.1:4317"),
+        help="OTLP/gRPC listen address (env OTEL_AUDIT_GRPC)",
+    )
+    serve.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=float(_env("CHECKPOINT_INTERVAL", "10") or 10),
+        help="seconds between checkpoints (env OTEL_AUDIT_CHECKPOINT_INTERVAL)",
+    )
+    serve.add_argument(
+        "--anchor-dir",
+        type=Path,
+        default=_env("ANCHOR_DIR"),
+        help="directory for anchored checkpoints, outside the database "
+        "(env OTEL_AUDIT_ANCHOR_DIR; default ./otel-audit-data/anchors)",
+    )
 
     verify = sub.add_parser("verify", help="verify a log in the store")
     verify.add_argument("--store", default=_env("STORE"), help="as for serve (env OTEL_AUDIT_STORE)")
-    verify.add_argument("--key", default=_env("VERIFIER_KEY"), help="verifier key "
-                        "origin+keyid+base64 (env OTEL_AUDIT_VERIFIER_KEY)")
-    verify.add_argument("--anchor-dir", type=Path, default=_env("ANCHOR_DIR"),
-                        help="anchor directory to check the store against (env OTEL_AUDIT_ANCHOR_DIR; "
-                        "default ./otel-audit-data/anchors if it exists)")
+    verify.add_argument(
+        "--key",
+        default=_env("VERIFIER_KEY"),
+        help="verifier key origin+keyid+base64 (env OTEL_AUDIT_VERIFIER_KEY)",
+    )
+    verify.add_argument(
+        "--anchor-dir",
+        type=Path,
+        default=_env("ANCHOR_DIR"),
+        help="anchor directory to check the store against (env OTEL_AUDIT_ANCHOR_DIR; "
+        "default ./otel-audit-data/anchors if it exists)",
+    )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
-    verify.add_argument("--deep", action="store_true", help="decode every entry in Python and "
-                        "compare its columns, instead of checking the signed column commitments "
-                        "(slower; does not rely on the engine's hashing)")
+    verify.add_argument(
+        "--deep",
+        action="store_true",
+        help="decode every entry in Python and "
+        "compare its columns, instead of checking the signed column commitments "
+        "(slower; does not rely on the engine's hashing)",
+    )
     return parser
 
 
@@ -182,8 +213,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if report.unsigned_records:
             print(f"note: {report.unsigned_records} newest records are not yet covered by a checkpoint")
         if anchor_dir is None:
-            print("note: no anchor directory given; truncation behind the store's own checkpoints "
-                  "cannot be detected")
+            print(
+                "note: no anchor directory given; truncation behind the store's own checkpoints "
+                "cannot be detected"
+            )
         for finding in report.findings:
             print(f"  {finding}")
         if report.findings_dropped:

@@ -178,7 +178,7 @@ class Context:
     Built once per ScopeLogs of a request so that per-record work is only the record.
     """
 
-    __slots__ = ("shared", "_resource_head", "_resource_tail", "_scope_head", "_scope_tail")
+    __slots__ = ("_resource_head", "_resource_tail", "_scope_head", "_scope_tail", "shared")
 
     def __init__(self, resource_logs: ResourceLogs, scope_logs: ScopeLogs) -> None:
         self.shared = _shared_columns(resource_logs, scope_logs)
@@ -197,9 +197,7 @@ class Context:
         per ScopeLogs (tested equal to protobuf's own serializer). 0x12 is the tag of
         field 2, length-delimited: ScopeLogs.log_records and ResourceLogs.scope_logs.
         """
-        scope_logs = (
-            self._scope_head + _varint(len(record_bytes)) + record_bytes + self._scope_tail
-        )
+        scope_logs = self._scope_head + _varint(len(record_bytes)) + record_bytes + self._scope_tail
         return self._resource_head + _varint(len(scope_logs)) + scope_logs + self._resource_tail
 
 
@@ -223,9 +221,7 @@ def _field(number: int, payload: bytes) -> bytes:
 
 def record_columns(shared: tuple, record: LogRecord, seal: Seal, own_attributes: dict[str, str]) -> Row:
     """The derived column values, in DERIVED_COLUMNS order."""
-    service, resource_schema, resource_attrs, scope_schema, scope_name, scope_version, scope_attrs = (
-        shared
-    )
+    service, resource_schema, resource_attrs, scope_schema, scope_name, scope_version, scope_attrs = shared
     timestamp = record.time_unix_nano or record.observed_time_unix_nano or seal.sealed_at_ns
     return (
         seal.origin,

@@ -41,9 +41,7 @@ def root_from_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
     if n == 1:
         return leaf_hashes[0]
     k = 1 << ((n - 1).bit_length() - 1)  # largest power of two smaller than n
-    return hash_children(
-        root_from_leaf_hashes(leaf_hashes[:k]), root_from_leaf_hashes(leaf_hashes[k:])
-    )
+    return hash_children(root_from_leaf_hashes(leaf_hashes[:k]), root_from_leaf_hashes(leaf_hashes[k:]))
 
 
 @dataclass

@@ -133,7 +133,9 @@ class LogVerifier:
             root_hash,
             chain_head,
         ):
-            self._find("checkpoint", f"{source}: TreeSize/RootHash/ChainHead columns differ from its signed note")
+            self._find(
+                "checkpoint", f"{source}: TreeSize/RootHash/ChainHead columns differ from its signed note"
+            )
         self._add_target(SignedTarget(source, checkpoint, compact_range))
         self.report.checkpoints_verified += 1
 
@@ -177,7 +179,9 @@ class LogVerifier:
                 follows = False  # the previous row is gone: its chain hash is unknown
             leaf = hash_leaf(entry)
             if leaf != leaf_hash:
-                self._find("leaf_hash", "Entry does not hash to LeafHash (Entry or LeafHash altered)", seq, seq)
+                self._find(
+                    "leaf_hash", "Entry does not hash to LeafHash (Entry or LeafHash altered)", seq, seq
+                )
             if follows and chain_next(self._prev_chain, leaf_hash) != chain_hash:
                 self._find("chain_hash", "ChainHash does not follow from the previous row", seq, seq)
             self._prev_chain = chain_hash

@@ -123,9 +123,7 @@ class Pipeline:
             raise SealerStoppedError("the sealer is shutting down; retry against a running one")
         with self._queued_lock:
             if self._queued and self._queued + len(items) > self._max_queued:
-                raise BackpressureError(
-                    f"sealer queue is full ({self._queued} records waiting); retry later"
-                )
+                raise BackpressureError(f"sealer queue is full ({self._queued} records waiting); retry later")
             self._queued += len(items)
         batch = Batch(items)
         self._queue.put(batch)
@@ -217,13 +215,12 @@ class Pipeline:
     def _publish(self, after: LogState) -> None:
         """Make a committed state current, after reporting its rows' column hashes."""
         first, end = self._state.size, after.size
+        hashes: bytes | None = None  # if unread, the checkpointer computes them from the store
         try:
-            hashes: bytes | None = self._store.column_hashes(after.origin, first, end)
-            if len(hashes) != 32 * (end - first):
-                hashes = None
+            read = self._store.column_hashes(after.origin, first, end)
+            hashes = read if len(read) == 32 * (end - first) else None
         except StoreUnavailableError as exc:
             log.warning("could not read back column hashes of Seq %d..%d: %s", first, end - 1, exc)
-            hashes = None  # the checkpointer computes them from the store instead
         self.on_commit(first, end, hashes)
         self._state = after
 

@@ -73,10 +73,27 @@ def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.
     if not key_file.exists():
         key_file.write_text(key.serialize() + "\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "otel_audit.cli", "serve", "--key", str(key_file),
-         "--store", f"chdb://{workdir / 'store'}", "--anchor-dir", str(workdir / "anchors"),
-         "--grpc", "127.0.0.1:0", "--checkpoint-interval", interval, *extra],
-        cwd=workdir, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "otel_audit.cli",
+            "serve",
+            "--key",
+            str(key_file),
+            "--store",
+            f"chdb://{workdir / 'store'}",
+            "--anchor-dir",
+            str(workdir / "anchors"),
+            "--grpc",
+            "127.0.0.1:0",
+            "--checkpoint-interval",
+            interval,
+            *extra,
+        ],
+        cwd=workdir,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
     )
     output: list[str] = []
     port = None

@@ -9,8 +9,9 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 
-def send_audit_events(endpoint: str, count: int, *, service: str = "orders", start: int = 0,
-                      compression: str | None = None) -> None:
+def send_audit_events(
+    endpoint: str, count: int, *, service: str = "orders", start: int = 0, compression: str | None = None
+) -> None:
     """Emit `count` audit events through a BatchLogRecordProcessor and flush them."""
     from opentelemetry.exporter.otlp.proto.grpc.exporter import Compression
 

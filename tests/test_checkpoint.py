@@ -77,9 +77,7 @@ def test_round_trip(checkpoint: Checkpoint) -> None:
 
 
 def test_parse_accepts_extensions_in_any_order() -> None:
-    text = _text(
-        extensions=("otel-audit sealed-at 42", "x", COLS_LINE, f"otel-audit chain {CHAIN_B64}")
-    )
+    text = _text(extensions=("otel-audit sealed-at 42", "x", COLS_LINE, f"otel-audit chain {CHAIN_B64}"))
     checkpoint = Checkpoint.parse(text)
     assert (checkpoint.chain_head, checkpoint.sealed_at_ns) == (CHAIN, 42)
     assert checkpoint.other_extensions == ("x",)
@@ -114,15 +112,11 @@ def test_unknown_extension_lines_are_preserved_in_order() -> None:
     [
         pytest.param(KNOWN_TEXT[:-1], r"must end in a newline", id="no-trailing-newline"),
         pytest.param("", r"must end in a newline", id="empty"),
-        pytest.param(
-            "example.com/log\n7\n", r"needs origin, tree size and root hash", id="two-lines"
-        ),
+        pytest.param("example.com/log\n7\n", r"needs origin, tree size and root hash", id="two-lines"),
         pytest.param("example.com/log\n", r"needs origin, tree size and root hash", id="one-line"),
         pytest.param("\n", r"needs origin, tree size and root hash", id="only-newline"),
         pytest.param(_text(origin=""), r"origin line is empty", id="empty-origin"),
-        pytest.param(
-            _text(size="01"), r"tree size '01' is not a decimal number", id="leading-zero"
-        ),
+        pytest.param(_text(size="01"), r"tree size '01' is not a decimal number", id="leading-zero"),
         pytest.param(_text(size="00"), r"tree size '00' is not a decimal", id="double-zero"),
         pytest.param(_text(size=""), r"tree size '' is not a decimal", id="empty-size"),
         pytest.param(_text(size="-1"), r"tree size '-1' is not a decimal", id="negative-size"),
@@ -130,33 +124,19 @@ def test_unknown_extension_lines_are_preserved_in_order() -> None:
         pytest.param(_text(size="0x10"), r"tree size '0x10' is not a decimal", id="hex-size"),
         pytest.param(_text(size="1e3"), r"tree size '1e3' is not a decimal", id="exponent-size"),
         pytest.param(_text(size=" 7"), r"tree size ' 7' is not a decimal", id="space-size"),
-        pytest.param(
-            _text(size="1_000"), r"tree size '1_000' is not a decimal", id="underscore-size"
-        ),
-        pytest.param(
-            _text(size="\u0667"), r"tree size '\u0667' is not a decimal", id="arabic-digit"
-        ),
-        pytest.param(
-            _text(root=base64.b64encode(bytes(31)).decode()), r"must be 32 bytes", id="root-31"
-        ),
-        pytest.param(
-            _text(root=base64.b64encode(bytes(33)).decode()), r"must be 32 bytes", id="root-33"
-        ),
+        pytest.param(_text(size="1_000"), r"tree size '1_000' is not a decimal", id="underscore-size"),
+        pytest.param(_text(size="\u0667"), r"tree size '\u0667' is not a decimal", id="arabic-digit"),
+        pytest.param(_text(root=base64.b64encode(bytes(31)).decode()), r"must be 32 bytes", id="root-31"),
+        pytest.param(_text(root=base64.b64encode(bytes(33)).decode()), r"must be 32 bytes", id="root-33"),
         pytest.param(_text(root=""), r"must be 32 bytes", id="root-empty"),
-        pytest.param(
-            _text(root="not base64!"), r"root hash is not valid base64", id="root-bad-base64"
-        ),
-        pytest.param(
-            _text(root=ROOT_B64[:-1]), r"root hash is not valid base64", id="root-no-padding"
-        ),
+        pytest.param(_text(root="not base64!"), r"root hash is not valid base64", id="root-bad-base64"),
+        pytest.param(_text(root=ROOT_B64[:-1]), r"root hash is not valid base64", id="root-no-padding"),
         pytest.param(
             _text(extensions=(f"otel-audit chain {CHAIN_B64}", "", "otel-audit sealed-at 42", COLS_LINE)),
             r"extension lines must not be empty",
             id="empty-extension",
         ),
-        pytest.param(
-            _text() + "\n", r"extension lines must not be empty", id="trailing-blank-line"
-        ),
+        pytest.param(_text() + "\n", r"extension lines must not be empty", id="trailing-blank-line"),
         pytest.param(
             _text(extensions=()), r"lacks the otel-audit chain, sealed-at and columns", id="no-extensions"
         ),
@@ -207,9 +187,7 @@ def test_unknown_extension_lines_are_preserved_in_order() -> None:
             id="sealed-at-superscript-two",
         ),
         pytest.param(
-            _text(
-                extensions=(f"otel-audit chain {CHAIN_B64}", "otel-audit sealed-at \u0661\u0662")
-            ),
+            _text(extensions=(f"otel-audit chain {CHAIN_B64}", "otel-audit sealed-at \u0661\u0662")),
             r"sealed-at '\u0661\u0662' is not a number",
             id="sealed-at-arabic-indic-digits",
         ),

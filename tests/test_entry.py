@@ -109,9 +109,7 @@ def _seal(
     return entry, row, record
 
 
-def _reference_entry(
-    resource_logs: ResourceLogs, scope_logs: ScopeLogs, sealed: LogRecord
-) -> bytes:
+def _reference_entry(resource_logs: ResourceLogs, scope_logs: ScopeLogs, sealed: LogRecord) -> bytes:
     """Protobuf's own serialization of ResourceLogs{resource, [ScopeLogs{scope, [sealed]}]}."""
     scope_kwargs: dict[str, object] = {"schema_url": scope_logs.schema_url, "log_records": [sealed]}
     if scope_logs.HasField("scope"):
@@ -194,9 +192,7 @@ def test_entry_reencodes_identically(request_fields: dict, record: LogRecord) ->
 def test_entry_omits_explicitly_set_empty_resource_and_scope() -> None:
     # Protobuf writes a set-but-empty submessage as tag + zero length; the entry is canonical
     # and leaves it out, exactly as if the producer had not set the field.
-    resource_logs, scope_logs = _request(
-        _record(), resource=Resource(), scope=InstrumentationScope()
-    )
+    resource_logs, scope_logs = _request(_record(), resource=Resource(), scope=InstrumentationScope())
     assert resource_logs.HasField("resource") and scope_logs.HasField("scope")
     entry, row, sealed = _seal(resource_logs, scope_logs)
     unset_rl, unset_sl = _request(_record())
@@ -206,9 +202,7 @@ def test_entry_omits_explicitly_set_empty_resource_and_scope() -> None:
 
 
 @pytest.mark.parametrize(("request_fields", "record"), ENTRY_CASES)
-def test_decode_entry_returns_seal_and_row_of_seal_record(
-    request_fields: dict, record: LogRecord
-) -> None:
+def test_decode_entry_returns_seal_and_row_of_seal_record(request_fields: dict, record: LogRecord) -> None:
     resource_logs, scope_logs = _request(record, **request_fields)
     entry, row, _ = _seal(resource_logs, scope_logs)
     assert decode_entry(entry) == (SEAL, row)
@@ -344,9 +338,7 @@ def _kvlist(*pairs: tuple[str, AnyValue]) -> AnyValue:
         ),
         pytest.param(_kvlist(), "{}", id="empty-kvlist"),
         pytest.param(
-            _kvlist(
-                ("z", _s("last")), ("a", AnyValue(int_value=-1)), ("m", AnyValue(bool_value=False))
-            ),
+            _kvlist(("z", _s("last")), ("a", AnyValue(int_value=-1)), ("m", AnyValue(bool_value=False))),
             '{"a":-1,"m":false,"z":"last"}',
             id="kvlist-sorted-keys",
         ),
@@ -384,9 +376,7 @@ def test_any_value_as_string(value: AnyValue, expected: str) -> None:
         (b"\xab" * 16, bytes(8), "ab" * 16, ""),
     ],
 )
-def test_trace_and_span_ids(
-    trace_id: bytes, span_id: bytes, expected_trace: str, expected_span: str
-) -> None:
+def test_trace_and_span_ids(trace_id: bytes, span_id: bytes, expected_trace: str, expected_span: str) -> None:
     entry, row, _ = _seal(*_request(_record(trace_id=trace_id, span_id=span_id)))
     assert (_col(row, "TraceId"), _col(row, "SpanId")) == (expected_trace, expected_span)
     assert decode_entry(entry)[1] == row

@@ -25,10 +25,7 @@ from otel_audit.note import (
 
 SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
-TEXT = (
-    "If you think cryptography is the answer to your problem,\n"
-    "then you don't know what your problem is.\n"
-)
+TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
 SIG_LINE = (
     "\u2014 PeterNeumann "
     "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
@@ -301,9 +298,7 @@ def test_wrong_key_claiming_published_key_id_fails() -> None:
         SignedNote.parse(NOTE).verify(impostor)
 
 
-def test_note_signed_only_by_unknown_key_fails(
-    other_signer: SignerKey, verifier: VerifierKey
-) -> None:
+def test_note_signed_only_by_unknown_key_fails(other_signer: SignerKey, verifier: VerifierKey) -> None:
     note = SignedNote.parse(SignedNote.sign(TEXT, other_signer).serialize())
     with pytest.raises(
         SignatureError, match=r"no signature by PeterNeumann\+c74f20a3 \(has example\.com/other\+"
@@ -327,9 +322,7 @@ def test_extra_signature_by_unknown_key_is_ignored(
 def test_extra_signature_by_unknown_key_with_garbage_signature_is_ignored(
     verifier: VerifierKey,
 ) -> None:
-    garbage = (
-        "\u2014 witness.example " + base64.b64encode(b"\x01\x02\x03\x04" + b"junk").decode() + "\n"
-    )
+    garbage = "\u2014 witness.example " + base64.b64encode(b"\x01\x02\x03\x04" + b"junk").decode() + "\n"
     SignedNote.parse(NOTE + garbage).verify(verifier)
 
 
@@ -374,9 +367,7 @@ def _sig_lines(count: int) -> str:
             r"not valid base64",
             id="bad-base64",
         ),
-        pytest.param(
-            TEXT + "\n" + SIG_LINE[:-2] + "\n", r"not valid base64", id="base64-missing-padding"
-        ),
+        pytest.param(TEXT + "\n" + SIG_LINE[:-2] + "\n", r"not valid base64", id="base64-missing-padding"),
         pytest.param(TEXT + "\n", r"no signatures", id="empty-signature-block"),
         # The last blank line ends the text, so nothing follows it as a signature.
         pytest.param(NOTE + "\n", r"no signatures", id="blank-line-after-signatures"),
@@ -428,17 +419,13 @@ def _sig_lines(count: int) -> str:
             id="record-separator-between-signatures",
         ),
         # Only newline separates signature lines (str.splitlines() would also split at these).
-        pytest.param(
-            NOTE[:-1] + "\u2028" + SIG_LINE, r"malformed note: signature line", id="line-separator"
-        ),
+        pytest.param(NOTE[:-1] + "\u2028" + SIG_LINE, r"malformed note: signature line", id="line-separator"),
         pytest.param(
             NOTE[:-1] + "\u2029" + SIG_LINE,
             r"malformed note: signature line",
             id="paragraph-separator",
         ),
-        pytest.param(
-            NOTE[:-1] + "\x85" + SIG_LINE, r"malformed note: signature line", id="next-line"
-        ),
+        pytest.param(NOTE[:-1] + "\x85" + SIG_LINE, r"malformed note: signature line", id="next-line"),
     ],
 )
 def test_parse_rejects_malformed_notes(note: str, match: str) -> None:

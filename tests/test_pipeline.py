@@ -77,7 +77,10 @@ def test_recovery_continues_from_the_stored_checkpoint(store, tmp_path):
     pipeline.stop()
     state = recover(store, ORIGIN, key.verifier(), tmp_path / "anchors")
     assert (state.size, state.tree.root(), state.chain_head) == (
-        pipeline.state.size, pipeline.state.tree.root(), pipeline.state.chain_head)
+        pipeline.state.size,
+        pipeline.state.tree.root(),
+        pipeline.state.chain_head,
+    )
 
 
 def test_recovery_refuses_a_store_behind_its_anchor(store, tmp_path):

@@ -25,8 +25,17 @@ pytestmark = pytest.mark.integration
 
 
 def verify_json(sealer, *extra: str) -> tuple[int, dict]:
-    result = run_cli("verify", "--store", sealer.store, "--key", sealer.verifier_key,
-                     "--anchor-dir", str(sealer.anchor_dir), "--json", *extra)
+    result = run_cli(
+        "verify",
+        "--store",
+        sealer.store,
+        "--key",
+        sealer.verifier_key,
+        "--anchor-dir",
+        str(sealer.anchor_dir),
+        "--json",
+        *extra,
+    )
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -107,7 +116,8 @@ def test_bad_input_gets_a_clear_status_and_does_not_break_the_log(sealer):
     channel = grpc.insecure_channel(sealer.endpoint)
     raw_export = channel.unary_unary(
         "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-        request_serializer=None, response_deserializer=None,
+        request_serializer=None,
+        response_deserializer=None,
     )
     with pytest.raises(grpc.RpcError) as info:
         raw_export(b"\xff\xff\xff\xff not protobuf", timeout=10)
@@ -115,9 +125,15 @@ def test_bad_input_gets_a_clear_status_and_does_not_break_the_log(sealer):
     assert "not a valid OTLP ExportLogsServiceRequest" in info.value.details()
 
     stub = logs_service_pb2_grpc.LogsServiceStub(channel)
-    request = logs_service_pb2.ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[
-        ScopeLogs(log_records=[_record("good"), _record("forged", **{"otel_audit.seq": "7"})])
-    ])])
+    request = logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[
+            ResourceLogs(
+                scope_logs=[
+                    ScopeLogs(log_records=[_record("good"), _record("forged", **{"otel_audit.seq": "7"})])
+                ]
+            )
+        ]
+    )
     response = stub.Export(request, timeout=10)
     assert response.partial_success.rejected_log_records == 1
     assert "reserved otel_audit. prefix" in response.partial_success.error_message
@@ -134,6 +150,11 @@ def test_bad_input_gets_a_clear_status_and_does_not_break_the_log(sealer):
 def test_verify_usage_errors_exit_2(tmp_path):
     bad_key = run_cli("verify", "--store", f"chdb://{tmp_path / 's'}", "--key", "not-a-key")
     assert bad_key.returncode == 2 and "not of the form origin+keyid+base64" in bad_key.stderr
-    bad_store = run_cli("verify", "--store", "ftp://x", "--key",
-                        "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
+    bad_store = run_cli(
+        "verify",
+        "--store",
+        "ftp://x",
+        "--key",
+        "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+    )
     assert bad_store.returncode == 2 and "use chdb:///absolute/path" in bad_store.stderr

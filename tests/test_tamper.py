@@ -58,9 +58,17 @@ def sql(workdir: Path, *statements: str) -> None:
 
 def verify(workdir: Path, key: SignerKey, vkey: str | None = None) -> tuple[int, dict]:
     deep = ["--deep"] if (workdir / "mode").read_text() == "deep" else []
-    result = run_cli("verify", "--store", f"chdb://{workdir / 'store'}",
-                     "--key", vkey or key.verifier().serialize(),
-                     "--anchor-dir", str(workdir / "anchors"), "--json", *deep)
+    result = run_cli(
+        "verify",
+        "--store",
+        f"chdb://{workdir / 'store'}",
+        "--key",
+        vkey or key.verifier().serialize(),
+        "--anchor-dir",
+        str(workdir / "anchors"),
+        "--json",
+        *deep,
+    )
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -110,19 +118,23 @@ def test_a_deleted_row_is_reported_missing(copy):
 
 
 def test_a_forged_inserted_row_is_reported_as_duplicate(copy):
-    sql(copy[0], "INSERT INTO otel_audit.logs SELECT * REPLACE ('forged' AS Body) "
-                 "FROM otel_audit.logs WHERE Seq = 10")
+    sql(
+        copy[0],
+        "INSERT INTO otel_audit.logs SELECT * REPLACE ('forged' AS Body) FROM otel_audit.logs WHERE Seq = 10",
+    )
     code, report = verify(*copy)
     assert code == 1 and ("duplicate", 10) in kinds_at(report)
 
 
 def test_reordered_rows_are_caught(copy):
-    sql(copy[0],
+    sql(
+        copy[0],
         "CREATE TABLE otel_audit.swap AS otel_audit.logs",
         "INSERT INTO otel_audit.swap SELECT * REPLACE (if(Seq = 5, 6, 5) AS Seq) "
         "FROM otel_audit.logs WHERE Seq IN (5, 6)",
         "ALTER TABLE otel_audit.logs DELETE WHERE Seq IN (5, 6) SETTINGS mutations_sync = 2",
-        "INSERT INTO otel_audit.logs SELECT * FROM otel_audit.swap")
+        "INSERT INTO otel_audit.logs SELECT * FROM otel_audit.swap",
+    )
     code, report = verify(*copy)
     assert code == 1
     assert {("column", 5), ("column", 6)} <= kinds_at(report)
@@ -130,8 +142,11 @@ def test_reordered_rows_are_caught(copy):
 
 
 def test_a_rewritten_entry_with_its_hash_is_caught(copy):
-    sql(copy[0], mutate("Seq = 99", "Entry = replaceOne(Entry, 'placed', 'voided')"),
-        mutate("Seq = 99", "LeafHash = SHA256(concat(char(0), Entry))"))
+    sql(
+        copy[0],
+        mutate("Seq = 99", "Entry = replaceOne(Entry, 'placed', 'voided')"),
+        mutate("Seq = 99", "LeafHash = SHA256(concat(char(0), Entry))"),
+    )
     code, report = verify(*copy)
     assert code == 1
     assert ("chain_hash", 99) in kinds_at(report) and ("column", 99) in kinds_at(report)
@@ -150,7 +165,9 @@ def test_a_consistent_rewrite_of_the_whole_tail_is_caught_by_the_signed_root(cop
             f"SELECT {', '.join(select)} FROM otel_audit.logs ORDER BY Seq",
             column_formats={"Entry": "bytes"},
         ).result_rows
-        entry_i, leaf_i, chain_i, seq_i, body_i = (names.index(n) for n in ("Entry", "LeafHash", "ChainHash", "Seq", "Body"))
+        entry_i, leaf_i, chain_i, seq_i, body_i = (
+            names.index(n) for n in ("Entry", "LeafHash", "ChainHash", "Seq", "Body")
+        )
         chain = CHAIN_START
         forged = []
         for row in rows:
@@ -178,8 +195,11 @@ def test_a_consistent_rewrite_of_the_whole_tail_is_caught_by_the_signed_root(cop
 
 
 def test_truncating_the_tail_and_its_checkpoints_is_caught_by_the_anchors(copy):
-    sql(copy[0], "ALTER TABLE otel_audit.logs DELETE WHERE Seq >= 250 SETTINGS mutations_sync = 2",
-        "ALTER TABLE otel_audit.checkpoints DELETE WHERE TreeSize > 250 SETTINGS mutations_sync = 2")
+    sql(
+        copy[0],
+        "ALTER TABLE otel_audit.logs DELETE WHERE Seq >= 250 SETTINGS mutations_sync = 2",
+        "ALTER TABLE otel_audit.checkpoints DELETE WHERE TreeSize > 250 SETTINGS mutations_sync = 2",
+    )
     code, report = verify(*copy)
     assert code == 1
     truncated = [f for f in report["findings"] if f["kind"] == "truncated"]
@@ -187,8 +207,11 @@ def test_truncating_the_tail_and_its_checkpoints_is_caught_by_the_anchors(copy):
 
 
 def test_a_forged_checkpoint_note_is_caught(copy):
-    sql(copy[0], "ALTER TABLE otel_audit.checkpoints UPDATE Note = replaceOne(Note, '\\n200\\n', '\\n201\\n') "
-                 "WHERE TreeSize = 200 SETTINGS mutations_sync = 2")
+    sql(
+        copy[0],
+        "ALTER TABLE otel_audit.checkpoints UPDATE Note = replaceOne(Note, '\\n200\\n', '\\n201\\n') "
+        "WHERE TreeSize = 200 SETTINGS mutations_sync = 2",
+    )
     code, report = verify(*copy)
     assert code == 1 and any(f["kind"] == "signature" and "200" in f["message"] for f in report["findings"])
 
@@ -206,5 +229,6 @@ def test_a_corrupt_anchor_file_is_named(copy):
     anchors, _ = read_anchors(workdir / "anchors", key.name)
     anchors[0].path.write_text("garbage\n")
     code, report = verify(workdir, key)
-    assert code == 1 and any(f["kind"] == "anchor" and anchors[0].path.name in f["message"]
-                             for f in report["findings"])
+    assert code == 1 and any(
+        f["kind"] == "anchor" and anchors[0].path.name in f["message"] for f in report["findings"]
+    )
