@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--checkpoint-interval",
         type=float,
-        default=float(_env("CHECKPOINT_INTERVAL", "10") or 10),
+        default=_env("CHECKPOINT_INTERVAL", "10"),  # argparse applies type= to a str default
         help="seconds between checkpoints (env OTEL_AUDIT_CHECKPOINT_INTERVAL)",
     )
     serve.add_argument(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
+import subprocess
+import sys
 import time
 
 import grpc
@@ -158,3 +161,39 @@ def test_verify_usage_errors_exit_2(tmp_path):
         "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
     )
     assert bad_store.returncode == 2 and "use chdb:///absolute/path" in bad_store.stderr
+
+
+def test_defaults_and_environment_a_new_user_gets(tmp_path):
+    """`serve` with no flags: key created under ./otel-audit-data, embedded store there too;
+    settings from OTEL_AUDIT_* variables; `verify` with only the printed key finds it all."""
+    env = {
+        **os.environ,
+        "OTEL_AUDIT_GRPC": "127.0.0.1:0",
+        "OTEL_AUDIT_CHECKPOINT_INTERVAL": "0.5",
+        "OTEL_AUDIT_ORIGIN": "newcomer.example/audit",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otel_audit.cli", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    lines = []
+    for line in proc.stderr:  # type: ignore[union-attr]
+        lines.append(line)
+        if "listening on" in line:
+            break
+    text = "".join(lines)
+    assert f"created signer key {tmp_path / 'otel-audit-data' / 'signer.key'}" in text, text
+    vkey = re.search(r"verifier key: (\S+)", text).group(1)  # type: ignore[union-attr]
+    port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
+    send_audit_events(f"127.0.0.1:{port}", 50)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    assert (tmp_path / "otel-audit-data" / "store").is_dir()
+    assert VerifierKey.parse(vkey).name == "newcomer.example/audit"
+    result = run_cli("verify", "--key", vkey, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: log newcomer.example/audit (fast): 50 records" in result.stdout
