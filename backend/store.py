@@ -96,6 +96,9 @@ class Store:
         for statement in _statements(sql):
             self._command(statement)
 
+    def has_schema(self) -> bool:
+        return bool(self._query(f"EXISTS TABLE {LOGS}")[0][0])
+
     # -- writes --------------------------------------------------------------------------
 
     def insert_rows(self, rows: Sequence[Sequence[object]], token: str) -> None:

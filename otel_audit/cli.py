@@ -196,9 +196,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     anchor_dir = args.anchor_dir
     if anchor_dir is None and Path(default_anchor_dir()).is_dir():
         anchor_dir = Path(default_anchor_dir())
-    store = Store.open(args.store or default_store())
+    dsn = args.store or default_store()
+    store = Store.open(dsn)
     try:
+        if not store.has_schema():
+            raise ConfigError(f"store {_redacted(dsn)} holds no otel-audit log; check --store")
         report = verify_origin(store, key, anchor_dir, deep=args.deep)
+        origins = store.origins() if report.records == 0 else []
     finally:
         store.close()
     if args.json:
@@ -210,6 +214,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             f"{report.checkpoints_verified} checkpoints and {report.anchors_verified} anchors "
             f"verified, signed up to tree size {report.signed_size}"
         )
+        if report.records == 0 and report.signed_size == 0:
+            others = ", ".join(origins) or "none"
+            print(f"note: the store holds no records of {report.origin} (origins in it: {others})")
         if report.unsigned_records:
             print(f"note: {report.unsigned_records} newest records are not yet covered by a checkpoint")
         if anchor_dir is None:

@@ -52,11 +52,13 @@ class SealerService:
         self.grpc.start()
 
     def stop(self) -> None:
-        if self.grpc is not None:
-            self.grpc.stop(self.config.shutdown_grace_seconds)
-        if self.pipeline is not None:
-            self.pipeline.stop()
-        if self.checkpointer is not None:
-            self.checkpointer.stop()
-        if self.store is not None:
-            self.store.close()
+        try:
+            if self.grpc is not None:
+                self.grpc.stop(self.config.shutdown_grace_seconds)
+            if self.pipeline is not None:
+                self.pipeline.stop()
+            if self.checkpointer is not None:
+                self.checkpointer.stop()  # may raise if the store is down: no final checkpoint
+        finally:
+            if self.store is not None:
+                self.store.close()

@@ -151,6 +151,14 @@ def test_bad_input_gets_a_clear_status_and_does_not_break_the_log(sealer):
 
 
 def test_verify_usage_errors_exit_2(tmp_path):
+    empty = run_cli(
+        "verify",
+        "--store",
+        f"chdb://{tmp_path / 'nothing'}",
+        "--key",
+        "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+    )
+    assert empty.returncode == 2 and "holds no otel-audit log" in empty.stderr
     bad_key = run_cli("verify", "--store", f"chdb://{tmp_path / 's'}", "--key", "not-a-key")
     assert bad_key.returncode == 2 and "not of the form origin+keyid+base64" in bad_key.stderr
     bad_store = run_cli(
