@@ -153,8 +153,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("--checkpoint-interval must be a positive number of seconds")
     config = ServeConfig(
         store=args.store or default_store(),
-        key_file=key_path,
-        origin=key.name,
         grpc_address=args.grpc,
         checkpoint_interval=args.checkpoint_interval,
         anchor_dir=Path(args.anchor_dir or default_anchor_dir()).resolve(),

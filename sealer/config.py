@@ -9,8 +9,6 @@ from pathlib import Path
 @dataclass(frozen=True)
 class ServeConfig:
     store: str
-    key_file: Path
-    origin: str
     grpc_address: str
     checkpoint_interval: float
     anchor_dir: Path
