@@ -44,12 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--origin", required=True, help="the log's name, e.g. acme.example/audit")
     keygen.add_argument("--out", required=True, type=Path, help="signer key file to create (0600)")
 
-    serve = sub.add_parser("serve", help="run the sealer (OTLP/gRPC receiver)")
-    serve.add_argument(
+    # Where the log lives: the same two options, and defaults, for every command that reads it.
+    located = argparse.ArgumentParser(add_help=False)
+    located.add_argument(
         "--store",
         default=_env("STORE"),
         help="chdb:///path or http(s)://... (env OTEL_AUDIT_STORE; default chdb:// under ./otel-audit-data/)",
     )
+    located.add_argument(
+        "--anchor-dir",
+        type=Path,
+        default=_env("ANCHOR_DIR"),
+        help="anchored checkpoints, kept outside the database (env OTEL_AUDIT_ANCHOR_DIR; default "
+        "./otel-audit-data/anchors; verify checks it when it exists)",
+    )
+
+    serve = sub.add_parser("serve", parents=[located], help="run the sealer (OTLP/gRPC receiver)")
     serve.add_argument(
         "--key",
         type=Path,
@@ -72,27 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("CHECKPOINT_INTERVAL", "10"),  # argparse applies type= to a str default
         help="seconds between checkpoints (env OTEL_AUDIT_CHECKPOINT_INTERVAL)",
     )
-    serve.add_argument(
-        "--anchor-dir",
-        type=Path,
-        default=_env("ANCHOR_DIR"),
-        help="directory for anchored checkpoints, outside the database "
-        "(env OTEL_AUDIT_ANCHOR_DIR; default ./otel-audit-data/anchors)",
-    )
 
-    verify = sub.add_parser("verify", help="verify a log in the store")
-    verify.add_argument("--store", default=_env("STORE"), help="as for serve (env OTEL_AUDIT_STORE)")
+    verify = sub.add_parser("verify", parents=[located], help="verify a log in the store")
     verify.add_argument(
         "--key",
         default=_env("VERIFIER_KEY"),
         help="verifier key origin+keyid+base64 (env OTEL_AUDIT_VERIFIER_KEY)",
-    )
-    verify.add_argument(
-        "--anchor-dir",
-        type=Path,
-        default=_env("ANCHOR_DIR"),
-        help="anchor directory to check the store against (env OTEL_AUDIT_ANCHOR_DIR; "
-        "default ./otel-audit-data/anchors if it exists)",
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument(
