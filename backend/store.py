@@ -24,6 +24,7 @@ from .columns import COLUMN_HASH_SQL
 
 LOGS = "otel_audit.logs"
 CHECKPOINTS = "otel_audit.checkpoints"
+TREE_NODES = "otel_audit.tree_nodes"
 SEAL_COLUMNS = ("Entry", "LeafHash", "ChainHash")
 INSERT_COLUMNS = DERIVED_COLUMNS + SEAL_COLUMNS
 _NANOSECOND_COLUMNS = {"Timestamp", "ObservedTimestamp", "SealedAt"}
@@ -38,7 +39,7 @@ def redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _select_list(columns: Sequence[str]) -> str:
+def select_list(columns: Sequence[str] = DERIVED_COLUMNS) -> str:
     """Read DateTime64 columns as integer nanoseconds and TimestampTime as seconds."""
     out = []
     for name in columns:
@@ -91,10 +92,14 @@ class Store:
         self.client.close()
 
     def ensure_schema(self) -> None:
-        """Create the database and tables if absent (idempotent)."""
-        sql = resources.files("backend").joinpath("sql/001_schema.sql").read_text()
-        for statement in _statements(sql):
-            self._command(statement)
+        """Create the database and tables if absent (idempotent), in schema file order."""
+        files = sorted(
+            (f for f in resources.files("backend").joinpath("sql").iterdir() if f.name.endswith(".sql")),
+            key=lambda f: f.name,
+        )
+        for file in files:
+            for statement in _statements(file.read_text()):
+                self._command(statement)
 
     def has_schema(self) -> bool:
         return bool(self._query(f"EXISTS TABLE {LOGS}")[0][0])
@@ -217,6 +222,44 @@ class Store:
             {"o": origin, "a": first, "b": end},
         )
 
+    def leaf_hashes(self, origin: str, first: int, end: int) -> bytes:
+        """LeafHash (32 bytes a row) of Seq [first, end), in order."""
+        return self._raw(
+            f"SELECT LeafHash FROM {LOGS} WHERE Origin = {{o:String}} "
+            "AND Seq >= {a:UInt64} AND Seq < {b:UInt64} ORDER BY Seq",
+            {"o": origin, "a": first, "b": end},
+        )
+
+    def node_hashes(self, origin: str, height: int, first: int, end: int) -> bytes:
+        """Stored tree node hashes (32 bytes each) at `height`, Index [first, end), in order."""
+        return self._raw(
+            f"SELECT Hash FROM {TREE_NODES} WHERE Origin = {{o:String}} AND Height = {{h:UInt8}} "
+            "AND NodeIndex >= {a:UInt64} AND NodeIndex < {b:UInt64} ORDER BY NodeIndex LIMIT 1 BY NodeIndex",
+            {"o": origin, "h": height, "a": first, "b": end},
+        )
+
+    def node_count(self, origin: str, height: int) -> int:
+        """How many nodes of `height` are stored: they are written in Index order from 0."""
+        rows = self._query(
+            f"SELECT max(NodeIndex) + 1, count() FROM {TREE_NODES} "
+            "WHERE Origin = {o:String} AND Height = {h:UInt8}",
+            {"o": origin, "h": height},
+        )
+        end, count = rows[0]
+        return int(end) if count else 0
+
+    def insert_nodes(self, origin: str, height: int, first: int, hashes: Sequence[bytes]) -> None:
+        rows = [(origin, height, first + i, h) for i, h in enumerate(hashes)]
+        try:
+            self.client.insert(
+                TREE_NODES,
+                rows,
+                column_names=["Origin", "Height", "NodeIndex", "Hash"],
+                settings={"insert_deduplication_token": f"{origin}:{height}:{first}:{len(rows)}"},
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailableError(f"insert into {TREE_NODES} failed: {exc}") from exc
+
     def row_anomalies(self, origin: str) -> list[tuple[int, int | None, bool, bool]]:
         """Rows whose Seq does not follow the previous row's, whose Entry does not hash to
         LeafHash, or whose ChainHash does not follow from the previous row's: (Seq,
@@ -251,7 +294,7 @@ class Store:
     ) -> Iterator[list[tuple]]:
         """The rows of Seq [first, end) in Seq order, as blocks of tuples:
         DERIVED_COLUMNS, then Entry, LeafHash, ChainHash."""
-        select = _select_list(INSERT_COLUMNS)
+        select = select_list(INSERT_COLUMNS)
         query = (
             f"SELECT {select} FROM {LOGS} WHERE Origin = {{o:String}} "
             "AND Seq >= {a:UInt64} AND Seq < {b:UInt64} ORDER BY Seq "
@@ -267,6 +310,28 @@ class Store:
                 yield from stream
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"reading {LOGS} failed: {exc}") from exc
+
+    def select(
+        self,
+        sql: str,
+        parameters: dict | None = None,
+        column_formats: dict[str, str | dict[str, str]] | None = None,
+    ) -> list[tuple]:
+        """Rows of a query of ours, with bound parameters."""
+        return self._query(sql, parameters, column_formats)
+
+    def read_only_query(self, sql: str, fmt: str) -> bytes:
+        """A user's SQL, run with readonly=1: the engine refuses any write, DDL or setting change."""
+        try:
+            return self.client.raw_query(sql, fmt=fmt, settings={"readonly": 1})
+        except (ClickHouseError, OSError) as exc:
+            text = str(exc)
+            if "READONLY" in text or "Code: 164" in text:
+                raise ConfigError(
+                    "query refused: `otel-audit query` is read-only (SELECT, SHOW, DESCRIBE, EXISTS); "
+                    "the log is append-only and only the sealer writes to it"
+                ) from None
+            raise StoreError(f"query failed: {text.strip()}") from None
 
     # -- helpers -------------------------------------------------------------------------
 

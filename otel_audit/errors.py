@@ -21,6 +21,10 @@ class SignatureError(AuditError):
     """A signed note carries no valid signature by the expected key."""
 
 
+class ProofError(AuditError):
+    """A Merkle proof, or the bundle carrying it, does not lead to the signed root."""
+
+
 class ConfigError(AuditError):
     """A command-line flag, environment variable or key file is unusable."""
 

@@ -3,9 +3,11 @@
 Each checkpoint goes to the store's checkpoints table (with the compact range that lets a
 restart continue the tree) and then to the anchor directory outside the database.
 
-It also signs the columns commitment of the records since the previous checkpoint, from the
-column hashes the pipeline read back at each commit (`record_column_hashes`); any range whose
-hashes could not be read then is computed from the store here.
+Before signing it stores the tree nodes the new leaves complete (backend/tiles.py), so that
+proofs against the checkpoint read a few stored hashes. It also signs the columns commitment
+of the records since the previous checkpoint, from the column hashes the pipeline read back
+at each commit (`record_column_hashes`); any range whose hashes could not be read then is
+computed from the store here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backend.store import Store, StoredCheckpoint
+from backend.tiles import extend_nodes
 from otel_audit.anchors import write_anchor
 from otel_audit.chain import columns_commitment
 from otel_audit.checkpoint import Checkpoint
@@ -101,6 +104,12 @@ class Checkpointer:
             state = self._committed()
             if state.size == self._last_size or (state.size == 0 and self._last_size == -1):
                 return None
+            try:  # the proof cache; a failure here must not hold back the signature
+                extend_nodes(self._store, state.origin, state.size)
+            except AuditError as exc:
+                log.warning(
+                    "could not store tree nodes up to %d (proofs will compute them): %s", state.size, exc
+                )
             checkpoint = Checkpoint(
                 origin=state.origin,
                 tree_size=state.size,

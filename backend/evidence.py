@@ -1,0 +1,259 @@
+"""Evidence from the store: search, inclusion and consistency proofs, export bundles.
+
+Nothing read from the store is trusted on its way out: every proof is checked against the
+signed checkpoint before it is returned, so a store whose records or tree nodes were
+altered yields a clear ProofError ("run otel-audit verify"), never a proof that fails later
+in someone else's hands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+
+from otel_audit import attributes as attr
+from otel_audit.bundle import BundleRecord, write_bundle
+from otel_audit.checkpoint import Checkpoint
+from otel_audit.errors import ConfigError, ProofError
+from otel_audit.note import SignedNote, VerifierKey
+from otel_audit.proof import inclusion_ranges, verify_consistency, verify_inclusion
+from otel_audit.readable import iso_ns
+from otel_audit.tlog_proof import TlogProof
+
+from .store import LOGS, Store, StoredCheckpoint, select_list
+from .tiles import TreeReader
+
+
+@dataclass(frozen=True)
+class Search:
+    """What to look for. Times are Unix nanoseconds of the event's Timestamp, [since, until)."""
+
+    since_ns: int | None = None
+    until_ns: int | None = None
+    actor: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    service: str | None = None
+    resource: str | None = None
+    event: str | None = None
+    text: str | None = None
+    origin: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Search:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.as_dict().items() if not k.endswith("_ns")]
+        if self.since_ns is not None:
+            parts.append(f"since={iso_ns(self.since_ns)}")
+        if self.until_ns is not None:
+            parts.append(f"until={iso_ns(self.until_ns)}")
+        return ", ".join(parts) or "all records"
+
+    def where(self) -> tuple[str, dict[str, object]]:
+        """The WHERE clause and its bound parameters (never string-formatted values)."""
+        clauses: list[str] = []
+        params: dict[str, object] = {}
+        if self.since_ns is not None:
+            clauses.append("Timestamp >= fromUnixTimestamp64Nano({since:Int64})")
+            params["since"] = self.since_ns
+        if self.until_ns is not None:
+            clauses.append("Timestamp < fromUnixTimestamp64Nano({until:Int64})")
+            params["until"] = self.until_ns
+        for name, attribute in (
+            ("actor", attr.ACTOR),
+            ("action", attr.ACTION),
+            ("outcome", attr.OUTCOME),
+            ("resource", attr.RESOURCE),
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append(f"LogAttributes[{{k_{name}:String}}] = {{{name}:String}}")
+                params[f"k_{name}"], params[name] = attribute, value
+        for name, column in (("service", "ServiceName"), ("event", "EventName"), ("origin", "Origin")):
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append(f"{column} = {{{name}:String}}")
+                params[name] = value
+        if self.text is not None:  # lower(Body) LIKE: the tokenbf index on lower(Body) applies
+            clauses.append("lower(Body) LIKE concat('%', lower({text:String}), '%')")
+            params["text"] = self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return (" AND ".join(clauses) or "1"), params
+
+
+ORDER = "ORDER BY Timestamp, Origin, Seq"
+
+
+def search(store: Store, query: Search, limit: int) -> tuple[list[tuple], bool]:
+    """Matching records' derived columns in time order, and whether more than `limit` matched."""
+    where, params = query.where()
+    rows = store.select(
+        f"SELECT {select_list()} FROM {LOGS} WHERE {where} {ORDER} LIMIT {{limit:UInt64}}",
+        {**params, "limit": limit + 1},
+    )
+    return rows[:limit], len(rows) > limit
+
+
+# -- checkpoints and keys --------------------------------------------------------------------
+
+
+def _key_for(origin: str, keys: Sequence[VerifierKey]) -> VerifierKey | None:
+    return next((k for k in keys if k.name == origin), None)
+
+
+def signed_checkpoint(
+    store: Store, origin: str, key: VerifierKey | None, tree_size: int | None = None
+) -> tuple[StoredCheckpoint, Checkpoint]:
+    """The newest stored checkpoint (or the one of `tree_size`), its signature checked when a
+    key is given."""
+    candidates = store.checkpoints(origin)
+    if tree_size is not None:
+        candidates = [c for c in candidates if c.tree_size == tree_size]
+    if not candidates:
+        at = "" if tree_size is None else f" of tree size {tree_size}"
+        raise ConfigError(f"log {origin!r} has no checkpoint{at} in the store")
+    stored = candidates[-1]
+    note = SignedNote.parse(stored.note)
+    if key is not None:
+        note.verify(key)
+    return stored, Checkpoint.parse(note.text)
+
+
+def default_origin(store: Store, keys: Sequence[VerifierKey], origin: str | None) -> str:
+    if origin is not None:
+        return origin
+    if len(keys) == 1:
+        return keys[0].name
+    origins = store.origins()
+    if len(origins) != 1:
+        raise ConfigError(f"the store holds logs {origins or 'none'}; say which with --origin or --key")
+    return origins[0]
+
+
+# -- proofs ------------------------------------------------------------------------------------
+
+
+def inclusion_proof(
+    store: Store, origin: str, seq: int, key: VerifierKey | None, tree_size: int | None = None
+) -> TlogProof:
+    stored, checkpoint = signed_checkpoint(store, origin, key, tree_size)
+    if seq >= checkpoint.tree_size:
+        raise ConfigError(
+            f"Seq {seq} of {origin!r} is not covered by a checkpoint yet (the newest signs "
+            f"{checkpoint.tree_size} records); wait for the next checkpoint"
+        )
+    reader = TreeReader(store, origin)
+    proof = TlogProof(seq, tuple(reader.inclusion_proof(seq, checkpoint.tree_size)), stored.note)
+    leaf = reader.leaf_hash(seq)
+    if not verify_inclusion(seq, checkpoint.tree_size, leaf, proof.hashes, checkpoint.root_hash):
+        raise ProofError(_ALTERED.format(origin=origin, size=checkpoint.tree_size))
+    return proof
+
+
+_ALTERED = (
+    "the store's records or tree nodes of {origin!r} do not lead to the signed root of tree "
+    "size {size}: they were altered. Run `otel-audit verify` to locate the change."
+)
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    old_size: int
+    new_size: int
+    hashes: tuple[bytes, ...]
+    old_note: str | None  # the signed checkpoint of old_size, when the store has one
+    new_note: str
+
+    def serialize(self) -> str:
+        """C2SP tlog-witness's add-checkpoint body: old size, proof lines, the new checkpoint."""
+        import base64
+
+        lines = [f"old {self.old_size}", *(base64.b64encode(h).decode() for h in self.hashes)]
+        return "\n".join(lines) + "\n\n" + self.new_note
+
+
+def consistency_proof(
+    store: Store, origin: str, old_size: int, new_size: int | None, key: VerifierKey | None
+) -> ConsistencyProof:
+    new_stored, new = signed_checkpoint(store, origin, key, new_size)
+    if old_size > new.tree_size:
+        raise ConfigError(f"--from {old_size} is beyond the checkpoint of tree size {new.tree_size}")
+    reader = TreeReader(store, origin)
+    hashes = tuple(reader.consistency_proof(old_size, new.tree_size))
+    old_note = next((c.note for c in store.checkpoints(origin) if c.tree_size == old_size), None)
+    if old_note is not None:
+        old_root = Checkpoint.parse(SignedNote.parse(old_note).text).root_hash
+    else:  # no signed root of that size: check against the tree the store holds
+        old_root = reader.root(old_size)
+    if not verify_consistency(old_size, new.tree_size, hashes, old_root, new.root_hash):
+        raise ProofError(_ALTERED.format(origin=origin, size=new.tree_size))
+    return ConsistencyProof(old_size, new.tree_size, hashes, old_note, new_stored.note)
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Export:
+    bundle: bytes
+    records: int
+    checkpoints: dict[str, int]
+    unsigned: int  # matching records sealed after the newest checkpoint, left out
+
+
+def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
+    where, params = query.where()
+    rows = store.select(
+        f"SELECT Origin, Seq, Entry FROM {LOGS} WHERE {where} {ORDER}",
+        params,
+        column_formats={"Entry": "bytes"},
+    )
+    by_origin: dict[str, list[int]] = {}
+    for origin, seq, _ in rows:
+        by_origin.setdefault(origin, []).append(seq)
+    notes: dict[str, str] = {}
+    proofs: dict[tuple[str, int], TlogProof] = {}
+    sizes: dict[str, int] = {}
+    for origin, seqs in by_origin.items():
+        key = _key_for(origin, keys)
+        if key is None:
+            raise ConfigError(f"records of log {origin!r} match; pass its verifier key with --key")
+        stored, checkpoint = signed_checkpoint(store, origin, key)
+        covered = [s for s in seqs if s < checkpoint.tree_size]
+        notes[origin], sizes[origin] = stored.note, checkpoint.tree_size
+        for seq, hashes in _proofs(store, origin, covered, checkpoint).items():
+            proofs[(origin, seq)] = TlogProof(seq, hashes, stored.note)
+    records = [
+        BundleRecord(origin, seq, entry, proofs[(origin, seq)])
+        for origin, seq, entry in rows
+        if (origin, seq) in proofs
+    ]
+    description = query.describe()
+    bundle = write_bundle(
+        records,
+        {o: n for o, n in notes.items() if any(r.origin == o for r in records)},
+        [k for k in keys if k.name in notes],
+        {"description": description, "search": query.as_dict(), "table": LOGS, "order": ORDER},
+    )
+    return Export(bundle, len(records), sizes, len(rows) - len(records))
+
+
+def _proofs(
+    store: Store, origin: str, seqs: list[int], checkpoint: Checkpoint
+) -> dict[int, tuple[bytes, ...]]:
+    """Inclusion proofs for many records, each checked against the signed root."""
+    size = checkpoint.tree_size
+    reader = TreeReader(store, origin)
+    reader.prefetch_for(seqs, size)
+    out = {}
+    for seq in seqs:
+        hashes = tuple(reader.hashes_of(inclusion_ranges(seq, size)))
+        if not verify_inclusion(seq, size, reader.leaf_hash(seq), hashes, checkpoint.root_hash):
+            raise ProofError(_ALTERED.format(origin=origin, size=size))
+        out[seq] = hashes
+    return out

@@ -1,0 +1,99 @@
+"""Records as people and programs read them: one dict per record, rendered as JSON lines,
+CSV and HTML.
+
+Every rendering is a pure, deterministic function of the records, so `verify-bundle` can
+render the entries it has just checked and compare the bundle's readable files byte for
+byte: a readable file that says something its entries do not is caught, not trusted.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from . import attributes as attr
+from .entry import DERIVED_COLUMNS
+
+# The CSV/HTML columns, in order; JSON lines carry every key of `record_dict`.
+TABLE_COLUMNS = (
+    "timestamp", "origin", "seq", "service", "actor", "action", "outcome", "resource",
+    "event_name", "severity", "body", "attributes", "sealed_at",
+)  # fmt: skip
+
+
+def iso_ns(ns: int) -> str:
+    """RFC 3339 UTC with all nine digits of nanoseconds: 2026-03-03T14:05:06.123456789Z."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:09d}Z"
+
+
+def record_dict(row: Sequence[object], leaf_hash: bytes | None = None) -> dict[str, object]:
+    """A record's readable form from its derived columns (DERIVED_COLUMNS order)."""
+    c: Mapping[str, object] = dict(zip(DERIVED_COLUMNS, row, strict=True))
+    log_attributes: Mapping[str, str] = c["LogAttributes"]  # type: ignore[assignment]
+    out: dict[str, object] = {
+        "origin": c["Origin"],
+        "seq": c["Seq"],
+        "sealed_at": iso_ns(c["SealedAt"]),  # type: ignore[arg-type]
+        "timestamp": iso_ns(c["Timestamp"]),  # type: ignore[arg-type]
+        "service": c["ServiceName"],
+        "actor": log_attributes.get(attr.ACTOR, ""),
+        "action": log_attributes.get(attr.ACTION, ""),
+        "outcome": log_attributes.get(attr.OUTCOME, ""),
+        "resource": log_attributes.get(attr.RESOURCE, ""),
+        "event_name": c["EventName"],
+        "severity": c["SeverityText"],
+        "severity_number": c["SeverityNumber"],
+        "body": c["Body"],
+        "attributes": dict(sorted(log_attributes.items())),
+        "resource_attributes": dict(sorted(c["ResourceAttributes"].items())),  # type: ignore[attr-defined]
+        "scope_name": c["ScopeName"],
+        "scope_version": c["ScopeVersion"],
+        "trace_id": c["TraceId"],
+        "span_id": c["SpanId"],
+    }
+    if leaf_hash is not None:
+        out["leaf_hash"] = leaf_hash.hex()
+    return out
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+def json_line(record: Mapping[str, object]) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def to_jsonl(records: Sequence[Mapping[str, object]]) -> bytes:
+    return "".join(json_line(r) + "\n" for r in records).encode()
+
+
+def to_csv(records: Sequence[Mapping[str, object]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(TABLE_COLUMNS)
+    for record in records:
+        writer.writerow([_cell(record[name]) for name in TABLE_COLUMNS])
+    return buffer.getvalue().encode()
+
+
+def to_html(records: Sequence[Mapping[str, object]], title: str) -> bytes:
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in TABLE_COLUMNS)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(r[name]))}</td>" for name in TABLE_COLUMNS) + "</tr>\n"
+        for r in records
+    )
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title>"
+        "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;"
+        "vertical-align:top;font-family:monospace}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n<table>\n<tr>{head}</tr>\n{rows}</table>\n</body></html>\n"
+    ).encode()
