@@ -17,6 +17,7 @@ from otel_audit.note import VerifierKey
 from otel_audit.verify import LogVerifier, Report
 
 from .store import Store
+from .tiles import TreeReader
 
 CHUNK_ROWS = 1 << 20
 
@@ -29,6 +30,15 @@ def verify_origin(store: Store, key: VerifierKey, anchor_dir: Path | None, deep:
     if any(not _seq_follows(seq, prev) for seq, prev, _, _ in anomalies):
         # Holes or repeats in Seq: the row-by-row pass names each of them exactly.
         return _deep(store, _verifier(store, key, anchor_dir))
+    return _fast(store, key, anchor_dir, anomalies)
+
+
+def _fast(
+    store: Store,
+    key: VerifierKey,
+    anchor_dir: Path | None,
+    anomalies: list[tuple[int, int | None, bool, bool]],
+) -> Report:
     verifier = _verifier(store, key, anchor_dir)
     origin = key.name
     count, _, _ = store.seq_range(origin)
@@ -53,7 +63,26 @@ def verify_origin(store: Store, key: VerifierKey, anchor_dir: Path | None, deep:
                 verifier.columns_unexplained(checkpoint)
         checked_to = max(checked_to, checkpoint.tree_size)
     verifier.check_columns(_rows(store, origin, checked_to, count))  # not yet signed
+    _anchor_consistency(store, verifier, verifier.records_seen)
     return verifier.finish()
+
+
+def _anchor_consistency(store: Store, verifier: LogVerifier, count: int) -> None:
+    """Prove with RFC 9162 consistency proofs that the newest checkpoint extends every anchor.
+
+    The roots are already checked against the leaves; this checks the stored tree nodes that
+    `proof`, `consistency` and `export` serve from. Skipped when the log itself failed.
+    """
+    signed = [c for c in verifier.signed_checkpoints() if c.tree_size <= count]
+    if verifier.report.findings or not signed:
+        return
+    newest = signed[-1]
+    reader = TreeReader(store, verifier.report.origin)
+    for source, anchor in verifier.anchored():
+        if anchor.tree_size <= newest.tree_size:
+            verifier.add_consistency(
+                source, anchor, newest, reader.consistency_proof(anchor.tree_size, newest.tree_size)
+            )
 
 
 def _seq_follows(seq: int, previous: int | None) -> bool:
@@ -76,6 +105,7 @@ def _verifier(store: Store, key: VerifierKey, anchor_dir: Path | None) -> LogVer
 def _deep(store: Store, verifier: LogVerifier) -> Report:
     for block in store.stream_rows(verifier.report.origin):
         verifier.feed(block)
+    _anchor_consistency(store, verifier, verifier.records_seen)
     return verifier.finish()
 
 

@@ -44,9 +44,9 @@ def select_list(columns: Sequence[str] = DERIVED_COLUMNS) -> str:
     out = []
     for name in columns:
         if name in _NANOSECOND_COLUMNS:
-            out.append(f"toUnixTimestamp64Nano({name}) AS {name}")
+            out.append(f"toUnixTimestamp64Nano({name}) AS {name}_ns")
         elif name == "TimestampTime":
-            out.append("toUnixTimestamp(TimestampTime) AS TimestampTime")
+            out.append("toUnixTimestamp(TimestampTime) AS TimestampTime_s")
         else:
             out.append(name)
     return ", ".join(out)

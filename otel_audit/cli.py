@@ -14,9 +14,10 @@ import os
 import signal
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import AuditError, ConfigError
+from .errors import AuditError, ConfigError, ProofError
 from .note import SignerKey, VerifierKey
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -97,13 +98,94 @@ def build_parser() -> argparse.ArgumentParser:
         "compare its columns, instead of checking the signed column commitments "
         "(slower; does not rely on the engine's hashing)",
     )
+    _add_read_commands(sub, located)
+    bundle = sub.add_parser("verify-bundle", help="check an evidence bundle offline (no database)")
+    bundle.add_argument("bundle", type=Path, help="the .bundle file `otel-audit export` wrote")
+    bundle.add_argument(
+        "--key",
+        action="append",
+        help="verifier key you trust, origin+keyid+base64; repeat for several logs "
+        "(env OTEL_AUDIT_VERIFIER_KEY)",
+    )
+    bundle.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _add_read_commands(sub: argparse._SubParsersAction, located: argparse.ArgumentParser) -> None:
+    """search, export, proof, consistency, query: read-only, also while serve runs."""
+    keyed = argparse.ArgumentParser(add_help=False)
+    keyed.add_argument(
+        "--key",
+        action="append",
+        help="verifier key origin+keyid+base64, to check signatures; repeat for several logs "
+        "(env OTEL_AUDIT_VERIFIER_KEY)",
+    )
+    keyed.add_argument("--origin", help="which log, when the store holds several (default: the key's)")
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument(
+        "--since", help="events at or after this time: 2026-03-03 or 2026-03-03T09:30:00Z (UTC)"
+    )
+    filters.add_argument("--until", help="events before this time (exclusive), same forms as --since")
+    filters.add_argument("--user", dest="actor", help="the actor: attribute user.id")
+    filters.add_argument("--action", help="attribute audit.action, e.g. order.place")
+    filters.add_argument("--outcome", help="attribute audit.outcome, e.g. success or failure")
+    filters.add_argument("--service", help="service.name of the producer")
+    filters.add_argument("--resource", help="attribute audit.resource, e.g. order/42")
+    filters.add_argument("--event", help="the record's event name")
+    filters.add_argument("--text", help="words in the body (case-insensitive substring)")
+
+    search = sub.add_parser(
+        "search", parents=[located, filters], help="find records by time, user, action, ... (time order)"
+    )
+    search.add_argument("--origin", help="only this log")
+    search.add_argument("--limit", type=int, default=1000, help="at most this many records (default 1000)")
+    search.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+    export = sub.add_parser(
+        "export", parents=[located, filters, keyed], help="write an offline-verifiable evidence bundle"
+    )
+    export.add_argument("--out", type=Path, required=True, help="the bundle file to create (a zip)")
+
+    proof = sub.add_parser(
+        "proof", parents=[located, keyed], help="C2SP tlog-proof of one record against the newest checkpoint"
+    )
+    proof.add_argument("--seq", type=int, required=True, help="the record's Seq")
+    proof.add_argument("--tree-size", type=int, help="prove against the checkpoint of this size instead")
+    proof.add_argument("--json", action="store_true", help="print JSON instead of the tlog-proof text")
+
+    consistency = sub.add_parser(
+        "consistency", parents=[located, keyed], help="RFC 9162 proof that a checkpoint extends an older one"
+    )
+    consistency.add_argument("--from", dest="old", type=int, required=True, help="the older tree size")
+    consistency.add_argument(
+        "--to", dest="new", type=int, help="the newer checkpoint's size (default: newest)"
+    )
+    consistency.add_argument("--json", action="store_true", help="print JSON")
+
+    query = sub.add_parser("query", parents=[located], help="read-only SQL against the store")
+    query.add_argument("sql", help="e.g. 'SELECT ServiceName, count() FROM otel_audit.logs GROUP BY 1'")
+    query.add_argument(
+        "--format",
+        default="PrettyCompactMonoBlock",
+        help="ClickHouse output format (e.g. TSVWithNames, JSONEachRow)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {
+        "keygen": cmd_keygen,
+        "serve": cmd_serve,
+        "verify": cmd_verify,
+        "verify-bundle": cmd_verify_bundle,
+    }
     try:
-        return {"keygen": cmd_keygen, "serve": cmd_serve, "verify": cmd_verify}[args.command](args)
+        if args.command in READ_COMMANDS:
+            return cmd_read(args)
+        return commands[args.command](args)
+    except ProofError as exc:
+        print(f"otel-audit {args.command}: FAILED: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except AuditError as exc:
         print(f"otel-audit {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -205,7 +287,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"{status}: log {report.origin} ({report.mode}): {report.records} records, "
             f"{report.checkpoints_verified} checkpoints and {report.anchors_verified} anchors "
-            f"verified, signed up to tree size {report.signed_size}"
+            f"verified ({report.anchors_consistent} proven extended by consistency proofs), "
+            f"signed up to tree size {report.signed_size}"
         )
         if report.records == 0 and report.signed_size == 0:
             others = ", ".join(origins) or "none"
@@ -221,6 +304,99 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  {finding}")
         if report.findings_dropped:
             print(f"  ... and {report.findings_dropped} more findings")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+READ_COMMANDS = ("search", "export", "proof", "consistency", "query")
+
+
+def parse_time(text: str | None, flag: str) -> int | None:
+    """Unix nanoseconds of an ISO 8601 date or time; a time without a zone is UTC."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {text!r}: use a date (2026-03-03) or time (2026-03-03T09:30:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+def _read_params(args: argparse.Namespace) -> dict[str, object]:
+    keys = args.key if getattr(args, "key", None) else [k for k in [_env("VERIFIER_KEY")] if k]
+    for key in keys:
+        VerifierKey.parse(key)  # a usage error here, not in the sealer
+    params: dict[str, object] = {"keys": keys, "origin": getattr(args, "origin", None)}
+    if args.command in ("search", "export"):
+        fields = ("actor", "action", "outcome", "service", "resource", "event", "text", "origin")
+        search = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+        search["since_ns"] = parse_time(args.since, "--since")
+        search["until_ns"] = parse_time(args.until, "--until")
+        params["search"] = {k: v for k, v in search.items() if v is not None}
+    for name in ("limit", "json", "seq", "tree_size", "old", "new", "sql", "format"):
+        if hasattr(args, name):
+            params[name] = getattr(args, name)
+    return params
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    """Run a read command in the running sealer if it owns the store, else on the store."""
+    from backend.commands import run
+    from backend.store import Store
+    from sealer.read_api import call, socket_path
+
+    if args.command == "export" and args.out.exists():
+        raise ConfigError(f"{args.out} exists; an evidence bundle is never overwritten, choose another name")
+    params = _read_params(args)
+    dsn = args.store or default_store()
+    path = socket_path(dsn)
+    result = call(path, args.command, params) if path is not None and path.exists() else None
+    if result is None:
+        store = Store.open(dsn)
+        try:
+            result = run(store, args.command, params)
+        finally:
+            store.close()
+    if args.command == "export":
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "xb") as f:
+            f.write(result.out)
+        result.notes.insert(0, f"wrote {args.out} ({len(result.out)} bytes)")
+    else:
+        sys.stdout.buffer.write(result.out)
+        sys.stdout.flush()
+    for note in result.notes:
+        print(f"otel-audit {args.command}: {note}", file=sys.stderr)
+    return result.code
+
+
+def cmd_verify_bundle(args: argparse.Namespace) -> int:
+    from .bundle import verify_bundle
+
+    texts = args.key or [k for k in [_env("VERIFIER_KEY")] if k]
+    if not texts:
+        raise ConfigError("--key is required: the verifier key you trust, from the log's operator")
+    keys = [VerifierKey.parse(k) for k in texts]
+    try:
+        data = args.bundle.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.bundle}: {exc.strerror}") from None
+    report = verify_bundle(data, keys)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return EXIT_OK if report.ok else EXIT_FAILED
+    signed = ", ".join(f"{o} at tree size {n}" for o, n in sorted(report.checkpoints.items())) or "none"
+    status = "OK" if report.ok else "FAILED"
+    proven = f"{report.records_verified} of {report.records} records proven"
+    print(f"{status}: {proven} (signed checkpoints: {signed})")
+    for finding in report.findings:
+        print(f"  {finding}")
+    print("not covered by any proof:")
+    for item in report.unproven:
+        print(f"  {item}")
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -37,6 +37,7 @@ from .entry import DERIVED_COLUMNS, decode_entry
 from .errors import AuditError, Finding, FormatError
 from .merkle import CompactRange, hash_leaf
 from .note import SignedNote, VerifierKey
+from .proof import verify_consistency
 
 _N = len(DERIVED_COLUMNS)
 _SEQ = DERIVED_COLUMNS.index("Seq")
@@ -59,6 +60,7 @@ class Report:
     records: int = 0
     checkpoints_verified: int = 0
     anchors_verified: int = 0
+    anchors_consistent: int = 0  # anchors the newest checkpoint was proven to extend (RFC 9162)
     signed_size: int = 0
     findings: list[Finding] = field(default_factory=list)
     findings_dropped: int = 0
@@ -82,6 +84,7 @@ class Report:
             "unsigned_records": self.unsigned_records,
             "checkpoints_verified": self.checkpoints_verified,
             "anchors_verified": self.anchors_verified,
+            "anchors_consistent": self.anchors_consistent,
             "findings": [f.as_dict() for f in self.findings],
             "findings_dropped": self.findings_dropped,
         }
@@ -99,6 +102,7 @@ class LogVerifier:
         self._last_good_size = 0  # the largest tree size whose signed root matched
         self._tree_broken = False  # set by a hole in Seq: roots after it cannot be checked
         self._signed: dict[int, Checkpoint] = {}  # valid checkpoints by tree size
+        self._anchored: list[tuple[str, Checkpoint]] = []  # valid anchors: (source, checkpoint)
 
     def _find(self, kind: str, message: str, first: int | None = None, last: int | None = None) -> None:
         if len(self.report.findings) >= MAX_FINDINGS:
@@ -143,7 +147,27 @@ class LogVerifier:
         checkpoint = self._open(anchor.note.serialize(), f"anchor {anchor.path}")
         if checkpoint is not None:
             self._add_target(SignedTarget(f"anchor {anchor.path}", checkpoint))
+            self._anchored.append((f"anchor {anchor.path}", checkpoint))
             self.report.anchors_verified += 1
+
+    @property
+    def records_seen(self) -> int:
+        return self._rows
+
+    def anchored(self) -> list[tuple[str, Checkpoint]]:
+        return list(self._anchored)
+
+    def add_consistency(self, source: str, old: Checkpoint, new: Checkpoint, proof: Sequence[bytes]) -> None:
+        """An RFC 9162 consistency proof, built from the store, that `new` extends an anchor."""
+        if verify_consistency(old.tree_size, new.tree_size, proof, old.root_hash, new.root_hash):
+            self.report.anchors_consistent += 1
+            return
+        self._find(
+            "consistency",
+            f"the consistency proof from {source} (tree size {old.tree_size}) to the checkpoint of "
+            f"tree size {new.tree_size}, built from the store's tree nodes, does not verify: "
+            "otel_audit.tree_nodes was altered, so proofs served from it will fail",
+        )
 
     def add_anchor_problem(self, problem: AnchorProblem) -> None:
         self._find("anchor", f"anchor {problem.path}: {problem.message}")

@@ -1,8 +1,9 @@
 """The sealer service: wires store, recovery, pipeline, checkpointer and receivers.
 
-Start order: store (schema) -> recovery -> pipeline -> checkpointer -> receivers.
+Start order: store (schema) -> recovery -> pipeline -> checkpointer -> receivers -> the
+local read API (embedded stores only).
 Stop order, the reverse, and the one place it is written down:
-  1. receivers stop accepting and finish in-flight Export calls (grace period);
+  1. the read API and the receivers stop; receivers finish in-flight Export calls (grace period);
   2. the pipeline commits everything still queued, then stops;
   3. the checkpointer stops its timer and signs a final checkpoint of the whole log;
   4. the store is closed.
@@ -19,6 +20,7 @@ from .checkpointer import Checkpointer
 from .config import ServeConfig
 from .grpc_receiver import GrpcReceiver
 from .pipeline import Pipeline
+from .read_api import ReadApi, socket_path
 from .recovery import recover
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ class SealerService:
         self.pipeline: Pipeline | None = None
         self.checkpointer: Checkpointer | None = None
         self.grpc: GrpcReceiver | None = None
+        self.read_api: ReadApi | None = None
 
     def start(self) -> None:
         config = self.config
@@ -50,9 +53,16 @@ class SealerService:
             self.pipeline, config.grpc_address, max_message_bytes=config.max_message_bytes
         )
         self.grpc.start()
+        path = socket_path(config.store)
+        if path is not None:
+            self.read_api = ReadApi(self.store, path)
+            if not self.read_api.start():
+                self.read_api = None
 
     def stop(self) -> None:
         try:
+            if self.read_api is not None:
+                self.read_api.stop()
             if self.grpc is not None:
                 self.grpc.stop(self.config.shutdown_grace_seconds)
             if self.pipeline is not None:

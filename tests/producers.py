@@ -8,11 +8,24 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
+DAY_NS = 86_400 * 10**9
+
 
 def send_audit_events(
-    endpoint: str, count: int, *, service: str = "orders", start: int = 0, compression: str | None = None
+    endpoint: str,
+    count: int,
+    *,
+    service: str = "orders",
+    start: int = 0,
+    compression: str | None = None,
+    first_timestamp_ns: int | None = None,
+    step_ns: int = 60 * 10**9,
 ) -> None:
-    """Emit `count` audit events through a BatchLogRecordProcessor and flush them."""
+    """Emit `count` audit events through a BatchLogRecordProcessor and flush them.
+
+    Event i is by trader-(i % 7), succeeds unless i % 5 == 0, and concerns order/i; with
+    `first_timestamp_ns` its Timestamp is first_timestamp_ns + (i - start) * step_ns.
+    """
     from opentelemetry.exporter.otlp.proto.grpc.exporter import Compression
 
     exporter = OTLPLogExporter(
@@ -24,12 +37,20 @@ def send_audit_events(
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter, max_queue_size=100_000))
     logger = provider.get_logger("otel_audit.tests", "1.0")
     for i in range(start, start + count):
+        timestamp = None if first_timestamp_ns is None else first_timestamp_ns + (i - start) * step_ns
         logger.emit(
             LogRecord(
+                timestamp=timestamp,
                 body=f"order {i} placed",
                 severity_number=SeverityNumber.INFO,
                 severity_text="INFO",
-                attributes={"user.id": f"trader-{i % 7}", "audit.action": "order.place", "n": i},
+                attributes={
+                    "user.id": f"trader-{i % 7}",
+                    "audit.action": "order.place",
+                    "audit.outcome": "failure" if i % 5 == 0 else "success",
+                    "audit.resource": f"order/{i}",
+                    "n": i,
+                },
                 event_name="audit.order.place",
             )
         )

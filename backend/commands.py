@@ -1,0 +1,159 @@
+"""The read-only commands (search, export, proof, consistency, query) as one function each
+from JSON-safe parameters to output bytes.
+
+The CLI runs them against a store it opens itself, or, when `otel-audit serve` owns the
+embedded store, sends the same parameters to the running sealer (sealer/read_api.py), which
+runs the same function on its own connection. Either way the user sees the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from otel_audit.errors import ConfigError
+from otel_audit.note import VerifierKey
+from otel_audit.readable import json_line, record_dict
+
+from .evidence import Search, consistency_proof, default_origin, export, inclusion_proof, search
+from .store import Store
+
+Params = Mapping[str, object]
+
+
+@dataclass
+class Result:
+    out: bytes
+    notes: list[str] = field(default_factory=list)  # for stderr
+    code: int = 0
+
+
+def _keys(params: Params) -> list[VerifierKey]:
+    return [VerifierKey.parse(str(k)) for k in params.get("keys") or []]  # type: ignore[attr-defined]
+
+
+def _int(params: Params, name: str) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative integer")
+    return value
+
+
+def run_search(store: Store, params: Params) -> Result:
+    query = Search.from_dict(params.get("search") or {})  # type: ignore[arg-type]
+    limit = _int(params, "limit") or 1000
+    rows, more = search(store, query, limit)
+    records = [record_dict(row) for row in rows]
+    notes = [f"more than {limit} records match; showing the first {limit} (raise --limit)"] if more else []
+    if params.get("json"):
+        return Result("".join(json_line(r) + "\n" for r in records).encode(), notes)
+    notes.append(f"{len(records)} records ({query.describe()})")
+    return Result(_table(records).encode(), notes)
+
+
+_TABLE = (("timestamp", 30), ("origin", 24), ("seq", 10), ("service", 14), ("actor", 14),
+          ("action", 18), ("outcome", 8), ("resource", 16), ("body", 60))  # fmt: skip
+
+
+def _table(records: list[dict[str, object]]) -> str:
+    columns = [(n, w) for n, w in _TABLE if n != "origin" or len({r["origin"] for r in records}) > 1]
+    widths = [min(w, max([len(n), *(len(str(r[n])) for r in records)])) for n, w in columns]
+
+    def line(cells: list[str]) -> str:
+        fitted = [c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(cells, widths, strict=True)]
+        return "  ".join(c.ljust(w) for c, w in zip(fitted, widths, strict=True)).rstrip() + "\n"
+
+    out = line([n.upper() for n, _ in columns])
+    for r in records:
+        out += line([str(r[n]).replace("\n", " ") for n, _ in columns])
+    return out
+
+
+def run_export(store: Store, params: Params) -> Result:
+    query = Search.from_dict(params.get("search") or {})  # type: ignore[arg-type]
+    keys = _keys(params)
+    if not keys:
+        raise ConfigError("--key is required: the verifier key of each log the export covers")
+    done = export(store, query, keys)
+    signed = ", ".join(f"{o} at tree size {s}" for o, s in sorted(done.checkpoints.items())) or "none"
+    notes = [f"exported {done.records} records with inclusion proofs (checkpoints: {signed})"]
+    if done.unsigned:
+        notes.append(
+            f"left out {done.unsigned} matching records sealed after the newest checkpoint; "
+            "export again after the next checkpoint to include them"
+        )
+    return Result(done.bundle, notes)
+
+
+def run_proof(store: Store, params: Params) -> Result:
+    keys = _keys(params)
+    origin = default_origin(store, keys, params.get("origin"))  # type: ignore[arg-type]
+    seq = _int(params, "seq")
+    if seq is None:
+        raise ConfigError("--seq is required")
+    key = next((k for k in keys if k.name == origin), None)
+    proof = inclusion_proof(store, origin, seq, key, _int(params, "tree_size"))
+    notes = [] if key else ["signature not checked: pass --key to check the checkpoint's signature"]
+    if params.get("json"):
+        body = {
+            "origin": origin,
+            "index": proof.index,
+            "hashes": [base64.b64encode(h).decode() for h in proof.hashes],
+            "checkpoint": proof.checkpoint_note,
+            "tlog_proof": proof.serialize(),
+        }
+        return Result((json.dumps(body, indent=1) + "\n").encode(), notes)
+    return Result(proof.serialize().encode(), notes)
+
+
+def run_consistency(store: Store, params: Params) -> Result:
+    keys = _keys(params)
+    origin = default_origin(store, keys, params.get("origin"))  # type: ignore[arg-type]
+    old = _int(params, "old")
+    if old is None:
+        raise ConfigError("--from is required")
+    key = next((k for k in keys if k.name == origin), None)
+    proof = consistency_proof(store, origin, old, _int(params, "new"), key)
+    notes = [] if key else ["signature not checked: pass --key to check the checkpoints' signatures"]
+    if proof.old_note is None:
+        notes.append(f"the store has no signed checkpoint of tree size {old}: compare the old root yourself")
+    if params.get("json"):
+        body = {
+            "origin": origin,
+            "old_size": proof.old_size,
+            "new_size": proof.new_size,
+            "hashes": [base64.b64encode(h).decode() for h in proof.hashes],
+            "old_checkpoint": proof.old_note,
+            "new_checkpoint": proof.new_note,
+        }
+        return Result((json.dumps(body, indent=1) + "\n").encode(), notes)
+    return Result(proof.serialize().encode(), notes)
+
+
+def run_query(store: Store, params: Params) -> Result:
+    sql = params.get("sql")
+    if not isinstance(sql, str) or not sql.strip():
+        raise ConfigError("give the SQL to run, e.g. otel-audit query 'SELECT count() FROM otel_audit.logs'")
+    fmt = str(params.get("format") or "PrettyCompactMonoBlock")
+    return Result(store.read_only_query(sql, fmt))
+
+
+COMMANDS: dict[str, Callable[[Store, Params], Result]] = {
+    "search": run_search,
+    "export": run_export,
+    "proof": run_proof,
+    "consistency": run_consistency,
+    "query": run_query,
+}
+
+
+def run(store: Store, command: str, params: Params) -> Result:
+    if command not in COMMANDS:
+        raise ConfigError(f"unknown read command {command!r}")
+    if not store.has_schema():
+        raise ConfigError("the store holds no otel-audit log; check --store")
+    return COMMANDS[command](store, params)
