@@ -111,13 +111,10 @@ def signed_checkpoint(
 ) -> tuple[StoredCheckpoint, Checkpoint]:
     """The newest stored checkpoint (or the one of `tree_size`), its signature checked when a
     key is given."""
-    candidates = store.checkpoints(origin)
-    if tree_size is not None:
-        candidates = [c for c in candidates if c.tree_size == tree_size]
-    if not candidates:
+    stored = store.latest_checkpoint(origin) if tree_size is None else store.checkpoint_at(origin, tree_size)
+    if stored is None:
         at = "" if tree_size is None else f" of tree size {tree_size}"
         raise ConfigError(f"log {origin!r} has no checkpoint{at} in the store")
-    stored = candidates[-1]
     note = SignedNote.parse(stored.note)
     if key is not None:
         note.verify(key)
@@ -148,6 +145,7 @@ def inclusion_proof(
             f"{checkpoint.tree_size} records); wait for the next checkpoint"
         )
     reader = TreeReader(store, origin)
+    reader.prefetch_for([seq], checkpoint.tree_size)
     proof = TlogProof(seq, tuple(reader.inclusion_proof(seq, checkpoint.tree_size)), stored.note)
     leaf = reader.leaf_hash(seq)
     if not verify_inclusion(seq, checkpoint.tree_size, leaf, proof.hashes, checkpoint.root_hash):
@@ -185,7 +183,8 @@ def consistency_proof(
         raise ConfigError(f"--from {old_size} is beyond the checkpoint of tree size {new.tree_size}")
     reader = TreeReader(store, origin)
     hashes = tuple(reader.consistency_proof(old_size, new.tree_size))
-    old_note = next((c.note for c in store.checkpoints(origin) if c.tree_size == old_size), None)
+    old_stored = store.checkpoint_at(origin, old_size)
+    old_note = None if old_stored is None else old_stored.note
     if old_note is not None:
         old_root = Checkpoint.parse(SignedNote.parse(old_note).text).root_hash
     else:  # no signed root of that size: check against the tree the store holds

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
@@ -183,10 +184,19 @@ class Store:
 
     def checkpoints(self, origin: str, latest_only: bool = False) -> list[StoredCheckpoint]:
         order = "TreeSize DESC, CreatedAt DESC LIMIT 1" if latest_only else "TreeSize, CreatedAt"
+        return self._checkpoints(f"WHERE Origin = {{o:String}} ORDER BY {order}", {"o": origin})
+
+    def checkpoint_at(self, origin: str, tree_size: int) -> StoredCheckpoint | None:
+        found = self._checkpoints(
+            "WHERE Origin = {o:String} AND TreeSize = {n:UInt64} ORDER BY CreatedAt DESC LIMIT 1",
+            {"o": origin, "n": tree_size},
+        )
+        return found[0] if found else None
+
+    def _checkpoints(self, where: str, params: dict) -> list[StoredCheckpoint]:
         rows = self._query(
-            f"SELECT Origin, TreeSize, RootHash, ChainHead, Note, CompactRange FROM {CHECKPOINTS} "
-            f"WHERE Origin = {{o:String}} ORDER BY {order}",
-            {"o": origin},
+            f"SELECT Origin, TreeSize, RootHash, ChainHead, Note, CompactRange FROM {CHECKPOINTS} {where}",
+            params,
             column_formats={"CompactRange": "bytes", "Note": "string"},
         )
         return [StoredCheckpoint(*row) for row in rows]
@@ -237,6 +247,37 @@ class Store:
             "AND NodeIndex >= {a:UInt64} AND NodeIndex < {b:UInt64} ORDER BY NodeIndex LIMIT 1 BY NodeIndex",
             {"o": origin, "h": height, "a": first, "b": end},
         )
+
+    def leaf_hashes_in(self, origin: str, ranges: Sequence[tuple[int, int]]) -> list[tuple[int, bytes]]:
+        """(Seq, LeafHash) of the rows in these Seq ranges [first, end), a few queries in all."""
+        out: list[tuple[int, bytes]] = []
+        for chunk in _chunks(ranges):
+            where = " OR ".join(f"(Seq >= {int(a)} AND Seq < {int(b)})" for a, b in chunk)
+            blob = self._raw(
+                f"SELECT Seq, LeafHash FROM {LOGS} WHERE Origin = {{o:String}} AND ({where})", {"o": origin}
+            )
+            out.extend(
+                (int.from_bytes(blob[i : i + 8], "little"), blob[i + 8 : i + 40])
+                for i in range(0, len(blob), 40)
+            )
+        return out
+
+    def nodes_in(self, origin: str, spans: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, bytes]]:
+        """(Height, NodeIndex, Hash) of the stored nodes in these (height, first, end) spans."""
+        out: list[tuple[int, int, bytes]] = []
+        for chunk in _chunks(spans):
+            where = " OR ".join(
+                f"(Height = {int(h)} AND NodeIndex >= {int(a)} AND NodeIndex < {int(b)})" for h, a, b in chunk
+            )
+            blob = self._raw(
+                f"SELECT Height, NodeIndex, Hash FROM {TREE_NODES} WHERE Origin = {{o:String}} AND ({where})",
+                {"o": origin},
+            )
+            out.extend(
+                (blob[i], int.from_bytes(blob[i + 1 : i + 9], "little"), blob[i + 9 : i + 41])
+                for i in range(0, len(blob), 41)
+            )
+        return out
 
     def node_count(self, origin: str, height: int) -> int:
         """How many nodes of `height` are stored: they are written in Index order from 0."""
@@ -361,6 +402,11 @@ class Store:
             return [tuple(row) for row in result.result_rows]
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"query failed: {exc}") from exc
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> list[Sequence[Any]]:
+    """Split ranges into groups small enough for one query's WHERE clause."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _statements(sql: str) -> list[str]:

@@ -98,18 +98,19 @@ class TreeReader:
         return EMPTY_ROOT if size == 0 else self._range_hashes([(0, size)])[0]
 
     def prefetch_for(self, indexes: Iterable[int], size: int) -> None:
-        """Fetch every tile the inclusion proofs of `indexes` in a tree of `size` read, in one
-        query per contiguous stretch: the proofs of many records then run from memory."""
+        """Fetch every tile the inclusion proofs of `indexes` in a tree of `size` read (the
+        tile holding each record at every level, and the tree's right edge), in two queries:
+        the proofs of one record or of many then run from memory."""
         indexes = set(indexes)
+        spans: dict[int, set[tuple[int, int]]] = {}
         height = 0
         while size >> height:
             width = TILE_WIDTH << height  # leaves under one tile of this level
             tiles = {i // width for i in indexes} | {(size - 1) // width}
             level_end = size >> height
-            spans = {(t << TILE_HEIGHT, min((t + 1) << TILE_HEIGHT, level_end)) for t in tiles}
-            for first, end in _merge(spans):
-                self._load(height, first, end)
+            spans[height] = {(t << TILE_HEIGHT, min((t + 1) << TILE_HEIGHT, level_end)) for t in tiles}
             height += TILE_HEIGHT
+        self._fetch(spans)
 
     def hashes_of(self, ranges: Iterable[tuple[int, int]]) -> list[bytes]:
         """MTH of each range, from what is already fetched (fetching only what is missing)."""
@@ -133,10 +134,28 @@ class TreeReader:
             base = height - height % TILE_HEIGHT
             shift = height - base
             spans.setdefault(base, set()).add((index << shift, (index + 1) << shift))
-        for base, ranges in spans.items():
-            for first, end in _merge(ranges):
-                self._load(base, first, end)
+        self._fetch(spans)
         return {node: self._node(*node) for node in wanted}
+
+    def _fetch(self, spans: dict[int, set[tuple[int, int]]]) -> None:
+        """Load these stretches of stored levels: one query for leaves, one for nodes."""
+        missing: dict[int, list[tuple[int, int]]] = {}
+        for height, ranges in spans.items():
+            for first, end in _merge(ranges):
+                while first < end and (height, first) in self._known:
+                    first += 1
+                while end > first and (height, end - 1) in self._known:
+                    end -= 1
+                if first < end:
+                    missing.setdefault(height, []).append((first, end))
+        if 0 in missing:
+            for seq, digest in self._store.leaf_hashes_in(self._origin, missing.pop(0)):
+                self._known[(0, seq)] = digest
+        nodes = [(h, first, end) for h, ranges in missing.items() for first, end in ranges]
+        for height, index, digest in self._store.nodes_in(self._origin, nodes):
+            self._known[(height, index)] = digest
+        for height, first, end in nodes:  # not stored (yet, or lost): fold from below
+            self._load(height, first, end)
 
     def _node(self, height: int, index: int) -> bytes:
         known = self._known.get((height, index))
