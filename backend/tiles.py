@@ -84,6 +84,7 @@ class TreeReader:
         self._store = store
         self._origin = origin
         self._known: dict[Node, bytes] = {}  # fetched (heights 0, 8, 16, ...) and computed nodes
+        self._ranges: dict[tuple[int, int], bytes] = {}  # imperfect ranges already hashed
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         return self._range_hashes(inclusion_ranges(index, size))
@@ -92,7 +93,8 @@ class TreeReader:
         return self._range_hashes(consistency_ranges(old_size, new_size))
 
     def leaf_hash(self, index: int) -> bytes:
-        return self.node_hashes([(0, index)])[(0, index)]
+        known = self._known.get((0, index))
+        return known if known is not None else self.node_hashes([(0, index)])[(0, index)]
 
     def root(self, size: int) -> bytes:
         return EMPTY_ROOT if size == 0 else self._range_hashes([(0, size)])[0]
@@ -114,7 +116,17 @@ class TreeReader:
 
     def hashes_of(self, ranges: Iterable[tuple[int, int]]) -> list[bytes]:
         """MTH of each range, from what is already fetched (fetching only what is missing)."""
-        return [range_hash(begin, end, lambda node: self._node(*node)) for begin, end in ranges]
+        out = []
+        for begin, end in ranges:
+            width = end - begin
+            if width & (width - 1) == 0 and begin % width == 0:  # a perfect subtree: one node
+                out.append(self._node(width.bit_length() - 1, begin // width))
+                continue
+            known = self._ranges.get((begin, end))  # the tree's right edge, shared by many proofs
+            if known is None:
+                known = self._ranges[(begin, end)] = range_hash(begin, end, lambda node: self._node(*node))
+            out.append(known)
+        return out
 
     def _range_hashes(self, ranges: list[tuple[int, int]]) -> list[bytes]:
         self.node_hashes(node for begin, end in ranges for node in perfect_subtrees(begin, end))

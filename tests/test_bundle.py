@@ -222,3 +222,24 @@ def test_cli_exit_codes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert done.returncode == 2 and "--key is required" in done.stderr
     done = run_cli("verify-bundle", str(tmp_path / "missing.bundle"), "--key", KEY.verifier().serialize())
     assert done.returncode == 2 and "cannot read" in done.stderr
+
+
+def test_readme_hand_check_of_a_leaf_hash_works(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The README's shell recipe gives the leaf hash the manifest and proof use."""
+    import subprocess
+
+    members = _members(BUNDLE)
+    readme = members["README.txt"].decode()
+    assert "(printf '\\000'; cat entries/ORIGIN/SEQ.binpb) | sha256sum" in readme
+    name = entry_path(ORIGIN, 17)
+    (tmp_path / "entry.binpb").write_bytes(members[name])
+    done = subprocess.run(
+        "(printf '\\000'; cat entry.binpb) | sha256sum",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    manifest = json.loads(members["manifest.json"])
+    listed = next(r["leaf_hash"] for r in manifest["records"] if r["seq"] == 17)
+    assert done.stdout.split()[0] == listed == hash_leaf(members[name]).hex()
