@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
 from otel_audit import attributes as attr
-from otel_audit.bundle import BundleRecord, write_bundle
+from otel_audit.bundle import BundleRecord, Rendering, write_bundle
 from otel_audit.checkpoint import Checkpoint
 from otel_audit.errors import ConfigError, ProofError
+from otel_audit.merkle import hash_children
 from otel_audit.note import SignedNote, VerifierKey
 from otel_audit.proof import inclusion_ranges, verify_consistency, verify_inclusion
 from otel_audit.readable import iso_ns
@@ -212,47 +213,87 @@ def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
         params,
         column_formats={"Entry": "bytes"},
     )
-    by_origin: dict[str, list[int]] = {}
-    for origin, seq, _ in rows:
-        by_origin.setdefault(origin, []).append(seq)
-    notes: dict[str, str] = {}
-    proofs: dict[tuple[str, int], TlogProof] = {}
-    sizes: dict[str, int] = {}
-    for origin, seqs in by_origin.items():
+    checkpoints: dict[str, tuple[StoredCheckpoint, Checkpoint]] = {}
+    for origin in sorted({origin for origin, _, _ in rows}):
         key = _key_for(origin, keys)
         if key is None:
             raise ConfigError(f"records of log {origin!r} match; pass its verifier key with --key")
-        stored, checkpoint = signed_checkpoint(store, origin, key)
-        covered = [s for s in seqs if s < checkpoint.tree_size]
-        notes[origin], sizes[origin] = stored.note, checkpoint.tree_size
-        for seq, hashes in _proofs(store, origin, covered, checkpoint).items():
+        checkpoints[origin] = signed_checkpoint(store, origin, key)
+    covered = [row for row in rows if row[1] < checkpoints[row[0]][1].tree_size]
+    rendering = Rendering([entry for _, _, entry in covered])  # decodes in other processes meanwhile
+    proofs: dict[tuple[str, int], TlogProof] = {}
+    for origin, (stored, checkpoint) in checkpoints.items():
+        seqs = [seq for o, seq, _ in covered if o == origin]
+        for seq, hashes in _proofs(store, origin, seqs, checkpoint).items():
             proofs[(origin, seq)] = TlogProof(seq, hashes, stored.note)
-    records = [
-        BundleRecord(origin, seq, entry, proofs[(origin, seq)])
-        for origin, seq, entry in rows
-        if (origin, seq) in proofs
-    ]
-    description = query.describe()
+    records = [BundleRecord(origin, seq, entry, proofs[(origin, seq)]) for origin, seq, entry in covered]
+    used = {r.origin for r in records}
     bundle = write_bundle(
         records,
-        {o: n for o, n in notes.items() if any(r.origin == o for r in records)},
-        [k for k in keys if k.name in notes],
-        {"description": description, "search": query.as_dict(), "table": LOGS, "order": ORDER},
+        {o: stored.note for o, (stored, _) in checkpoints.items() if o in used},
+        [k for k in keys if k.name in used],
+        {"description": query.describe(), "search": query.as_dict(), "table": LOGS, "order": ORDER},
+        rendering.result(),
     )
+    sizes = {o: cp.tree_size for o, (_, cp) in checkpoints.items()}
     return Export(bundle, len(records), sizes, len(rows) - len(records))
 
 
 def _proofs(
     store: Store, origin: str, seqs: list[int], checkpoint: Checkpoint
 ) -> dict[int, tuple[bytes, ...]]:
-    """Inclusion proofs for many records, each checked against the signed root."""
-    size = checkpoint.tree_size
+    """Inclusion proofs for many records, each checked against the signed root.
+
+    Every proof's path is hashed up to the signed root, except where it reaches an ancestor
+    (a leaf range) whose value an earlier proof already carried to the root: from there the
+    path and its siblings are the same, so the check is the same and is not repeated.
+    """
+    size, root = checkpoint.tree_size, checkpoint.root_hash
     reader = TreeReader(store, origin)
     reader.prefetch_for(seqs, size)
+    proven: dict[tuple[int, int], bytes] = {}  # ancestor range -> value known to lead to root
     out = {}
-    for seq in seqs:
-        hashes = tuple(reader.hashes_of(inclusion_ranges(seq, size)))
-        if not verify_inclusion(seq, size, reader.leaf_hash(seq), hashes, checkpoint.root_hash):
+    previous: tuple[list[tuple[int, int]], list[bytes]] = ([], [])
+    for seq in sorted(seqs):
+        ranges = inclusion_ranges(seq, size)
+        shared = _shared_suffix(ranges, previous[0])  # neighbours share the top of their paths
+        cut = len(ranges) - shared
+        hashes = reader.hashes_of(ranges[:cut]) + previous[1][len(previous[1]) - shared :]
+        previous = (ranges, hashes)
+        if not _leads_to_root(seq, reader.leaf_hash(seq), ranges, hashes, size, root, proven):
             raise ProofError(_ALTERED.format(origin=origin, size=size))
-        out[seq] = hashes
+        out[seq] = tuple(hashes)
     return out
+
+
+def _shared_suffix(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
+    n = 0
+    while n < len(a) and n < len(b) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+def _leads_to_root(
+    seq: int,
+    leaf: bytes,
+    ranges: list[tuple[int, int]],
+    hashes: list[bytes],
+    size: int,
+    root: bytes,
+    proven: dict[tuple[int, int], bytes],
+) -> bool:
+    path = []
+    node, begin, end = leaf, seq, seq + 1
+    for (first, last), sibling in zip(ranges, hashes, strict=True):
+        if proven.get((begin, end)) == node:
+            break
+        path.append(((begin, end), node))
+        if last == begin:  # the sibling is on the left
+            node, begin = hash_children(sibling, node), first
+        else:
+            node, end = hash_children(node, sibling), last
+    else:
+        if (begin, end, node) != (0, size, root):
+            return False
+    proven.update(path)
+    return True

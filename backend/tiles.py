@@ -1,10 +1,13 @@
 """Stored Merkle tree nodes ("tiles"): proofs in O(log n) reads instead of a rehash of the log.
 
-Every 256 leaves complete a perfect subtree of height 8, every 256 of those one of height 16,
-and so on. The sealer stores those nodes (table otel_audit.tree_nodes) as the log grows; the
-C2SP tlog-tiles tile at level L, index N is the rows Height = 8L, NodeIndex in [256N, 256N + 256),
-and level 0 is the LeafHash column of otel_audit.logs. Any other node is folded from at most
-128 stored ones below it, so a proof in a log of any size reads a few hundred hashes.
+Every 16 leaves complete a perfect subtree of height 4, every 16 of those one of height 8,
+and so on. The sealer stores those nodes (table otel_audit.tree_nodes) as the log grows: the
+tiles of C2SP tlog-tiles, 16 hashes wide instead of 256 (tile level L, index N is the rows
+Height = 4L, NodeIndex in [16N, 16N + 16); level 0 is the LeafHash column of otel_audit.logs).
+Any other node is folded from at most 8 stored ones below it, so a proof in a log of any size
+reads a few hundred hashes, and an export of 100k proofs recomputes few nodes: narrower tiles
+store 1/15 as many hashes as the log has leaves and halve the hashing of a large export
+compared with 256-wide ones (bench/bench_evidence.py).
 
 The stored nodes are a cache derived from LeafHash and are never trusted: a missing one is
 computed from the level below, and every proof built from them is checked against the signed
@@ -28,9 +31,10 @@ from otel_audit.proof import (
 
 from .store import Store
 
-TILE_HEIGHT = 8
+TILE_HEIGHT = 4
 TILE_WIDTH = 1 << TILE_HEIGHT
-_CHUNK = 1024 * TILE_WIDTH  # leaves read per query while extending
+_CHUNK = 1 << 18  # leaves read per query while extending
+_GAP = 8192  # read rows this close together in one window: the engine's granule size
 
 
 def _split(blob: bytes) -> list[bytes]:
@@ -45,7 +49,7 @@ def _parents(hashes: list[bytes]) -> list[bytes]:
 
 
 def extend_nodes(store: Store, origin: str, size: int) -> int:
-    """Store every node at heights 8, 16, ... that the first `size` leaves complete.
+    """Store every node at heights 4, 8, 12, ... that the first `size` leaves complete.
 
     Picks up wherever the stored nodes end, so it repairs itself after a crash. Returns how
     many nodes it wrote.
@@ -83,7 +87,7 @@ class TreeReader:
     def __init__(self, store: Store, origin: str) -> None:
         self._store = store
         self._origin = origin
-        self._known: dict[Node, bytes] = {}  # fetched (heights 0, 8, 16, ...) and computed nodes
+        self._known: dict[Node, bytes] = {}  # fetched (heights 0, 4, 8, ...) and computed nodes
         self._ranges: dict[tuple[int, int], bytes] = {}  # imperfect ranges already hashed
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
@@ -161,22 +165,45 @@ class TreeReader:
                 if first < end:
                     missing.setdefault(height, []).append((first, end))
         if 0 in missing:
-            for seq, digest in self._store.leaf_hashes_in(self._origin, missing.pop(0)):
-                self._known[(0, seq)] = digest
-        nodes = [(h, first, end) for h, ranges in missing.items() for first, end in ranges]
+            self._fetch_leaves(missing.pop(0))
+        nodes = [(h, first, end) for h, ranges in missing.items() for first, end in _merge(ranges, _GAP)]
         for height, index, digest in self._store.nodes_in(self._origin, nodes):
             self._known[(height, index)] = digest
         for height, first, end in nodes:  # not stored (yet, or lost): fold from below
             self._load(height, first, end)
 
+    def _fetch_leaves(self, spans: list[tuple[int, int]]) -> None:
+        """Leaf hashes of these Seq spans, read as a few contiguous windows.
+
+        The engine reads whole granules (8192 rows) anyway, so spans closer than that are read
+        as one window: a plain primary-key range, far cheaper than a long OR of small ranges.
+        Only the spans asked for are kept.
+        """
+        windows = _merge(spans, _GAP)
+        blob = self._store.leaf_hash_windows(self._origin, windows)
+        if len(blob) != HASH_SIZE * sum(end - first for first, end in windows):
+            raise StoreError(
+                f"log {self._origin!r}: records between Seq {windows[0][0]} and {windows[-1][1] - 1} are "
+                "missing or repeated in the store; run `otel-audit verify`"
+            )
+        offset, w = 0, 0
+        for first, end in spans:  # both sorted; every span lies inside one window
+            while not windows[w][0] <= first < windows[w][1]:
+                offset += HASH_SIZE * (windows[w][1] - windows[w][0])
+                w += 1
+            base = offset + HASH_SIZE * (first - windows[w][0])
+            for i in range(end - first):
+                self._known[(0, first + i)] = blob[base + HASH_SIZE * i : base + HASH_SIZE * (i + 1)]
+
     def _node(self, height: int, index: int) -> bytes:
         known = self._known.get((height, index))
-        if known is None and height % TILE_HEIGHT == 0:  # a stored level not fetched yet
+        if known is not None:
+            return known
+        if height % TILE_HEIGHT == 0:  # a stored level not fetched yet
             self._load(height, index, index + 1)
-            known = self._known[(height, index)]
-        elif known is None:
-            known = hash_children(self._node(height - 1, 2 * index), self._node(height - 1, 2 * index + 1))
-            self._known[(height, index)] = known
+            return self._known[(height, index)]
+        known = hash_children(self._node(height - 1, 2 * index), self._node(height - 1, 2 * index + 1))
+        self._known[(height, index)] = known
         return known
 
     def _load(self, height: int, first: int, end: int) -> None:
@@ -208,10 +235,11 @@ class TreeReader:
         return subtree_root([self._known[(base, (index << TILE_HEIGHT) + j)] for j in range(TILE_WIDTH)])
 
 
-def _merge(ranges: set[tuple[int, int]]) -> list[tuple[int, int]]:
+def _merge(ranges: Iterable[tuple[int, int]], gap: int = 0) -> list[tuple[int, int]]:
+    """Sorted ranges, overlapping ones (or ones less than `gap` apart) joined."""
     merged: list[tuple[int, int]] = []
     for first, end in sorted(ranges):
-        if merged and first <= merged[-1][1]:
+        if merged and first <= merged[-1][1] + gap:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
             merged.append((first, end))

@@ -9,11 +9,12 @@ byte: a readable file that says something its entries do not is caught, not trus
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from html import escape
 
 from . import attributes as attr
 from .entry import DERIVED_COLUMNS
@@ -71,29 +72,47 @@ def json_line(record: Mapping[str, object]) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def to_jsonl(records: Sequence[Mapping[str, object]]) -> bytes:
-    return "".join(json_line(r) + "\n" for r in records).encode()
+@dataclass(frozen=True)
+class Rows:
+    """The records' lines in each readable format, without the files' headers.
+
+    Rendering is per record, so chunks rendered apart (in worker processes) concatenate to
+    exactly what rendering all records at once gives.
+    """
+
+    jsonl: str = ""
+    csv: str = ""
+    html: str = ""
+
+    def __add__(self, other: Rows) -> Rows:
+        return Rows(self.jsonl + other.jsonl, self.csv + other.csv, self.html + other.html)
 
 
-def to_csv(records: Sequence[Mapping[str, object]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(TABLE_COLUMNS)
+def render_rows(records: Sequence[Mapping[str, object]]) -> Rows:
+    jsonl, rows = [], []
     for record in records:
-        writer.writerow([_cell(record[name]) for name in TABLE_COLUMNS])
-    return buffer.getvalue().encode()
+        jsonl.append(json_line(record) + "\n")
+        rows.append([_cell(record[name]) for name in TABLE_COLUMNS])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    html_rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>\n" for row in rows)
+    return Rows("".join(jsonl), buffer.getvalue(), html_rows)
 
 
-def to_html(records: Sequence[Mapping[str, object]], title: str) -> bytes:
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in TABLE_COLUMNS)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(r[name]))}</td>" for name in TABLE_COLUMNS) + "</tr>\n"
-        for r in records
-    )
-    return (
+def readable_files(rows: Rows, title: str) -> dict[str, bytes]:
+    """records.jsonl, records.csv and records.html from rendered rows."""
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow(TABLE_COLUMNS)
+    head = "".join(f"<th>{escape(name)}</th>" for name in TABLE_COLUMNS)
+    page = (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title>"
+        f"<title>{escape(title)}</title>"
         "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;"
         "vertical-align:top;font-family:monospace}</style></head><body>\n"
-        f"<h1>{html.escape(title)}</h1>\n<table>\n<tr>{head}</tr>\n{rows}</table>\n</body></html>\n"
-    ).encode()
+        f"<h1>{escape(title)}</h1>\n<table>\n<tr>{head}</tr>\n{rows.html}</table>\n</body></html>\n"
+    )
+    return {
+        "records.jsonl": rows.jsonl.encode(),
+        "records.csv": (header.getvalue() + rows.csv).encode(),
+        "records.html": page.encode(),
+    }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import re
+from binascii import b2a_base64
 from dataclasses import dataclass
 
 from .checkpoint import Checkpoint
@@ -39,7 +40,7 @@ class TlogProof:
         if self.extra is not None:
             lines.append("extra " + base64.b64encode(self.extra).decode())
         lines.append(f"index {self.index}")
-        lines.extend(base64.b64encode(h).decode() for h in self.hashes)
+        lines.extend(b2a_base64(h, newline=False).decode() for h in self.hashes)
         return "\n".join(lines) + "\n\n" + self.checkpoint_note
 
     @classmethod

@@ -1,7 +1,7 @@
 """Stored tree nodes and the proofs built from them, on a real embedded store.
 
-66,000 records complete 257 subtrees of height 8 and one of height 16, so both stored levels
-and the right edge of the tree are exercised.
+66,000 records complete subtrees up to height 16, so every stored level (4, 8, 12, 16) and
+the right edge of the tree are exercised.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from backend.store import Store
-from backend.tiles import TreeReader, extend_nodes
+from backend.tiles import TILE_HEIGHT, TreeReader, extend_nodes
 from otel_audit.merkle import CompactRange
 from otel_audit.proof import subtree_root, verify_consistency, verify_inclusion
 from sealer.pipeline import Pipeline
@@ -40,15 +40,20 @@ def _root(leaves: list[bytes], size: int) -> bytes:
     return tree.root()
 
 
+def _completed(size: int) -> int:
+    """How many perfect subtrees of a stored height (4, 8, 12, ...) the first `size` leaves hold."""
+    return sum(size >> h for h in range(TILE_HEIGHT, 64, TILE_HEIGHT))
+
+
 def test_extend_stores_each_completed_subtree_once(sealed):
     store, leaves = sealed
-    assert extend_nodes(store, ORIGIN, 1000) == 3  # three full blocks of 256 leaves
-    assert extend_nodes(store, ORIGIN, SIZE) == (SIZE >> 8) - 3 + 1
+    assert TILE_HEIGHT == 4
+    assert extend_nodes(store, ORIGIN, 1000) == 62 + 3 == _completed(1000)  # 62 of 16 leaves, 3 of 256
+    assert extend_nodes(store, ORIGIN, SIZE) == _completed(SIZE) - _completed(1000)
     assert extend_nodes(store, ORIGIN, SIZE) == 0
-    assert store.node_count(ORIGIN, 8) == SIZE >> 8
-    assert store.node_count(ORIGIN, 16) == 1
-    height8 = store.node_hashes(ORIGIN, 8, 5, 6)
-    assert height8 == subtree_root(leaves[5 * 256 : 6 * 256])
+    assert [store.node_count(ORIGIN, h) for h in (4, 8, 12, 16, 20)] == [4125, 257, 16, 1, 0]
+    assert store.node_hashes(ORIGIN, 4, 7, 8) == subtree_root(leaves[7 * 16 : 8 * 16])
+    assert store.node_hashes(ORIGIN, 8, 5, 6) == subtree_root(leaves[5 * 256 : 6 * 256])
     assert store.node_hashes(ORIGIN, 16, 0, 1) == subtree_root(leaves[:65536])
 
 
@@ -83,10 +88,10 @@ def test_missing_nodes_are_folded_from_below_and_bad_ones_give_bad_proofs(sealed
     )
     proof = TreeReader(store, ORIGIN).inclusion_proof(12345, SIZE)
     assert verify_inclusion(12345, SIZE, leaves[12345], proof, root)
-    assert extend_nodes(store, ORIGIN, SIZE) == (SIZE >> 8) - 101 + 1  # repaired
+    assert extend_nodes(store, ORIGIN, SIZE) == (SIZE >> 8) - 101 + 1  # repaired: 8s and the 16
     store.command(
         "ALTER TABLE otel_audit.tree_nodes UPDATE Hash = toFixedString(repeat('x', 32), 32) "
-        "WHERE Height = 8 AND NodeIndex = 200 SETTINGS mutations_sync = 1"
+        "WHERE Height = 8 AND NodeIndex = 1 SETTINGS mutations_sync = 1"  # the height-8 sibling of leaf 3
     )
     proof = TreeReader(store, ORIGIN).inclusion_proof(3, SIZE)
     assert not verify_inclusion(3, SIZE, leaves[3], proof, root)
