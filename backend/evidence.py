@@ -17,7 +17,7 @@ from otel_audit.checkpoint import Checkpoint
 from otel_audit.errors import ConfigError, ProofError
 from otel_audit.merkle import hash_children
 from otel_audit.note import SignedNote, VerifierKey
-from otel_audit.proof import inclusion_ranges, verify_consistency, verify_inclusion
+from otel_audit.proof import verify_consistency, verify_inclusion
 from otel_audit.readable import iso_ns
 from otel_audit.tlog_proof import TlogProof
 
@@ -244,56 +244,55 @@ def _proofs(
 ) -> dict[int, tuple[bytes, ...]]:
     """Inclusion proofs for many records, each checked against the signed root.
 
-    Every proof's path is hashed up to the signed root, except where it reaches an ancestor
-    (a leaf range) whose value an earlier proof already carried to the root: from there the
-    path and its siblings are the same, so the check is the same and is not repeated.
+    Records are taken in Seq order. When a record and the previous one share a complete
+    subtree (their lowest common ancestor), the new proof is the new record's siblings below
+    that ancestor plus the previous proof above it, and the check stops at the ancestor: its
+    value was already carried to the signed root by an earlier, fully checked proof, with the
+    same hashes above it. Any other record gets a proof built and checked in full (RFC 9162).
     """
     size, root = checkpoint.tree_size, checkpoint.root_hash
     reader = TreeReader(store, origin)
     reader.prefetch_for(seqs, size)
-    proven: dict[tuple[int, int], bytes] = {}  # ancestor range -> value known to lead to root
-    out = {}
-    previous: tuple[list[tuple[int, int]], list[bytes]] = ([], [])
+    proven: dict[tuple[int, int], bytes] = {}  # complete subtrees on checked paths -> their hash
+    out: dict[int, tuple[bytes, ...]] = {}
+    previous: tuple[int, tuple[bytes, ...]] | None = None
     for seq in sorted(seqs):
-        ranges = inclusion_ranges(seq, size)
-        shared = _shared_suffix(ranges, previous[0])  # neighbours share the top of their paths
-        cut = len(ranges) - shared
-        hashes = reader.hashes_of(ranges[:cut]) + previous[1][len(previous[1]) - shared :]
-        previous = (ranges, hashes)
-        if not _leads_to_root(seq, reader.leaf_hash(seq), ranges, hashes, size, root, proven):
-            raise ProofError(_ALTERED.format(origin=origin, size=size))
-        out[seq] = tuple(hashes)
+        leaf = reader.leaf_hash(seq)
+        hashes = None
+        if previous is not None:
+            level = (seq ^ previous[0]).bit_length()  # height of the lowest common ancestor
+            expected = proven.get((level, seq >> level))
+            if expected is not None:
+                siblings = [reader.node(h, (seq >> h) ^ 1) for h in range(level)]
+                if _climb(seq, leaf, siblings, proven, check=expected):
+                    hashes = (*siblings, *previous[1][level:])
+        if hashes is None:
+            hashes = tuple(reader.inclusion_proof(seq, size))
+            if not verify_inclusion(seq, size, leaf, hashes, root):
+                raise ProofError(_ALTERED.format(origin=origin, size=size))
+            complete = 0  # how many of the lowest proof hashes are siblings in complete subtrees
+            while complete < len(hashes) and ((seq >> (complete + 1)) + 1) << (complete + 1) <= size:
+                complete += 1
+            _climb(seq, leaf, hashes[:complete], proven, check=None)
+        out[seq] = hashes
+        previous = (seq, hashes)
     return out
 
 
-def _shared_suffix(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
-    n = 0
-    while n < len(a) and n < len(b) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return n
-
-
-def _leads_to_root(
+def _climb(
     seq: int,
     leaf: bytes,
-    ranges: list[tuple[int, int]],
-    hashes: list[bytes],
-    size: int,
-    root: bytes,
+    siblings: Sequence[bytes],
     proven: dict[tuple[int, int], bytes],
+    check: bytes | None,
 ) -> bool:
-    path = []
-    node, begin, end = leaf, seq, seq + 1
-    for (first, last), sibling in zip(ranges, hashes, strict=True):
-        if proven.get((begin, end)) == node:
-            break
-        path.append(((begin, end), node))
-        if last == begin:  # the sibling is on the left
-            node, begin = hash_children(sibling, node), first
-        else:
-            node, end = hash_children(node, sibling), last
-    else:
-        if (begin, end, node) != (0, size, root):
-            return False
+    """Hash from the leaf up through `siblings` (one per height); record every ancestor's hash
+    in `proven` if the top one equals `check` (or unconditionally when check is None)."""
+    value, path = leaf, []
+    for height, sibling in enumerate(siblings):
+        value = hash_children(sibling, value) if (seq >> height) & 1 else hash_children(value, sibling)
+        path.append(((height + 1, seq >> (height + 1)), value))
+    if check is not None and value != check:
+        return False
     proven.update(path)
     return True

@@ -195,6 +195,10 @@ class TreeReader:
             for i in range(end - first):
                 self._known[(0, first + i)] = blob[base + HASH_SIZE * i : base + HASH_SIZE * (i + 1)]
 
+    def node(self, height: int, index: int) -> bytes:
+        """The hash of one perfect subtree (fetching what it needs if not prefetched)."""
+        return self._node(height, index)
+
     def _node(self, height: int, index: int) -> bytes:
         known = self._known.get((height, index))
         if known is not None:

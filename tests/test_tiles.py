@@ -95,3 +95,24 @@ def test_missing_nodes_are_folded_from_below_and_bad_ones_give_bad_proofs(sealed
     )
     proof = TreeReader(store, ORIGIN).inclusion_proof(3, SIZE)
     assert not verify_inclusion(3, SIZE, leaves[3], proof, root)
+
+
+def test_batch_proofs_for_many_records_each_verify(sealed):
+    """export's batch path (shared path tops, stop at a checked ancestor) gives RFC 9162 proofs."""
+    import random
+
+    from backend.evidence import _proofs
+    from otel_audit.checkpoint import Checkpoint
+
+    store, leaves = sealed
+    extend_nodes(store, ORIGIN, SIZE)
+    for size in (SIZE, 65536, 40001):
+        root = _root(leaves, size)
+        checkpoint = Checkpoint(ORIGIN, size, root, bytes(32), 0, 0, bytes(32))
+        rng = random.Random(size)
+        seqs = sorted({*rng.sample(range(size), 300), 0, 1, size - 1, size - 2, size // 2})
+        proofs = _proofs(store, ORIGIN, seqs, checkpoint)
+        assert sorted(proofs) == seqs
+        for seq in seqs:
+            assert verify_inclusion(seq, size, leaves[seq], proofs[seq], root), (size, seq)
+            assert list(proofs[seq]) == TreeReader(store, ORIGIN).inclusion_proof(seq, size)
