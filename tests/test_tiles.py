@@ -105,6 +105,7 @@ def test_batch_proofs_for_many_records_each_verify(sealed):
     from otel_audit.checkpoint import Checkpoint
 
     store, leaves = sealed
+    store.command("TRUNCATE TABLE otel_audit.tree_nodes")  # undo the tampering test above
     extend_nodes(store, ORIGIN, SIZE)
     for size in (SIZE, 65536, 40001):
         root = _root(leaves, size)
