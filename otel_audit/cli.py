@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="OTLP/gRPC listen address (env OTEL_AUDIT_GRPC)",
     )
     serve.add_argument(
+        "--http",
+        default=_env("HTTP", "127.0.0.1:4318"),
+        help="OTLP/HTTP listen address, or 'off' (env OTEL_AUDIT_HTTP)",
+    )
+    serve.add_argument(
         "--checkpoint-interval",
         type=float,
         default=_env("CHECKPOINT_INTERVAL", "10"),  # argparse applies type= to a str default
@@ -218,6 +223,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from sealer.config import ServeConfig
+    from sealer.http_receiver import PATH
     from sealer.service import SealerService
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -231,6 +237,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         store=args.store or default_store(),
         grpc_address=args.grpc,
+        http_address=None if args.http.lower() in ("off", "none", "") else args.http,
         checkpoint_interval=args.checkpoint_interval,
         anchor_dir=Path(args.anchor_dir or default_anchor_dir()).resolve(),
     )
@@ -246,7 +253,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     assert service.grpc is not None
     print(f"verifier key: {key.verifier().serialize()}", file=sys.stderr)
     print(f"store: {_redacted(config.store)}  anchors: {config.anchor_dir}", file=sys.stderr)
-    print(f"otel-audit serve: OTLP/gRPC listening on {service.grpc.address}", file=sys.stderr, flush=True)
+    http = f", OTLP/HTTP on http://{service.http.address}{PATH}" if service.http else ", OTLP/HTTP off"
+    print(
+        f"otel-audit serve: OTLP/gRPC listening on {service.grpc.address}{http}", file=sys.stderr, flush=True
+    )
     while not stop.wait(1.0):
         pass
     print("otel-audit serve: stopping", file=sys.stderr, flush=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 class ServeConfig:
     store: str
     grpc_address: str
+    http_address: str | None  # None: no OTLP/HTTP listener
     checkpoint_interval: float
     anchor_dir: Path
     max_message_bytes: int = 16 * 1024 * 1024

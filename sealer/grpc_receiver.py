@@ -12,55 +12,20 @@ INVALID_ARGUMENT and a message, instead of grpcio's generic INTERNAL. Status map
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-)
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from otel_audit.entry import Context, attributes_as_map, reserved_attribute
 from otel_audit.errors import AuditError
 
-from .pipeline import Item, Pipeline
+from .otlp import export
+from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
-
-
-def prepare(request: ExportLogsServiceRequest) -> tuple[list[Item], list[str]]:
-    """Split a request into sealable records and the reasons others were rejected."""
-    items: list[Item] = []
-    rejected: list[str] = []
-    for resource_logs in request.resource_logs:
-        for scope_logs in resource_logs.scope_logs:
-            if not scope_logs.log_records:
-                continue
-            context = Context(resource_logs, scope_logs)
-            for record in scope_logs.log_records:
-                attributes = attributes_as_map(record.attributes)
-                key = reserved_attribute(attributes)
-                if key is not None:
-                    rejected.append(
-                        f"attribute {key!r} uses the reserved otel_audit. prefix, which only "
-                        "the sealer may set"
-                    )
-                    continue
-                items.append((context, record, attributes))
-    return items, rejected
-
-
-def response_for(rejected: Sequence[str]) -> ExportLogsServiceResponse:
-    response = ExportLogsServiceResponse()
-    if rejected:
-        response.partial_success.rejected_log_records = len(rejected)
-        more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
-        response.partial_success.error_message = f"{len(rejected)} record(s) rejected: {rejected[0]}{more}"
-    return response
 
 
 class GrpcReceiver:
@@ -104,13 +69,13 @@ class GrpcReceiver:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"request is not a valid OTLP ExportLogsServiceRequest: {exc}",
             )
-        items, rejected = prepare(request)
-        if items:
-            try:
-                self._pipeline.seal(items)
-            except AuditError as exc:
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"records not sealed, retry: {exc}")
-            except Exception as exc:  # never hang or crash a caller on our bug
-                log.exception("export failed")
-                context.abort(grpc.StatusCode.INTERNAL, f"sealer error: {exc}")
-        return response_for(rejected).SerializeToString()
+        try:
+            response = export(self._pipeline, request)
+        except AuditError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"records not sealed, retry: {exc}")
+            raise  # abort() raised already; this line is for type checkers
+        except Exception as exc:  # never hang or crash a caller on our bug
+            log.exception("export failed")
+            context.abort(grpc.StatusCode.INTERNAL, f"sealer error: {exc}")
+            raise
+        return response.SerializeToString()

@@ -1,7 +1,7 @@
 """The sealer service: wires store, recovery, pipeline, checkpointer and receivers.
 
-Start order: store (schema) -> recovery -> pipeline -> checkpointer -> receivers -> the
-local read API (embedded stores only).
+Start order: store (schema) -> recovery -> pipeline -> checkpointer -> receivers (gRPC,
+HTTP) -> the local read API (embedded stores only).
 Stop order, the reverse, and the one place it is written down:
   1. the read API and the receivers stop; receivers finish in-flight Export calls (grace period);
   2. the pipeline commits everything still queued, then stops;
@@ -19,6 +19,7 @@ from otel_audit.note import SignerKey
 from .checkpointer import Checkpointer
 from .config import ServeConfig
 from .grpc_receiver import GrpcReceiver
+from .http_receiver import HttpReceiver
 from .pipeline import Pipeline
 from .read_api import ReadApi, socket_path
 from .recovery import recover
@@ -34,6 +35,7 @@ class SealerService:
         self.pipeline: Pipeline | None = None
         self.checkpointer: Checkpointer | None = None
         self.grpc: GrpcReceiver | None = None
+        self.http: HttpReceiver | None = None
         self.read_api: ReadApi | None = None
 
     def start(self) -> None:
@@ -53,6 +55,11 @@ class SealerService:
             self.pipeline, config.grpc_address, max_message_bytes=config.max_message_bytes
         )
         self.grpc.start()
+        if config.http_address is not None:
+            self.http = HttpReceiver(
+                self.pipeline, config.http_address, max_message_bytes=config.max_message_bytes
+            )
+            self.http.start()
         path = socket_path(config.store)
         if path is not None:
             self.read_api = ReadApi(self.store, path)
@@ -63,6 +70,8 @@ class SealerService:
         try:
             if self.read_api is not None:
                 self.read_api.stop()
+            if self.http is not None:
+                self.http.stop()
             if self.grpc is not None:
                 self.grpc.stop(self.config.shutdown_grace_seconds)
             if self.pipeline is not None:

@@ -25,12 +25,17 @@ class Sealer:
     workdir: Path
     key: SignerKey
     port: int
+    http_port: int
     proc: subprocess.Popen
     output: list[str] = field(default_factory=list)
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/v1/logs"
 
     @property
     def store(self) -> str:
@@ -86,6 +91,8 @@ def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.
             str(workdir / "anchors"),
             "--grpc",
             "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
             "--checkpoint-interval",
             interval,
             *extra,
@@ -96,17 +103,17 @@ def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.
         text=True,
     )
     output: list[str] = []
-    port = None
+    port = http_port = None
     for line in proc.stderr:  # type: ignore[union-attr]
         output.append(line)
-        match = re.search(r"listening on [\d.]+:(\d+)", line)
+        match = re.search(r"OTLP/gRPC listening on [\d.]+:(\d+), OTLP/HTTP on http://[\d.]+:(\d+)", line)
         if match:
-            port = int(match.group(1))
+            port, http_port = int(match.group(1)), int(match.group(2))
             break
     if port is None:
         proc.wait(timeout=30)
         raise AssertionError("serve did not start:\n" + "".join(output))
-    sealer = Sealer(workdir, key, port, proc, output)
+    sealer = Sealer(workdir, key, port, http_port, proc, output)
     threading.Thread(target=lambda: [output.append(ln) for ln in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
     return sealer
 

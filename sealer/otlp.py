@@ -1,0 +1,60 @@
+"""What both OTLP receivers (gRPC and HTTP) do with a decoded request: one pipeline, one
+Seq order, whichever way a record came in.
+
+Records with reserved ``otel_audit.*`` attributes are rejected through partial_success (the
+client must not retry them); the rest are sealed and committed before the answer. Errors
+from the pipeline propagate: BackpressureError (queue full) and StoreUnavailableError (store
+down, sealer stopping) are retryable, and each receiver maps them to its protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+
+from otel_audit.entry import Context, attributes_as_map, reserved_attribute
+
+from .pipeline import Item, Pipeline
+
+
+def export(pipeline: Pipeline, request: ExportLogsServiceRequest) -> ExportLogsServiceResponse:
+    """Seal a request's records (blocking until committed) and build the answer."""
+    items, rejected = prepare(request)
+    if items:
+        pipeline.seal(items)
+    return response_for(rejected)
+
+
+def prepare(request: ExportLogsServiceRequest) -> tuple[list[Item], list[str]]:
+    """Split a request into sealable records and the reasons others were rejected."""
+    items: list[Item] = []
+    rejected: list[str] = []
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            if not scope_logs.log_records:
+                continue
+            context = Context(resource_logs, scope_logs)
+            for record in scope_logs.log_records:
+                attributes = attributes_as_map(record.attributes)
+                key = reserved_attribute(attributes)
+                if key is not None:
+                    rejected.append(
+                        f"attribute {key!r} uses the reserved otel_audit. prefix, which only "
+                        "the sealer may set"
+                    )
+                    continue
+                items.append((context, record, attributes))
+    return items, rejected
+
+
+def response_for(rejected: Sequence[str]) -> ExportLogsServiceResponse:
+    response = ExportLogsServiceResponse()
+    if rejected:
+        response.partial_success.rejected_log_records = len(rejected)
+        more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
+        response.partial_success.error_message = f"{len(rejected)} record(s) rejected: {rejected[0]}{more}"
+    return response
