@@ -73,13 +73,21 @@ class Tail:
 
 
 class Store:
-    def __init__(self, client: Client, dsn: str) -> None:
+    def __init__(self, client: Client, dsn: str, read_only: bool = False) -> None:
         self.client = client
         self.dsn = dsn
+        self.read_only = read_only
         self._insert_types: list[str] | None = None
 
     @classmethod
-    def open(cls, dsn: str) -> Store:
+    def open(cls, dsn: str, read_only: bool = False) -> Store:
+        """A connection; `read_only` ones run with readonly = 2 for their whole session.
+
+        readonly = 2 refuses every write and DDL and any change of `readonly` itself, yet lets
+        queries carry their own settings. It is set once per connection, never per query:
+        the embedded driver applies per-query settings with SET and restores them after, and
+        a restore of readonly = 1 fails, which would leave a shared connection read-only.
+        """
         scheme = urlsplit(dsn).scheme
         if scheme not in ("chdb", "http", "https"):
             raise ConfigError(f"store {redact(dsn)!r}: use chdb:///absolute/path or http(s)://host:8123/")
@@ -87,7 +95,13 @@ class Store:
             client = clickhouse_connect.get_client(dsn=dsn)
         except Exception as exc:
             raise StoreError(_open_hint(dsn, exc)) from None
-        return cls(client, dsn)
+        store = cls(client, dsn, read_only)
+        if read_only:
+            store._command("SET readonly = 2")
+            if str(store._query("SELECT getSetting('readonly')")[0][0]) != "2":
+                client.close()
+                raise StoreError(f"store {redact(dsn)}: could not open a read-only session")
+        return store
 
     def close(self) -> None:
         self.client.close()
@@ -361,9 +375,11 @@ class Store:
         return self._query(sql, parameters, column_formats)
 
     def read_only_query(self, sql: str, fmt: str) -> bytes:
-        """A user's SQL, run with readonly=1: the engine refuses any write, DDL or setting change."""
+        """A user's SQL, on a read-only connection: the engine refuses any write or DDL."""
+        if not self.read_only:
+            raise StoreError("user SQL runs only on a read-only connection (Store.open(..., read_only=True))")
         try:
-            return self.client.raw_query(sql, fmt=fmt, settings={"readonly": 1})
+            return self.client.raw_query(sql, fmt=fmt)
         except (ClickHouseError, OSError) as exc:
             text = str(exc)
             if "READONLY" in text or "Code: 164" in text:

@@ -365,7 +365,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     path = socket_path(dsn)
     result = call(path, args.command, params) if path is not None and path.exists() else None
     if result is None:
-        store = Store.open(dsn)
+        store = Store.open(dsn, read_only=True)
         try:
             result = run(store, args.command, params)
         finally:

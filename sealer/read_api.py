@@ -42,8 +42,12 @@ def socket_path(dsn: str) -> Path | None:
 
 
 class ReadApi:
-    def __init__(self, store: Store, path: Path) -> None:
-        self._store = store
+    """Serves the read commands on a read-only connection of its own, so that nothing a user
+    sends can write, or change a setting of the connection the sealer writes through."""
+
+    def __init__(self, dsn: str, path: Path) -> None:
+        self._dsn = dsn
+        self._store: Store | None = None
         self._path = path
         self._lock = threading.Lock()  # one read at a time next to the sealing pipeline
         self._server: grpc.Server | None = None
@@ -56,6 +60,7 @@ class ReadApi:
                 self._path,
             )
             return False
+        self._store = Store.open(self._dsn, read_only=True)
         server = grpc.server(
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="read-api"),
             options=[("grpc.max_send_message_length", _MESSAGE_LIMIT)],
@@ -74,6 +79,9 @@ class ReadApi:
         if self._server is not None:
             self._server.stop(5).wait()
             self._server = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def _run(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         try:
@@ -83,6 +91,7 @@ class ReadApi:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request must be JSON {command, params}")
         try:
             with self._lock:
+                assert self._store is not None
                 result = run(self._store, command, params)
         except AuditError as exc:  # the CLI raises the same kind of error, with the same text
             detail = json.dumps({"kind": type(exc).__name__, "message": str(exc)})

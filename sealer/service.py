@@ -62,7 +62,7 @@ class SealerService:
             self.http.start()
         path = socket_path(config.store)
         if path is not None:
-            self.read_api = ReadApi(self.store, path)
+            self.read_api = ReadApi(config.store, path)
             if not self.read_api.start():
                 self.read_api = None
 

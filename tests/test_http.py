@@ -332,3 +332,29 @@ def test_stopping_sealer_answers_503(receiver) -> None:  # type: ignore[no-untyp
     status, headers, payload = post(url, _protobuf_request(1), "application/x-protobuf")
     assert status == 503 and headers["Retry-After"] == "1"
     assert "shutting down" in status_pb2.Status.FromString(payload).message
+
+
+def test_read_commands_through_a_running_sealer_never_touch_its_writes(sealer: Sealer) -> None:
+    """`query` (also one that tries to write) runs on the read API's own read-only connection:
+    the sealer keeps sealing and signs its final checkpoint."""
+    send_audit_events(sealer.endpoint, 10)
+    for sql in [
+        "SELECT count() FROM otel_audit.logs",
+        "DROP TABLE otel_audit.logs",
+        "SELECT 1 SETTINGS readonly = 0",
+    ]:
+        run_cli("query", "--store", sealer.store, sql)
+    assert query(sealer, "SELECT getSetting('readonly')") == "2\n"
+    send_audit_events(sealer.endpoint, 10, start=10)
+    assert post(sealer.http_endpoint, SPEC_LOGS_JSON.encode(), "application/json")[0] == 200
+    assert sealer.stop() == 0, "".join(sealer.output)
+    done = run_cli(
+        "verify",
+        "--store",
+        sealer.store,
+        "--anchor-dir",
+        str(sealer.anchor_dir),
+        "--key",
+        sealer.verifier_key,
+    )
+    assert done.returncode == 0 and "21 records" in done.stdout, done.stdout
