@@ -10,10 +10,14 @@ commitment does not match, it decodes the entries of that range to name the Seq 
 A column hash is SHA-256 over the row's DERIVED_COLUMNS in ClickHouse's RowBinary encoding
 (``formatRowNoNewline('RowBinary', ...)``): a byte-exact, documented wire format that does
 not change between ClickHouse versions, so a hash taken today still matches in seven years.
+Producer, added after the first release, is appended as raw bytes after the RowBinary row
+(which is self-delimiting): empty for every row sealed before it existed, so those rows hash
+exactly as they did when their checkpoints signed them.
 """
 
 from __future__ import annotations
 
 from otel_audit.entry import DERIVED_COLUMNS
 
-COLUMN_HASH_SQL = f"SHA256(formatRowNoNewline('RowBinary', {', '.join(DERIVED_COLUMNS)}))"
+_FIRST_RELEASE = [name for name in DERIVED_COLUMNS if name != "Producer"]
+COLUMN_HASH_SQL = f"SHA256(concat(formatRowNoNewline('RowBinary', {', '.join(_FIRST_RELEASE)}), Producer))"

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--origin", required=True, help="the log's name, e.g. acme.example/audit")
     keygen.add_argument("--out", required=True, type=Path, help="signer key file to create (0600)")
 
+    token = sub.add_parser("token", help="create a bearer token for a producer")
+    token.add_argument("--name", required=True, help="the producer's name, sealed into its records")
+    token.add_argument("--tokens", required=True, type=Path, help="token file to add it to (created 0600)")
+
     # Where the log lives: the same two options, and defaults, for every command that reads it.
     located = argparse.ArgumentParser(add_help=False)
     located.add_argument(
@@ -81,6 +85,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--http",
         default=_env("HTTP", "127.0.0.1:4318"),
         help="OTLP/HTTP listen address, or 'off' (env OTEL_AUDIT_HTTP)",
+    )
+    serve.add_argument(
+        "--tokens",
+        type=Path,
+        default=_env("TOKENS"),
+        help="producer token file: '<name> sha256:<digest>' lines, see `otel-audit token` "
+        "(env OTEL_AUDIT_TOKENS)",
+    )
+    serve.add_argument("--tls-cert", type=Path, default=_env("TLS_CERT"), help="server certificate, PEM")
+    serve.add_argument("--tls-key", type=Path, default=_env("TLS_KEY"), help="its private key, PEM")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=_env("TLS_CLIENT_CA"),
+        help="CA of producer client certificates: mutual TLS on both listeners, every producer "
+        "named by its certificate's subject",
+    )
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        default=_env("ALLOW_ANONYMOUS", "") == "true",
+        help="accept producers with no identity on non-loopback listeners (sealed with no producer)",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=_env("INSECURE", "") == "true",
+        help="allow plaintext (no TLS) on non-loopback listeners",
     )
     serve.add_argument(
         "--checkpoint-interval",
@@ -180,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "keygen": cmd_keygen,
+        "token": cmd_token,
         "serve": cmd_serve,
         "verify": cmd_verify,
         "verify-bundle": cmd_verify_bundle,
@@ -221,7 +254,20 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from sealer.auth import add_token
+
+    print(add_token(args.tokens, args.name))
+    print(
+        f"added producer {args.name!r} to {args.tokens} (only a digest is kept); give the token above to "
+        "the producer, it is not shown again",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from sealer.auth import TlsFiles
     from sealer.config import ServeConfig
     from sealer.http_receiver import PATH
     from sealer.service import SealerService
@@ -234,12 +280,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     key = load_signer_key(key_path)
     if args.checkpoint_interval <= 0:
         raise ConfigError("--checkpoint-interval must be a positive number of seconds")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("give --tls-cert and --tls-key together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     config = ServeConfig(
         store=args.store or default_store(),
         grpc_address=args.grpc,
         http_address=None if args.http.lower() in ("off", "none", "") else args.http,
         checkpoint_interval=args.checkpoint_interval,
         anchor_dir=Path(args.anchor_dir or default_anchor_dir()).resolve(),
+        tokens_file=args.tokens,
+        tls=tls,
+        allow_anonymous=args.allow_anonymous,
+        insecure=args.insecure,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -253,7 +308,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     assert service.grpc is not None
     print(f"verifier key: {key.verifier().serialize()}", file=sys.stderr)
     print(f"store: {_redacted(config.store)}  anchors: {config.anchor_dir}", file=sys.stderr)
-    http = f", OTLP/HTTP on http://{service.http.address}{PATH}" if service.http else ", OTLP/HTTP off"
+    scheme = "https" if config.tls else "http"
+    http = f", OTLP/HTTP on {scheme}://{service.http.address}{PATH}" if service.http else ", OTLP/HTTP off"
     print(
         f"otel-audit serve: OTLP/gRPC listening on {service.grpc.address}{http}", file=sys.stderr, flush=True
     )

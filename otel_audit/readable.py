@@ -56,6 +56,7 @@ def record_dict(row: Sequence[object], leaf_hash: bytes | None = None) -> dict[s
         "scope_version": c["ScopeVersion"],
         "trace_id": c["TraceId"],
         "span_id": c["SpanId"],
+        "producer": c["Producer"],
     }
     if leaf_hash is not None:
         out["leaf_hash"] = leaf_hash.hex()

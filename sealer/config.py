@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .auth import TlsFiles
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -13,5 +15,9 @@ class ServeConfig:
     http_address: str | None  # None: no OTLP/HTTP listener
     checkpoint_interval: float
     anchor_dir: Path
+    tokens_file: Path | None = None  # producer tokens (sealer/auth.py)
+    tls: TlsFiles | None = None
+    allow_anonymous: bool = False
+    insecure: bool = False
     max_message_bytes: int = 16 * 1024 * 1024
     shutdown_grace_seconds: float = 30.0

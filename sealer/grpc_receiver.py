@@ -6,6 +6,7 @@ INVALID_ARGUMENT and a message, instead of grpcio's generic INTERNAL. Status map
 - records with reserved ``otel_audit.*`` attributes: rejected via partial_success (the
   client must not retry them); the rest of the request is sealed;
 - a request that is not an ExportLogsServiceRequest: INVALID_ARGUMENT;
+- no accepted producer identity (sealer/auth.py): UNAUTHENTICATED;
 - store down, queue full, sealer stopping: UNAVAILABLE, which OTel exporters retry.
 """
 
@@ -20,6 +21,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from otel_audit.errors import AuditError
 
+from .auth import Authenticator, TlsFiles, Unauthenticated
 from .otlp import export
 from .pipeline import Pipeline
 
@@ -34,10 +36,13 @@ class GrpcReceiver:
         pipeline: Pipeline,
         address: str,
         *,
+        authenticator: Authenticator,
+        tls: TlsFiles | None = None,
         max_message_bytes: int = 16 * 1024 * 1024,
         workers: int = 16,
     ) -> None:
         self._pipeline = pipeline
+        self._authenticator = authenticator
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
             options=[
@@ -49,7 +54,14 @@ class GrpcReceiver:
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),)
         )
-        self.port = self._server.add_insecure_port(address)
+        if tls is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            cert, key, client_ca = tls.read()
+            credentials = grpc.ssl_server_credentials(
+                [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+            )
+            self.port = self._server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen for OTLP/gRPC on {address}")
         self.address = address.rsplit(":", 1)[0] + f":{self.port}"
@@ -69,8 +81,15 @@ class GrpcReceiver:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"request is not a valid OTLP ExportLogsServiceRequest: {exc}",
             )
+        metadata = dict(context.invocation_metadata())
+        certificate = (context.auth_context().get("x509_pem_cert") or [None])[0]
         try:
-            response = export(self._pipeline, request)
+            producer = self._authenticator.producer(metadata.get("authorization"), certificate)
+        except Unauthenticated as exc:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            raise
+        try:
+            response = export(self._pipeline, request, producer)
         except AuditError as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"records not sealed, retry: {exc}")
             raise  # abort() raised already; this line is for type checkers

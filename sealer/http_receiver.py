@@ -5,6 +5,7 @@ The same pipeline as OTLP/gRPC (sealer/otlp.py). Answers, per the OTLP specifica
 - 200 with an ExportLogsServiceResponse (partial_success when records were rejected), in the
   request's Content-Type;
 - 400 with a google.rpc.Status body for a request that cannot be decoded (not retryable);
+- 401 when the request carries no producer identity this listener accepts (sealer/auth.py);
 - 413 for a body (or gzip-decompressed body) over the size limit; 415 for another media type;
 - 429 (queue full) or 503 (store down, sealer stopping) with Retry-After: the OTel exporters
   retry those, so nothing is buffered without bound and nothing is dropped.
@@ -20,10 +21,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import ssl
+import tempfile
 import threading
 import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
@@ -32,6 +36,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from otel_audit.errors import AuditError
 
+from .auth import Authenticator, TlsFiles, Unauthenticated
 from .otlp import export
 from .pipeline import BackpressureError, Pipeline
 
@@ -108,7 +113,13 @@ class _TooLarge(Exception):
 
 class HttpReceiver:
     def __init__(
-        self, pipeline: Pipeline, address: str, *, max_message_bytes: int = 16 * 1024 * 1024
+        self,
+        pipeline: Pipeline,
+        address: str,
+        *,
+        authenticator: Authenticator,
+        tls: TlsFiles | None = None,
+        max_message_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         host, _, port = address.rpartition(":")
         receiver = self
@@ -117,11 +128,16 @@ class HttpReceiver:
             owner = receiver
 
         self._pipeline = pipeline
+        self._authenticator = authenticator
         self._max = max_message_bytes
         try:
             self._server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
         except (OSError, ValueError) as exc:
             raise OSError(f"cannot listen for OTLP/HTTP on {address}: {exc}") from None
+        if tls is not None:
+            self._server.socket = _tls_context(tls).wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )  # the handshake happens in the request's thread, not in the accept loop
         self._server.daemon_threads = False  # stop() waits for requests in flight
         self._server.block_on_close = True
         self.port = self._server.server_address[1]
@@ -136,14 +152,26 @@ class HttpReceiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def handle(self, body: bytes, media_type: str, encoding: str) -> tuple[int, Message, dict[str, str]]:
+    def handle(
+        self,
+        body: bytes,
+        media_type: str,
+        encoding: str,
+        authorization: str | None,
+        certificate: bytes | None,
+    ) -> tuple[int, Message, dict[str, str]]:
         """(HTTP status, response message, extra headers) for one POST to /v1/logs."""
+        try:
+            producer = self._authenticator.producer(authorization, certificate)
+        except Unauthenticated as exc:
+            challenge = {"WWW-Authenticate": "Bearer"}
+            return HTTPStatus.UNAUTHORIZED, _status(code_pb2.UNAUTHENTICATED, str(exc)), challenge
         try:
             if encoding == "gzip":
                 body = _gunzip(body, self._max)
             elif encoding not in ("", "identity"):
                 raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip or none")
-            return HTTPStatus.OK, export(self._pipeline, decode_request(body, media_type)), {}
+            return HTTPStatus.OK, export(self._pipeline, decode_request(body, media_type), producer), {}
         except BadRequest as exc:
             return HTTPStatus.BAD_REQUEST, _status(code_pb2.INVALID_ARGUMENT, str(exc)), {}
         except _TooLarge as exc:
@@ -158,6 +186,20 @@ class HttpReceiver:
         except Exception as exc:  # never hang or crash a caller on our bug
             log.exception("OTLP/HTTP export failed")
             return HTTPStatus.INTERNAL_SERVER_ERROR, _status(code_pb2.INTERNAL, f"sealer error: {exc}"), {}
+
+
+def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    cert, key, client_ca = tls.read()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as scratch:  # load_cert_chain reads files only
+        cert_file, key_file = Path(scratch) / "cert.pem", Path(scratch) / "key.pem"
+        cert_file.write_bytes(cert)
+        key_file.write_bytes(key)
+        context.load_cert_chain(cert_file, key_file)
+    if client_ca is not None:  # mutual TLS, as on the gRPC listener
+        context.load_verify_locations(cadata=client_ca.decode())
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _status(code: int, message: str) -> status_pb2.Status:
@@ -191,7 +233,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, message, reply_type)
             return
         encoding = (self.headers.get("Content-Encoding") or "").strip().lower()
-        status, message, headers = self.owner.handle(body, media_type, encoding)
+        certificate = None
+        if isinstance(self.connection, ssl.SSLSocket):
+            certificate = self.connection.getpeercert(binary_form=True)
+        authorization = self.headers.get("Authorization")
+        status, message, headers = self.owner.handle(body, media_type, encoding, authorization, certificate)
         self._send(status, message, reply_type, headers)
 
     def _error(self, status: int, message: str, reply_type: str) -> None:

@@ -21,11 +21,14 @@ from otel_audit.entry import Context, attributes_as_map, reserved_attribute
 from .pipeline import Item, Pipeline
 
 
-def export(pipeline: Pipeline, request: ExportLogsServiceRequest) -> ExportLogsServiceResponse:
-    """Seal a request's records (blocking until committed) and build the answer."""
+def export(
+    pipeline: Pipeline, request: ExportLogsServiceRequest, producer: str = ""
+) -> ExportLogsServiceResponse:
+    """Seal a request's records (blocking until committed) and build the answer. `producer`
+    is the authenticated sender ("" when anonymous)."""
     items, rejected = prepare(request)
     if items:
-        pipeline.seal(items)
+        pipeline.seal(items, producer)
     return response_for(rejected)
 
 

@@ -54,6 +54,7 @@ class Batch:
     """One caller's records and the outcome it waits for."""
 
     items: Sequence[Item]
+    producer: str = ""  # who sent them, as authenticated (sealed into every entry)
     done: threading.Event = field(default_factory=threading.Event)
     error: AuditError | None = None
     first_seq: int = -1
@@ -115,7 +116,7 @@ class Pipeline:
         self._accepting = True
         self._thread.start()
 
-    def submit(self, items: Sequence[Item]) -> Batch:
+    def submit(self, items: Sequence[Item], producer: str = "") -> Batch:
         """Queue records for sealing; raises BackpressureError or SealerStoppedError."""
         if self._halted is not None:
             raise SealerStoppedError(self._halted)
@@ -125,13 +126,13 @@ class Pipeline:
             if self._queued and self._queued + len(items) > self._max_queued:
                 raise BackpressureError(f"sealer queue is full ({self._queued} records waiting); retry later")
             self._queued += len(items)
-        batch = Batch(items)
+        batch = Batch(items, producer)
         self._queue.put(batch)
         return batch
 
-    def seal(self, items: Sequence[Item]) -> int:
+    def seal(self, items: Sequence[Item], producer: str = "") -> int:
         """Seal and commit records; returns the first Seq. Blocks until committed."""
-        batch = self.submit(items)
+        batch = self.submit(items, producer)
         batch.wait()
         return batch.first_seq
 
@@ -191,7 +192,8 @@ class Pipeline:
         for batch in batches:
             batch.first_seq = seq
             for context, record, attributes in batch.items:
-                entry, columns = seal_record(context, record, Seal(origin, seq, sealed_at), attributes)
+                seal = Seal(origin, seq, sealed_at, batch.producer)
+                entry, columns = seal_record(context, record, seal, attributes)
                 leaf = hash_leaf(entry)
                 chain = chain_next(chain, leaf)
                 tree.append(leaf)

@@ -16,6 +16,7 @@ import logging
 from backend.store import Store
 from otel_audit.note import SignerKey
 
+from .auth import authenticator_for, load_tokens
 from .checkpointer import Checkpointer
 from .config import ServeConfig
 from .grpc_receiver import GrpcReceiver
@@ -40,6 +41,12 @@ class SealerService:
 
     def start(self) -> None:
         config = self.config
+        tokens = load_tokens(config.tokens_file) if config.tokens_file else {}
+        policies = {
+            address: authenticator_for(address, tokens, config.tls, config.allow_anonymous, config.insecure)
+            for address in (config.grpc_address, config.http_address)
+            if address is not None
+        }  # before anything starts: a listener that would be exposed is refused up front
         self.store = Store.open(config.store)
         self.store.ensure_schema()
         state = recover(self.store, self.key.name, self.key.verifier(), config.anchor_dir)
@@ -52,12 +59,20 @@ class SealerService:
         pipeline.start()
         self.checkpointer.start()
         self.grpc = GrpcReceiver(
-            self.pipeline, config.grpc_address, max_message_bytes=config.max_message_bytes
+            self.pipeline,
+            config.grpc_address,
+            authenticator=policies[config.grpc_address],
+            tls=config.tls,
+            max_message_bytes=config.max_message_bytes,
         )
         self.grpc.start()
         if config.http_address is not None:
             self.http = HttpReceiver(
-                self.pipeline, config.http_address, max_message_bytes=config.max_message_bytes
+                self.pipeline,
+                config.http_address,
+                authenticator=policies[config.http_address],
+                tls=config.tls,
+                max_message_bytes=config.max_message_bytes,
             )
             self.http.start()
         path = socket_path(config.store)

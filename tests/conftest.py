@@ -106,7 +106,7 @@ def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.
     port = http_port = None
     for line in proc.stderr:  # type: ignore[union-attr]
         output.append(line)
-        match = re.search(r"OTLP/gRPC listening on [\d.]+:(\d+), OTLP/HTTP on http://[\d.]+:(\d+)", line)
+        match = re.search(r"OTLP/gRPC listening on [\d.]+:(\d+), OTLP/HTTP on https?://[\d.]+:(\d+)", line)
         if match:
             port, http_port = int(match.group(1)), int(match.group(2))
             break

@@ -22,6 +22,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otel_audit.entry import (
     ATTR_ORIGIN,
+    ATTR_PRODUCER,
     ATTR_SEALED_AT,
     ATTR_SEQ,
     DERIVED_COLUMNS,
@@ -235,6 +236,7 @@ def test_seal_record_full_row() -> None:
         "ScopeAttributes": {"k": "v"},
         "LogAttributes": {"user": "alice", "count": "3"},
         "EventName": "login",
+        "Producer": "",
     }
 
 
@@ -609,3 +611,17 @@ def test_body_column_uses_any_value_as_string() -> None:
     entry, row, _ = _seal(*_request(_record(body=body)))
     assert _col(row, "Body") == '{"a":1.5,"b":"' + base64.b64encode(b"hi").decode() + '"}'
     assert decode_entry(entry)[1] == row
+
+
+def test_producer_is_sealed_last_and_read_back() -> None:
+    resource_logs, scope_logs = _request(_record())
+    seal = Seal("example.com/audit", 7, 1, producer="CN=orders,O=Acme")
+    entry, row, _ = _seal(resource_logs, scope_logs, seal)
+    assert dict(zip(DERIVED_COLUMNS, row))["Producer"] == "CN=orders,O=Acme"
+    assert decode_entry(entry) == (seal, row)
+    parsed = ResourceLogs.FromString(entry).scope_logs[0].log_records[0]
+    assert [kv.key for kv in parsed.attributes][-4:] == [ATTR_ORIGIN, ATTR_SEQ, ATTR_SEALED_AT, ATTR_PRODUCER]
+    parsed.attributes[-1].value.string_value = ""
+    tampered = Context(*_request(parsed)).entry(parsed.SerializeToString(deterministic=True))
+    with pytest.raises(FormatError, match="producer"):
+        decode_entry(tampered)

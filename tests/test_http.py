@@ -22,6 +22,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from backend.store import Store
+from sealer.auth import Authenticator
 from sealer.http_receiver import HttpReceiver
 from sealer.pipeline import Pipeline
 from sealer.state import LogState
@@ -285,7 +286,7 @@ def receiver(tmp_path):  # type: ignore[no-untyped-def]
     store.ensure_schema()
     pipeline = Pipeline(store, LogState.empty("http.example/audit"), max_queued_records=3, insert_attempts=5)
     pipeline.start()
-    http = HttpReceiver(pipeline, "127.0.0.1:0")
+    http = HttpReceiver(pipeline, "127.0.0.1:0", authenticator=Authenticator({}, allow_anonymous=True))
     http.start()
     yield store, pipeline, f"http://{http.address}/v1/logs"
     http.stop()

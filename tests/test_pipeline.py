@@ -125,3 +125,22 @@ def test_batches_queued_while_the_store_breaks_are_either_written_or_refused(sto
     assert seqs == list(range(len(seqs)))
     report = verify_origin(store, key.verifier(), tmp_path / "anchors")
     assert report.ok, report.findings
+
+
+def test_column_hash_of_rows_without_producer_is_the_first_releases(store):
+    """Producer was added after checkpoints had signed column hashes: rows without one must
+    hash exactly as before, or every older checkpoint's columns commitment would break."""
+    from backend.columns import COLUMN_HASH_SQL
+    from otel_audit.entry import DERIVED_COLUMNS
+
+    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline.start()
+    pipeline.seal(items(3))
+    pipeline.seal(items(2, "p"), producer="CN=orders,O=Acme")
+    pipeline.stop()
+    first_release = ", ".join(c for c in DERIVED_COLUMNS if c != "Producer")
+    rows = store.select(
+        f"SELECT Producer, {COLUMN_HASH_SQL} = SHA256(formatRowNoNewline('RowBinary', {first_release})) "
+        "FROM otel_audit.logs ORDER BY Seq"
+    )
+    assert rows == [("", True)] * 3 + [("CN=orders,O=Acme", False)] * 2
