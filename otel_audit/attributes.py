@@ -12,11 +12,38 @@ set these on the LogRecord; search, export and the readable bundle files read th
 | resource | attribute `audit.resource`                  | order/42           |
 | event    | the LogRecord's event_name (EventName)      | audit.order.place  |
 | service  | resource attribute `service.name` (semconv) | orders             |
+| instance | attribute `audit.producer.instance`         | a UUID per process |
+| sequence | attribute `audit.producer.seq` (int)        | 0, 1, 2, ...       |
+
+An audit event is a record whose event name starts with `audit.` or that has an `audit.*`
+attribute; it must carry an actor, an action and an outcome. Instance and sequence let the
+sealer and `verify` report lost (gaps) and repeated (duplicates) events per producer process.
+Other details go under `audit.<name>`; OpenTelemetry names (client.address, ...) as they are.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 ACTOR = "user.id"
 ACTION = "audit.action"
 OUTCOME = "audit.outcome"
 RESOURCE = "audit.resource"
+PRODUCER_INSTANCE = "audit.producer.instance"
+PRODUCER_SEQ = "audit.producer.seq"
+REQUIRED = (ACTOR, ACTION, OUTCOME)
+
+
+def is_audit_event(event_name: str, attributes: Mapping[str, str]) -> bool:
+    return (
+        event_name == "audit"
+        or event_name.startswith("audit.")
+        or any(k.startswith("audit.") for k in attributes)
+    )
+
+
+def missing_fields(event_name: str, attributes: Mapping[str, str]) -> list[str]:
+    """The required attributes an audit event lacks ([] for complete events and non-audit records)."""
+    if not is_audit_event(event_name, attributes):
+        return []
+    return [name for name in REQUIRED if not attributes.get(name)]

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow plaintext (no TLS) on non-loopback listeners",
     )
     serve.add_argument(
+        "--incomplete-events",
+        choices=("reject", "seal"),
+        default=_env("INCOMPLETE_EVENTS", "reject"),
+        help="audit events without actor, action or outcome: reject them (partial_success) or seal "
+        "them and let verify report them (env OTEL_AUDIT_INCOMPLETE_EVENTS)",
+    )
+    serve.add_argument(
         "--checkpoint-interval",
         type=float,
         default=_env("CHECKPOINT_INTERVAL", "10"),  # argparse applies type= to a str default
@@ -295,6 +302,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls=tls,
         allow_anonymous=args.allow_anonymous,
         insecure=args.insecure,
+        incomplete_events=args.incomplete_events,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -328,6 +336,7 @@ def _redacted(dsn: str) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from backend.producers import producer_report
     from backend.readers import verify_origin
     from backend.store import Store
 
@@ -344,10 +353,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise ConfigError(f"store {_redacted(dsn)} holds no otel-audit log; check --store")
         report = verify_origin(store, key, anchor_dir, deep=args.deep)
         origins = store.origins() if report.records == 0 else []
+        producers = producer_report(store, key.name)
     finally:
         store.close()
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        print(json.dumps({**report.as_dict(), "producers": producers.as_dict()}, indent=2))
     else:
         status = "OK" if report.ok else "FAILED"
         print(
@@ -370,6 +380,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  {finding}")
         if report.findings_dropped:
             print(f"  ... and {report.findings_dropped} more findings")
+        for line in producers.lines():  # what reached the log, not whether it was altered
+            print(f"warning: {line}")
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

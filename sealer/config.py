@@ -19,5 +19,6 @@ class ServeConfig:
     tls: TlsFiles | None = None
     allow_anonymous: bool = False
     insecure: bool = False
+    incomplete_events: str = "reject"  # audit events without actor/action/outcome: reject | seal
     max_message_bytes: int = 16 * 1024 * 1024
     shutdown_grace_seconds: float = 30.0

@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otel_audit.errors import AuditError
 
 from .auth import Authenticator, TlsFiles, Unauthenticated
-from .otlp import export
+from .otlp import Intake, export
 from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,13 @@ class GrpcReceiver:
         *,
         authenticator: Authenticator,
         tls: TlsFiles | None = None,
+        intake: Intake | None = None,
         max_message_bytes: int = 16 * 1024 * 1024,
         workers: int = 16,
     ) -> None:
         self._pipeline = pipeline
         self._authenticator = authenticator
+        self._intake = intake or Intake()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
             options=[
@@ -89,7 +91,7 @@ class GrpcReceiver:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
             raise
         try:
-            response = export(self._pipeline, request, producer)
+            response = export(self._pipeline, request, producer, self._intake)
         except AuditError as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"records not sealed, retry: {exc}")
             raise  # abort() raised already; this line is for type checkers

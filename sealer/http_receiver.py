@@ -37,7 +37,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otel_audit.errors import AuditError
 
 from .auth import Authenticator, TlsFiles, Unauthenticated
-from .otlp import export
+from .otlp import Intake, export
 from .pipeline import BackpressureError, Pipeline
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ class HttpReceiver:
         *,
         authenticator: Authenticator,
         tls: TlsFiles | None = None,
+        intake: Intake | None = None,
         max_message_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         host, _, port = address.rpartition(":")
@@ -129,6 +130,7 @@ class HttpReceiver:
 
         self._pipeline = pipeline
         self._authenticator = authenticator
+        self._intake = intake or Intake()
         self._max = max_message_bytes
         try:
             self._server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
@@ -171,7 +173,11 @@ class HttpReceiver:
                 body = _gunzip(body, self._max)
             elif encoding not in ("", "identity"):
                 raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip or none")
-            return HTTPStatus.OK, export(self._pipeline, decode_request(body, media_type), producer), {}
+            return (
+                HTTPStatus.OK,
+                export(self._pipeline, decode_request(body, media_type), producer, self._intake),
+                {},
+            )
         except BadRequest as exc:
             return HTTPStatus.BAD_REQUEST, _status(code_pb2.INVALID_ARGUMENT, str(exc)), {}
         except _TooLarge as exc:

@@ -1,8 +1,9 @@
 """What both OTLP receivers (gRPC and HTTP) do with a decoded request: one pipeline, one
 Seq order, whichever way a record came in.
 
-Records with reserved ``otel_audit.*`` attributes are rejected through partial_success (the
-client must not retry them); the rest are sealed and committed before the answer. Errors
+Records with reserved ``otel_audit.*`` attributes, and (by default) audit events without an
+actor, action or outcome (otel_audit/attributes.py), are rejected through partial_success
+(the client must not retry them); the rest are sealed and committed before the answer. Errors
 from the pipeline propagate: BackpressureError (queue full) and StoreUnavailableError (store
 down, sealer stopping) are retryable, and each receiver maps them to its protocol.
 """
@@ -10,29 +11,41 @@ down, sealer stopping) are retryable, and each receiver maps them to its protoco
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
 
+from otel_audit import attributes as attr
 from otel_audit.entry import Context, attributes_as_map, reserved_attribute
 
 from .pipeline import Item, Pipeline
+from .producers import ProducerTracker
+
+
+@dataclass
+class Intake:
+    """What the sealer accepts: `incomplete` audit events are "reject"ed (default) or "seal"ed
+    (and reported by verify and status); every producer instance's numbering is watched."""
+
+    incomplete: str = "reject"
+    producers: ProducerTracker = field(default_factory=ProducerTracker)
 
 
 def export(
-    pipeline: Pipeline, request: ExportLogsServiceRequest, producer: str = ""
+    pipeline: Pipeline, request: ExportLogsServiceRequest, producer: str = "", intake: Intake | None = None
 ) -> ExportLogsServiceResponse:
     """Seal a request's records (blocking until committed) and build the answer. `producer`
     is the authenticated sender ("" when anonymous)."""
-    items, rejected = prepare(request)
+    items, rejected = prepare(request, intake or Intake())
     if items:
         pipeline.seal(items, producer)
     return response_for(rejected)
 
 
-def prepare(request: ExportLogsServiceRequest) -> tuple[list[Item], list[str]]:
+def prepare(request: ExportLogsServiceRequest, intake: Intake) -> tuple[list[Item], list[str]]:
     """Split a request into sealable records and the reasons others were rejected."""
     items: list[Item] = []
     rejected: list[str] = []
@@ -50,6 +63,15 @@ def prepare(request: ExportLogsServiceRequest) -> tuple[list[Item], list[str]]:
                         "the sealer may set"
                     )
                     continue
+                missing = attr.missing_fields(record.event_name, attributes)
+                if missing and intake.incomplete == "reject":
+                    rejected.append(
+                        f"audit event without {', '.join(missing)} (required: actor, action, outcome)"
+                    )
+                    continue
+                instance = attributes.get(attr.PRODUCER_INSTANCE)
+                if instance:
+                    intake.producers.observe(instance, attributes.get(attr.PRODUCER_SEQ, ""))
                 items.append((context, record, attributes))
     return items, rejected
 

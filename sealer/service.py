@@ -21,6 +21,7 @@ from .checkpointer import Checkpointer
 from .config import ServeConfig
 from .grpc_receiver import GrpcReceiver
 from .http_receiver import HttpReceiver
+from .otlp import Intake
 from .pipeline import Pipeline
 from .read_api import ReadApi, socket_path
 from .recovery import recover
@@ -37,6 +38,7 @@ class SealerService:
         self.checkpointer: Checkpointer | None = None
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
+        self.intake: Intake | None = None
         self.read_api: ReadApi | None = None
 
     def start(self) -> None:
@@ -47,6 +49,7 @@ class SealerService:
             for address in (config.grpc_address, config.http_address)
             if address is not None
         }  # before anything starts: a listener that would be exposed is refused up front
+        intake = self.intake = Intake(config.incomplete_events)
         self.store = Store.open(config.store)
         self.store.ensure_schema()
         state = recover(self.store, self.key.name, self.key.verifier(), config.anchor_dir)
@@ -63,6 +66,7 @@ class SealerService:
             config.grpc_address,
             authenticator=policies[config.grpc_address],
             tls=config.tls,
+            intake=intake,
             max_message_bytes=config.max_message_bytes,
         )
         self.grpc.start()
@@ -72,6 +76,7 @@ class SealerService:
                 config.http_address,
                 authenticator=policies[config.http_address],
                 tls=config.tls,
+                intake=intake,
                 max_message_bytes=config.max_message_bytes,
             )
             self.http.start()

@@ -162,7 +162,11 @@ def test_sdk_http_exporter_and_grpc_share_one_log(sealer: Sealer) -> None:
                 LogRecord(
                     body=f"payment {i}",
                     severity_number=SeverityNumber.INFO,
-                    attributes={"user.id": "clerk-1", "audit.action": "payment.send"},
+                    attributes={
+                        "user.id": "clerk-1",
+                        "audit.action": "payment.send",
+                        "audit.outcome": "success",
+                    },
                 )
             )
         assert provider.force_flush(60_000)
