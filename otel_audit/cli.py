@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         "them and let verify report them (env OTEL_AUDIT_INCOMPLETE_EVENTS)",
     )
     serve.add_argument(
+        "--masking",
+        type=Path,
+        default=_env("MASKING"),
+        help="masking rules (JSON): attribute values replaced by an HMAC token or [REDACTED] "
+        "before sealing (env OTEL_AUDIT_MASKING)",
+    )
+    serve.add_argument(
         "--checkpoint-interval",
         type=float,
         default=_env("CHECKPOINT_INTERVAL", "10"),  # argparse applies type= to a str default
@@ -303,6 +310,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_anonymous=args.allow_anonymous,
         insecure=args.insecure,
         incomplete_events=args.incomplete_events,
+        masking_rules=args.masking,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

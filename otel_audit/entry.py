@@ -29,6 +29,7 @@ ATTR_ORIGIN = "otel_audit.origin"
 ATTR_SEQ = "otel_audit.seq"
 ATTR_SEALED_AT = "otel_audit.sealed_at"
 ATTR_PRODUCER = "otel_audit.producer"  # only when the producer was authenticated
+ATTR_MASKING = "otel_audit.masking"  # only when masking rules applied (sealer/masking.py)
 
 # The columns of otel_audit.logs that `columns_of` derives, in this order. TimestampTime is
 # the Collector schema's DEFAULT toDateTime(Timestamp), written explicitly and checked too.
@@ -125,17 +126,20 @@ class Seal:
     seq: int
     sealed_at_ns: int
     producer: str = ""  # the authenticated sender (certificate subject or token name), or ""
+    masking: str = ""  # the identity of the masking rules applied before sealing, or ""
 
 
 def add_seal(record: LogRecord, seal: Seal) -> None:
-    """Append the seal attributes to a record the sealer owns (last, in this order; the
-    producer only when there is one, so entries sealed before it existed read the same)."""
+    """Append the seal attributes to a record the sealer owns (last, in this order; producer
+    and masking only when there are any, so entries sealed before they existed read the same)."""
     attrs = record.attributes
     attrs.add(key=ATTR_ORIGIN).value.string_value = seal.origin
     attrs.add(key=ATTR_SEQ).value.int_value = seal.seq
     attrs.add(key=ATTR_SEALED_AT).value.int_value = seal.sealed_at_ns
     if seal.producer:
         attrs.add(key=ATTR_PRODUCER).value.string_value = seal.producer
+    if seal.masking:
+        attrs.add(key=ATTR_MASKING).value.string_value = seal.masking
 
 
 def reserved_attribute(attributes: Mapping[str, str]) -> str | None:
@@ -146,11 +150,12 @@ def reserved_attribute(attributes: Mapping[str, str]) -> str | None:
 def _read_seal(record: LogRecord) -> tuple[Seal, dict[str, str]]:
     """Split a sealed record's attributes into the seal and the producer's own attributes."""
     attrs = list(record.attributes)
-    producer = ""
-    if attrs and attrs[-1].key == ATTR_PRODUCER:
-        if attrs[-1].value.WhichOneof("value") != "string_value" or not attrs[-1].value.string_value:
-            raise FormatError("entry seal attribute otel_audit.producer must be a non-empty string")
-        producer = attrs.pop().value.string_value
+    optional = {ATTR_PRODUCER: "", ATTR_MASKING: ""}
+    for key in (ATTR_MASKING, ATTR_PRODUCER):  # the optional seal attributes, from the end
+        if attrs and attrs[-1].key == key:
+            if attrs[-1].value.WhichOneof("value") != "string_value" or not attrs[-1].value.string_value:
+                raise FormatError(f"entry seal attribute {key} must be a non-empty string")
+            optional[key] = attrs.pop().value.string_value
     tail = attrs[-3:]
     if len(tail) != 3 or [kv.key for kv in tail] != [ATTR_ORIGIN, ATTR_SEQ, ATTR_SEALED_AT]:
         raise FormatError("entry lacks the otel_audit seal attributes at the end of the record")
@@ -164,7 +169,13 @@ def _read_seal(record: LogRecord) -> tuple[Seal, dict[str, str]]:
     own = attrs[:-3]
     if any(kv.key.startswith(SEAL_PREFIX) for kv in own):
         raise FormatError("entry carries a reserved otel_audit.* attribute outside the seal")
-    seal = Seal(origin.string_value, seq.int_value, sealed_at.int_value, producer)
+    seal = Seal(
+        origin.string_value,
+        seq.int_value,
+        sealed_at.int_value,
+        optional[ATTR_PRODUCER],
+        optional[ATTR_MASKING],
+    )
     return seal, attributes_as_map(own)
 
 

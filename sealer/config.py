@@ -20,5 +20,6 @@ class ServeConfig:
     allow_anonymous: bool = False
     insecure: bool = False
     incomplete_events: str = "reject"  # audit events without actor/action/outcome: reject | seal
+    masking_rules: Path | None = None  # sealer/masking.py
     max_message_bytes: int = 16 * 1024 * 1024
     shutdown_grace_seconds: float = 30.0

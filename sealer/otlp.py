@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from otel_audit import attributes as attr
 from otel_audit.entry import Context, attributes_as_map, reserved_attribute
 
+from .masking import Masking
 from .pipeline import Item, Pipeline
 from .producers import ProducerTracker
 
@@ -28,10 +29,12 @@ from .producers import ProducerTracker
 @dataclass
 class Intake:
     """What the sealer accepts: `incomplete` audit events are "reject"ed (default) or "seal"ed
-    (and reported by verify and status); every producer instance's numbering is watched."""
+    (and reported by verify and status); every producer instance's numbering is watched;
+    `masking` rules rewrite sensitive attributes before sealing."""
 
     incomplete: str = "reject"
     producers: ProducerTracker = field(default_factory=ProducerTracker)
+    masking: Masking | None = None
 
 
 def export(
@@ -39,9 +42,10 @@ def export(
 ) -> ExportLogsServiceResponse:
     """Seal a request's records (blocking until committed) and build the answer. `producer`
     is the authenticated sender ("" when anonymous)."""
-    items, rejected = prepare(request, intake or Intake())
+    intake = intake or Intake()
+    items, rejected = prepare(request, intake)
     if items:
-        pipeline.seal(items, producer)
+        pipeline.seal(items, producer, intake.masking.identity if intake.masking else "")
     return response_for(rejected)
 
 
@@ -63,6 +67,8 @@ def prepare(request: ExportLogsServiceRequest, intake: Intake) -> tuple[list[Ite
                         "the sealer may set"
                     )
                     continue
+                if intake.masking is not None:
+                    intake.masking.apply(record, attributes)
                 missing = attr.missing_fields(record.event_name, attributes)
                 if missing and intake.incomplete == "reject":
                     rejected.append(

@@ -55,6 +55,7 @@ class Batch:
 
     items: Sequence[Item]
     producer: str = ""  # who sent them, as authenticated (sealed into every entry)
+    masking: str = ""  # the identity of the masking rules applied to them
     done: threading.Event = field(default_factory=threading.Event)
     error: AuditError | None = None
     first_seq: int = -1
@@ -116,7 +117,7 @@ class Pipeline:
         self._accepting = True
         self._thread.start()
 
-    def submit(self, items: Sequence[Item], producer: str = "") -> Batch:
+    def submit(self, items: Sequence[Item], producer: str = "", masking: str = "") -> Batch:
         """Queue records for sealing; raises BackpressureError or SealerStoppedError."""
         if self._halted is not None:
             raise SealerStoppedError(self._halted)
@@ -126,13 +127,13 @@ class Pipeline:
             if self._queued and self._queued + len(items) > self._max_queued:
                 raise BackpressureError(f"sealer queue is full ({self._queued} records waiting); retry later")
             self._queued += len(items)
-        batch = Batch(items, producer)
+        batch = Batch(items, producer, masking)
         self._queue.put(batch)
         return batch
 
-    def seal(self, items: Sequence[Item], producer: str = "") -> int:
+    def seal(self, items: Sequence[Item], producer: str = "", masking: str = "") -> int:
         """Seal and commit records; returns the first Seq. Blocks until committed."""
-        batch = self.submit(items, producer)
+        batch = self.submit(items, producer, masking)
         batch.wait()
         return batch.first_seq
 
@@ -192,7 +193,7 @@ class Pipeline:
         for batch in batches:
             batch.first_seq = seq
             for context, record, attributes in batch.items:
-                seal = Seal(origin, seq, sealed_at, batch.producer)
+                seal = Seal(origin, seq, sealed_at, batch.producer, batch.masking)
                 entry, columns = seal_record(context, record, seal, attributes)
                 leaf = hash_leaf(entry)
                 chain = chain_next(chain, leaf)

@@ -21,6 +21,7 @@ from .checkpointer import Checkpointer
 from .config import ServeConfig
 from .grpc_receiver import GrpcReceiver
 from .http_receiver import HttpReceiver
+from .masking import Masking
 from .otlp import Intake
 from .pipeline import Pipeline
 from .read_api import ReadApi, socket_path
@@ -49,7 +50,8 @@ class SealerService:
             for address in (config.grpc_address, config.http_address)
             if address is not None
         }  # before anything starts: a listener that would be exposed is refused up front
-        intake = self.intake = Intake(config.incomplete_events)
+        masking = Masking.load(config.masking_rules) if config.masking_rules else None
+        intake = self.intake = Intake(config.incomplete_events, masking=masking)
         self.store = Store.open(config.store)
         self.store.ensure_schema()
         state = recover(self.store, self.key.name, self.key.verifier(), config.anchor_dir)
