@@ -77,7 +77,8 @@ def test_serve_masks_before_sealing(tmp_path: Path) -> None:
         assert audit.shutdown() == []
         sql = (
             "SELECT LogAttributes['client.address'], LogAttributes['card.number'], hex(Entry), "
-            "position(Entry, '4111111111111111') + position(Entry, '203.0.113.9') FROM otel_audit.logs ORDER BY Seq"
+            "position(Entry, '4111111111111111') + position(Entry, '203.0.113.9') "
+            "FROM otel_audit.logs ORDER BY Seq"
         )
         done = run_cli("query", "--store", sealer.store, sql, "--format", "TSV")
         rows = [line.split("\t") for line in done.stdout.splitlines()]
