@@ -1,4 +1,4 @@
-"""The read-only commands (search, export, proof, consistency, query) as one function each
+"""The read-only commands (search, export, proof, consistency, query, status) as one function each
 from JSON-safe parameters to output bytes.
 
 The CLI runs them against a store it opens itself, or, when `otel-audit serve` owns the
@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+from otel_audit.anchors import latest_anchor
+from otel_audit.checkpoint import Checkpoint
 from otel_audit.errors import ConfigError
-from otel_audit.note import VerifierKey
+from otel_audit.note import SignedNote, VerifierKey
 from otel_audit.readable import json_line, record_dict
 
 from .evidence import Search, consistency_proof, default_origin, export, inclusion_proof, search
-from .store import Store
+from .producers import producer_report
+from .store import LOGS, Store
 
 Params = Mapping[str, object]
 
@@ -142,12 +147,81 @@ def run_query(store: Store, params: Params) -> Result:
     return Result(store.read_only_query(sql, fmt))
 
 
+@dataclass
+class LogStatus:
+    origin: str
+    records: int
+    last_seq: int | None
+    unsigned_records: int
+    checkpoint_tree_size: int | None
+    checkpoint_age_seconds: float | None
+    anchored_tree_size: int | None
+    producers: dict[str, int]  # producer name ("" when anonymous) -> records
+    producer_instances: int
+    warnings: list[str]
+
+    def lines(self) -> list[str]:
+        if self.checkpoint_tree_size is None:
+            signed = "no checkpoint yet"
+        else:
+            signed = f"checkpoint at {self.checkpoint_tree_size}, {self.checkpoint_age_seconds} s old"
+        if self.anchored_tree_size is None:
+            anchored = "no anchor read (pass --anchor-dir)"
+        else:
+            anchored = f"anchored up to {self.anchored_tree_size}"
+        producers = ", ".join(f"{name or '(anonymous)'} {n}" for name, n in self.producers.items()) or "none"
+        return [
+            f"log {self.origin}: {self.records} records; {signed}; {anchored}",
+            f"  producers: {producers}; SDK instances seen: {self.producer_instances}",
+            *(f"  warning: {line}" for line in self.warnings),
+        ]
+
+
+def log_status(store: Store, origin: str, anchor_dir: Path | None) -> LogStatus:
+    count, _, last = store.seq_range(origin)
+    size = age = None
+    stored = store.latest_checkpoint(origin)
+    if stored is not None:
+        signed = Checkpoint.parse(SignedNote.parse(stored.note).text)
+        size, age = signed.tree_size, round((time.time_ns() - signed.sealed_at_ns) / 1e9, 1)
+    anchor = latest_anchor(anchor_dir, origin) if anchor_dir else None
+    report = producer_report(store, origin)
+    by_name = store.select(
+        f"SELECT Producer, count() FROM {LOGS} WHERE Origin = {{o:String}} GROUP BY Producer ORDER BY 1",
+        {"o": origin},
+    )
+    return LogStatus(
+        origin=origin,
+        records=count,
+        last_seq=last if count else None,
+        unsigned_records=count - (size or 0),
+        checkpoint_tree_size=size,
+        checkpoint_age_seconds=age,
+        anchored_tree_size=anchor.checkpoint.tree_size if anchor else None,
+        producers={str(name): int(n) for name, n in by_name},
+        producer_instances=len(report.instances),
+        warnings=report.lines(),
+    )
+
+
+def run_status(store: Store, params: Params) -> Result:
+    """The log at a glance: size, newest checkpoint and its age, anchors, producers."""
+    keys = _keys(params)
+    origins = [str(params["origin"])] if params.get("origin") else [k.name for k in keys] or store.origins()
+    anchor_dir = Path(str(params["anchor_dir"])) if params.get("anchor_dir") else None
+    logs = [log_status(store, origin, anchor_dir) for origin in origins]
+    if params.get("json"):
+        return Result((json.dumps({"logs": [asdict(log) for log in logs]}, indent=1) + "\n").encode())
+    return Result("".join(line + "\n" for log in logs for line in log.lines()).encode())
+
+
 COMMANDS: dict[str, Callable[[Store, Params], Result]] = {
     "search": run_search,
     "export": run_export,
     "proof": run_proof,
     "consistency": run_consistency,
     "query": run_query,
+    "status": run_status,
 }
 
 

@@ -213,6 +213,13 @@ def _add_read_commands(sub: argparse._SubParsersAction, located: argparse.Argume
     )
     consistency.add_argument("--json", action="store_true", help="print JSON")
 
+    status = sub.add_parser(
+        "status",
+        parents=[located, keyed],
+        help="the log's size, newest checkpoint and its age, anchors, producers",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+
     query = sub.add_parser("query", parents=[located], help="read-only SQL against the store")
     query.add_argument("sql", help="e.g. 'SELECT ServiceName, count() FROM otel_audit.logs GROUP BY 1'")
     query.add_argument(
@@ -393,7 +400,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-READ_COMMANDS = ("search", "export", "proof", "consistency", "query")
+READ_COMMANDS = ("search", "export", "proof", "consistency", "query", "status")
 
 
 def parse_time(text: str | None, flag: str) -> int | None:
@@ -425,6 +432,11 @@ def _read_params(args: argparse.Namespace) -> dict[str, object]:
     for name in ("limit", "json", "seq", "tree_size", "old", "new", "sql", "format"):
         if hasattr(args, name):
             params[name] = getattr(args, name)
+    if args.command == "status":
+        anchor_dir = args.anchor_dir or (
+            Path(default_anchor_dir()) if Path(default_anchor_dir()).is_dir() else None
+        )
+        params["anchor_dir"] = str(Path(anchor_dir).resolve()) if anchor_dir else None
     return params
 
 

@@ -224,3 +224,20 @@ def test_incomplete_audit_events_sealed_on_request_are_reported(tmp_path: Path) 
     finally:
         if sealer.proc.poll() is None:
             sealer.proc.kill()
+
+
+def test_status_while_serving_and_after(sealer: Sealer) -> None:
+    _emit_numbered(sealer, [0, 1, 3])
+    sealer.wait_for_output(r"checkpoint \S+ size 3\b")
+    done = run_cli("status", "--store", sealer.store, "--anchor-dir", str(sealer.anchor_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    (log,) = json.loads(done.stdout)["logs"]
+    assert (log["records"], log["checkpoint_tree_size"], log["anchored_tree_size"]) == (3, 3, 3)
+    assert log["producers"] == {"": 3} and log["producer_instances"] == 1
+    assert log["checkpoint_age_seconds"] < 60 and "lost before the sealer (numbers 2)" in log["warnings"][0]
+    assert sealer.stop() == 0
+    text = run_cli("status", "--store", sealer.store, "--anchor-dir", str(sealer.anchor_dir)).stdout
+    assert (
+        text.startswith(f"log {sealer.key.name}: 3 records; checkpoint at 3") and "anchored up to 3" in text
+    )
+    assert "(anonymous) 3" in text and "warning: producer instance instance-1" in text
