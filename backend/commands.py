@@ -22,6 +22,7 @@ from otel_audit.note import SignedNote, VerifierKey
 from otel_audit.readable import json_line, record_dict
 
 from .evidence import Search, consistency_proof, default_origin, export, inclusion_proof, search
+from .migrations import check_readable
 from .producers import producer_report
 from .store import LOGS, Store
 
@@ -230,4 +231,5 @@ def run(store: Store, command: str, params: Params) -> Result:
         raise ConfigError(f"unknown read command {command!r}")
     if not store.has_schema():
         raise ConfigError("the store holds no otel-audit log; check --store")
+    check_readable(store)
     return COMMANDS[command](store, params)

@@ -7,10 +7,8 @@ clickhouse-connect `Client`, so every query below runs unchanged on either.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -106,15 +104,19 @@ class Store:
     def close(self) -> None:
         self.client.close()
 
-    def ensure_schema(self) -> None:
-        """Create the database and tables if absent (idempotent), in schema file order."""
-        files = sorted(
-            (f for f in resources.files("backend").joinpath("sql").iterdir() if f.name.endswith(".sql")),
-            key=lambda f: f.name,
-        )
-        for file in files:
-            for statement in _statements(file.read_text()):
-                self._command(statement)
+    def ensure_schema(self) -> list[str]:
+        """Apply the schema migrations the store lacks (backend/migrations.py); their names."""
+        from .migrations import migrate
+
+        return [f"{m.version:03d}_{m.name}" for m in migrate(self)]
+
+    def insert_migration(self, version: int, name: str) -> None:
+        try:
+            self.client.insert(
+                "otel_audit.schema_migrations", [[version, name]], column_names=["Version", "Name"]
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailableError(f"recording schema migration {version} failed: {exc}") from exc
 
     def has_schema(self) -> bool:
         return bool(self._query(f"EXISTS TABLE {LOGS}")[0][0])
@@ -422,11 +424,6 @@ class Store:
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     """Split ranges into groups small enough for one query's WHERE clause."""
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _statements(sql: str) -> list[str]:
-    without_comments = re.sub(r"--[^\n]*", "", sql)
-    return [s.strip() for s in without_comments.split(";") if s.strip()]
 
 
 def _open_hint(dsn: str, exc: Exception) -> str:

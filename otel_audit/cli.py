@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare its columns, instead of checking the signed column commitments "
         "(slower; does not rely on the engine's hashing)",
     )
+    sub.add_parser("migrate", parents=[located], help="apply the schema migrations the store lacks")
     _add_read_commands(sub, located)
     bundle = sub.add_parser("verify-bundle", help="check an evidence bundle offline (no database)")
     bundle.add_argument("bundle", type=Path, help="the .bundle file `otel-audit export` wrote")
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": cmd_serve,
         "verify": cmd_verify,
         "verify-bundle": cmd_verify_bundle,
+        "migrate": cmd_migrate,
     }
     try:
         if args.command in READ_COMMANDS:
@@ -351,6 +353,7 @@ def _redacted(dsn: str) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from backend.migrations import check_readable
     from backend.producers import producer_report
     from backend.readers import verify_origin
     from backend.store import Store
@@ -366,6 +369,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         if not store.has_schema():
             raise ConfigError(f"store {_redacted(dsn)} holds no otel-audit log; check --store")
+        check_readable(store)
         report = verify_origin(store, key, anchor_dir, deep=args.deep)
         origins = store.origins() if report.records == 0 else []
         producers = producer_report(store, key.name)
@@ -469,6 +473,22 @@ def cmd_read(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"otel-audit {args.command}: {note}", file=sys.stderr)
     return result.code
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from backend.migrations import applied
+    from backend.store import Store
+
+    dsn = args.store or default_store()
+    store = Store.open(dsn)
+    try:
+        names = store.ensure_schema()
+        version = max(applied(store))
+    finally:
+        store.close()
+    done = f"applied {', '.join(names)}" if names else "nothing to apply"
+    print(f"store {_redacted(dsn)}: {done}; schema version {version}")
+    return EXIT_OK
 
 
 def cmd_verify_bundle(args: argparse.Namespace) -> int:

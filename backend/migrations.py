@@ -1,0 +1,89 @@
+"""Versioned schema migrations: backend/sql/NNN_name.sql, applied in order, each recorded.
+
+`serve` applies them at start and `otel-audit migrate` on demand. Every statement is written
+to be idempotent (IF NOT EXISTS), so a store made before migrations were recorded (the first
+release) is brought up to date the same way as an empty one. A store whose schema is newer
+than this code is refused: an older sealer must not write rows that lack newer columns'
+meaning, and an older verifier would not know what the newer columns say.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from otel_audit.errors import StoreError
+
+from .store import Store
+
+TABLE = "otel_audit.schema_migrations"
+_FILE = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def known() -> list[Migration]:
+    """The migrations this code ships, in version order."""
+    out = []
+    for file in resources.files("backend").joinpath("sql").iterdir():
+        match = _FILE.fullmatch(file.name)
+        if match:
+            out.append(Migration(int(match.group(1)), match.group(2), file.read_text()))
+    out.sort(key=lambda m: m.version)
+    if [m.version for m in out] != list(range(1, len(out) + 1)):
+        raise AssertionError(
+            f"schema files must be numbered 001, 002, ... without gaps: {[m.version for m in out]}"
+        )
+    return out
+
+
+def applied(store: Store) -> list[int]:
+    if not store.select(f"EXISTS TABLE {TABLE}")[0][0]:
+        return []
+    return [int(row[0]) for row in store.select(f"SELECT DISTINCT Version FROM {TABLE} ORDER BY Version")]
+
+
+def migrate(store: Store) -> list[Migration]:
+    """Apply what the store lacks; return what was applied. StoreError if the store is newer."""
+    migrations = known()
+    store.command("CREATE DATABASE IF NOT EXISTS otel_audit")
+    store.command(
+        f"CREATE TABLE IF NOT EXISTS {TABLE} (Version UInt32, Name String, AppliedAt DateTime64(3) "
+        "DEFAULT now64(3)) ENGINE = MergeTree ORDER BY Version"
+    )
+    done = set(applied(store))
+    refuse_newer(done)
+    applied_now = []
+    for migration in migrations:
+        if migration.version in done:
+            continue
+        for statement in statements(migration.sql):
+            store.command(statement)
+        store.insert_migration(migration.version, migration.name)
+        applied_now.append(migration)
+    return applied_now
+
+
+def refuse_newer(versions: set[int] | list[int]) -> None:
+    newest = known()[-1].version
+    if versions and max(versions) > newest:
+        raise StoreError(
+            f"the store's schema is at version {max(versions)}, newer than this otel-audit knows ({newest}): "
+            "upgrade otel-audit before serving or verifying this store"
+        )
+
+
+def check_readable(store: Store) -> None:
+    """For commands that only read: the schema must not be newer than this code."""
+    refuse_newer(applied(store))
+
+
+def statements(sql: str) -> list[str]:
+    without_comments = re.sub(r"--[^\n]*", "", sql)
+    return [s.strip() for s in without_comments.split(";") if s.strip()]

@@ -1,0 +1,69 @@
+"""Schema migrations: from an empty store, from each earlier schema, idempotent, recorded;
+a store with a newer schema than the code is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backend.migrations import TABLE, applied, known, migrate, statements
+from backend.store import Store
+from otel_audit.errors import StoreError
+from otel_audit.note import SignerKey
+
+from .conftest import run_cli
+
+
+@pytest.fixture
+def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = Store.open(f"chdb://{tmp_path / 'store'}")
+    yield s
+    s.close()
+
+
+def _columns(store: Store) -> set[str]:
+    return {row[0] for row in store.select("DESCRIBE TABLE otel_audit.logs")}
+
+
+def test_from_empty_all_are_applied_and_recorded_once(store: Store) -> None:
+    names = [m.name for m in migrate(store)]
+    assert names == [m.name for m in known()] == ["schema", "tree_nodes", "producer"]
+    assert applied(store) == [1, 2, 3]
+    assert "Producer" in _columns(store) and store.select("EXISTS TABLE otel_audit.tree_nodes")[0][0]
+    assert migrate(store) == []
+    assert store.select(f"SELECT count() FROM {TABLE}")[0][0] == 3
+
+
+@pytest.mark.parametrize("upto", [1, 2])
+def test_from_each_earlier_schema_without_a_record(store: Store, upto: int) -> None:
+    """Stores made before migrations were recorded (the first release had schema 001 only)."""
+    for migration in known()[:upto]:
+        for statement in statements(migration.sql):
+            store.command(statement)
+    assert applied(store) == []
+    assert [m.version for m in migrate(store)] == [1, 2, 3]  # idempotent statements: safe to rerun
+    assert "Producer" in _columns(store)
+
+
+def test_a_newer_store_is_refused(store: Store, tmp_path: Path) -> None:
+    migrate(store)
+    store.insert_migration(99, "from_the_future")
+    with pytest.raises(StoreError, match="version 99, newer than this otel-audit"):
+        migrate(store)
+    store.close()
+    key = SignerKey.generate("x.example/audit").verifier().serialize()
+    for command in (["migrate"], ["verify", "--key", key], ["status"]):
+        done = run_cli(*command, "--store", f"chdb://{tmp_path / 'store'}")
+        assert done.returncode == 2 and "newer than this otel-audit" in done.stderr, (command, done.stderr)
+
+
+def test_migrate_command(tmp_path: Path) -> None:
+    dsn = f"chdb://{tmp_path / 'store'}"
+    first = run_cli("migrate", "--store", dsn)
+    assert (
+        first.returncode == 0
+        and "applied 001_schema, 002_tree_nodes, 003_producer; schema version 3" in first.stdout
+    )
+    again = run_cli("migrate", "--store", dsn)
+    assert again.returncode == 0 and "nothing to apply; schema version 3" in again.stdout
