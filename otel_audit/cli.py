@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         "them and let verify report them (env OTEL_AUDIT_INCOMPLETE_EVENTS)",
     )
     serve.add_argument(
+        "--metrics",
+        default=_env("METRICS", "127.0.0.1:9464"),
+        help="listen address for /metrics (Prometheus), /healthz and /readyz, or 'off' "
+        "(env OTEL_AUDIT_METRICS)",
+    )
+    serve.add_argument(
         "--masking",
         type=Path,
         default=_env("MASKING"),
@@ -320,6 +326,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         incomplete_events=args.incomplete_events,
         masking_rules=args.masking,
+        metrics_address=None if args.metrics.lower() in ("off", "none", "") else args.metrics,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -333,6 +340,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     assert service.grpc is not None
     print(f"verifier key: {key.verifier().serialize()}", file=sys.stderr)
     print(f"store: {_redacted(config.store)}  anchors: {config.anchor_dir}", file=sys.stderr)
+    if service.health is not None:
+        print(
+            f"otel-audit serve: metrics and health on http://{service.health.address}/metrics",
+            file=sys.stderr,
+        )
     scheme = "https" if config.tls else "http"
     http = f", OTLP/HTTP on {scheme}://{service.http.address}{PATH}" if service.http else ", OTLP/HTTP off"
     print(

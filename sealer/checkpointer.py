@@ -26,6 +26,7 @@ from otel_audit.checkpoint import Checkpoint
 from otel_audit.errors import AuditError
 from otel_audit.note import SignedNote, SignerKey
 
+from .metrics import SealerMetrics
 from .state import LogState
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Checkpointer:
         committed: Callable[[], LogState],
         interval_seconds: float,
         clock: Callable[[], int] = time.time_ns,
+        metrics: SealerMetrics | None = None,
     ) -> None:
         self._store = store
         self._key = key
@@ -47,6 +49,7 @@ class Checkpointer:
         self._committed = committed
         self._interval = interval_seconds
         self._clock = clock
+        self._metrics = metrics
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._parts_lock = threading.Lock()
@@ -135,4 +138,6 @@ class Checkpointer:
             with self._parts_lock:
                 self._column_parts = [p for p in self._column_parts if p[0] >= state.size]
             log.info("checkpoint %s size %d", state.origin, state.size)
+            if self._metrics is not None:
+                self._metrics.checkpointed(state.size)
             return checkpoint

@@ -79,6 +79,7 @@ class GrpcReceiver:
         try:
             request = ExportLogsServiceRequest.FromString(request_bytes)
         except DecodeError as exc:
+            self._intake.rejected("bad_request")
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"request is not a valid OTLP ExportLogsServiceRequest: {exc}",
@@ -88,11 +89,13 @@ class GrpcReceiver:
         try:
             producer = self._authenticator.producer(metadata.get("authorization"), certificate)
         except Unauthenticated as exc:
+            self._intake.rejected("unauthenticated")
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
             raise
         try:
             response = export(self._pipeline, request, producer, self._intake)
         except AuditError as exc:
+            self._intake.rejected("unavailable")
             context.abort(grpc.StatusCode.UNAVAILABLE, f"records not sealed, retry: {exc}")
             raise  # abort() raised already; this line is for type checkers
         except Exception as exc:  # never hang or crash a caller on our bug

@@ -166,6 +166,7 @@ class HttpReceiver:
         try:
             producer = self._authenticator.producer(authorization, certificate)
         except Unauthenticated as exc:
+            self._intake.rejected("unauthenticated")
             challenge = {"WWW-Authenticate": "Bearer"}
             return HTTPStatus.UNAUTHORIZED, _status(code_pb2.UNAUTHENTICATED, str(exc)), challenge
         try:
@@ -179,13 +180,16 @@ class HttpReceiver:
                 {},
             )
         except BadRequest as exc:
+            self._intake.rejected("bad_request")
             return HTTPStatus.BAD_REQUEST, _status(code_pb2.INVALID_ARGUMENT, str(exc)), {}
         except _TooLarge as exc:
             return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _status(code_pb2.INVALID_ARGUMENT, str(exc)), {}
         except BackpressureError as exc:
+            self._intake.rejected("queue_full")
             retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
             return HTTPStatus.TOO_MANY_REQUESTS, _status(code_pb2.RESOURCE_EXHAUSTED, str(exc)), retry
         except AuditError as exc:
+            self._intake.rejected("unavailable")
             retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
             message = f"records not sealed, retry: {exc}"
             return HTTPStatus.SERVICE_UNAVAILABLE, _status(code_pb2.UNAVAILABLE, message), retry

@@ -22,6 +22,7 @@ from otel_audit import attributes as attr
 from otel_audit.entry import Context, attributes_as_map, reserved_attribute
 
 from .masking import Masking
+from .metrics import SealerMetrics
 from .pipeline import Item, Pipeline
 from .producers import ProducerTracker
 
@@ -35,6 +36,11 @@ class Intake:
     incomplete: str = "reject"
     producers: ProducerTracker = field(default_factory=ProducerTracker)
     masking: Masking | None = None
+    metrics: SealerMetrics | None = None
+
+    def rejected(self, reason: str, count: int = 1) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected.labels(reason).inc(count)
 
 
 def export(
@@ -62,6 +68,7 @@ def prepare(request: ExportLogsServiceRequest, intake: Intake) -> tuple[list[Ite
                 attributes = attributes_as_map(record.attributes)
                 key = reserved_attribute(attributes)
                 if key is not None:
+                    intake.rejected("reserved_attribute")
                     rejected.append(
                         f"attribute {key!r} uses the reserved otel_audit. prefix, which only "
                         "the sealer may set"
@@ -71,6 +78,7 @@ def prepare(request: ExportLogsServiceRequest, intake: Intake) -> tuple[list[Ite
                     intake.masking.apply(record, attributes)
                 missing = attr.missing_fields(record.event_name, attributes)
                 if missing and intake.incomplete == "reject":
+                    intake.rejected("incomplete_audit_event")
                     rejected.append(
                         f"audit event without {', '.join(missing)} (required: actor, action, outcome)"
                     )

@@ -34,6 +34,7 @@ from otel_audit.entry import Context, Seal, seal_record
 from otel_audit.errors import AuditError, StoreError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 
+from .metrics import SealerMetrics
 from .state import LogState
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Batch:
     done: threading.Event = field(default_factory=threading.Event)
     error: AuditError | None = None
     first_seq: int = -1
+    queued_at: float = field(default_factory=time.monotonic)
 
     def wait(self) -> None:
         self.done.wait()
@@ -86,10 +88,14 @@ class Pipeline:
         max_queued_records: int = 200_000,
         insert_attempts: int = 3,
         clock: Callable[[], int] = time.time_ns,
+        metrics: SealerMetrics | None = None,
     ) -> None:
         self._store = store
         self._state = state
         self._clock = clock
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.queue_depth.set_function(lambda: self._queued)
         self._max_batch = max_batch_records
         self._max_queued = max_queued_records
         self._queue: queue.Queue[Batch] = queue.Queue()
@@ -107,6 +113,14 @@ class Pipeline:
             retry=retry_if_exception_type(StoreUnavailableError),
             reraise=True,
         )
+
+    def problem(self) -> str | None:
+        """Why the pipeline does not accept records now, or None (for /readyz)."""
+        if self._halted is not None:
+            return self._halted
+        if not self._accepting:
+            return "the sealer is not accepting records (starting or stopping)"
+        return None
 
     @property
     def state(self) -> LogState:
@@ -179,7 +193,10 @@ class Pipeline:
             for batch in batches:
                 batch.error = StoreUnavailableError(f"internal error while sealing: {exc}")
         finally:
+            now = time.monotonic()
             for batch in batches:
+                if self._metrics is not None and batch.error is None:
+                    self._metrics.commit_seconds.observe(now - batch.queued_at)
                 batch.done.set()
 
     def _write(self, batches: list[Batch]) -> None:
@@ -190,6 +207,7 @@ class Pipeline:
         chain = before.chain_head
         seq = before.size
         rows = []
+        entry_bytes = 0
         for batch in batches:
             batch.first_seq = seq
             for context, record, attributes in batch.items:
@@ -199,6 +217,7 @@ class Pipeline:
                 chain = chain_next(chain, leaf)
                 tree.append(leaf)
                 rows.append((*columns, entry, leaf, chain))
+                entry_bytes += len(entry)
                 seq += 1
         after = LogState(origin, tree, chain, sealed_at)
         token = f"{origin}:{before.size}-{seq - 1}:{chain.hex()}"
@@ -208,12 +227,16 @@ class Pipeline:
                     self._store.insert_rows(rows, token)
         except StoreUnavailableError as exc:
             log.warning("insert of Seq %d..%d failed: %s", before.size, seq - 1, exc)
+            if self._metrics is not None:
+                self._metrics.store_errors.inc()
             self._uncertain = _Uncertain(after)
             self._settle_uncertain()
             if self._state is not after:
                 raise
             return
         self._publish(after)
+        if self._metrics is not None:
+            self._metrics.bytes_sealed.inc(entry_bytes)
 
     def _publish(self, after: LogState) -> None:
         """Make a committed state current, after reporting its rows' column hashes."""
@@ -225,6 +248,8 @@ class Pipeline:
         except StoreUnavailableError as exc:
             log.warning("could not read back column hashes of Seq %d..%d: %s", first, end - 1, exc)
         self.on_commit(first, end, hashes)
+        if self._metrics is not None:
+            self._metrics.records_sealed.inc(end - first)
         self._state = after
 
     def _settle_uncertain(self) -> None:

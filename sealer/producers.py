@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 
+from .metrics import SealerMetrics
+
 log = logging.getLogger(__name__)
 
 
 class ProducerTracker:
-    def __init__(self, max_instances: int = 100_000) -> None:
+    def __init__(self, max_instances: int = 100_000, metrics: SealerMetrics | None = None) -> None:
+        self._metrics = metrics
         self._next: dict[str, int] = {}
         self._lock = threading.Lock()
         self._max = max_instances
@@ -31,6 +34,8 @@ class ProducerTracker:
             expected = self._next.get(instance)
             if expected is not None and seq > expected:
                 self.gaps += seq - expected
+                if self._metrics is not None:
+                    self._metrics.producer_gaps.inc(seq - expected)
                 log.warning(
                     "producer instance %s: events %d..%d missing (lost before the sealer)",
                     instance,
@@ -39,6 +44,8 @@ class ProducerTracker:
                 )
             elif expected is not None and seq < expected:
                 self.duplicates += 1
+                if self._metrics is not None:
+                    self._metrics.producer_duplicates.inc()
                 log.warning(
                     "producer instance %s: event %d received again (a retry); sealed again", instance, seq
                 )

@@ -1,9 +1,10 @@
 """The sealer service: wires store, recovery, pipeline, checkpointer and receivers.
 
 Start order: store (schema) -> recovery -> pipeline -> checkpointer -> receivers (gRPC,
-HTTP) -> the local read API (embedded stores only).
+HTTP) -> the local read API (embedded stores only) -> metrics and health endpoints.
 Stop order, the reverse, and the one place it is written down:
-  1. the read API and the receivers stop; receivers finish in-flight Export calls (grace period);
+  1. health, the read API and the receivers stop; receivers finish in-flight Export calls
+     (grace period);
   2. the pipeline commits everything still queued, then stops;
   3. the checkpointer stops its timer and signs a final checkpoint of the whole log;
   4. the store is closed.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from backend.store import Store
+from otel_audit.errors import AuditError
 from otel_audit.note import SignerKey
 
 from .auth import authenticator_for, load_tokens
@@ -22,8 +24,10 @@ from .config import ServeConfig
 from .grpc_receiver import GrpcReceiver
 from .http_receiver import HttpReceiver
 from .masking import Masking
+from .metrics import HealthServer, SealerMetrics
 from .otlp import Intake
 from .pipeline import Pipeline
+from .producers import ProducerTracker
 from .read_api import ReadApi, socket_path
 from .recovery import recover
 
@@ -40,6 +44,8 @@ class SealerService:
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
         self.intake: Intake | None = None
+        self.metrics: SealerMetrics | None = None
+        self.health: HealthServer | None = None
         self.read_api: ReadApi | None = None
 
     def start(self) -> None:
@@ -51,14 +57,22 @@ class SealerService:
             if address is not None
         }  # before anything starts: a listener that would be exposed is refused up front
         masking = Masking.load(config.masking_rules) if config.masking_rules else None
-        intake = self.intake = Intake(config.incomplete_events, masking=masking)
+        metrics = self.metrics = SealerMetrics()
+        intake = self.intake = Intake(
+            config.incomplete_events, ProducerTracker(metrics=metrics), masking=masking, metrics=metrics
+        )
         self.store = Store.open(config.store)
         self.store.ensure_schema()
         state = recover(self.store, self.key.name, self.key.verifier(), config.anchor_dir)
         log.info("log %s continues at Seq %d", state.origin, state.size)
-        pipeline = self.pipeline = Pipeline(self.store, state)
+        pipeline = self.pipeline = Pipeline(self.store, state, metrics=metrics)
         self.checkpointer = Checkpointer(
-            self.store, self.key, config.anchor_dir, lambda: pipeline.state, config.checkpoint_interval
+            self.store,
+            self.key,
+            config.anchor_dir,
+            lambda: pipeline.state,
+            config.checkpoint_interval,
+            metrics=metrics,
         )
         pipeline.on_commit = self.checkpointer.record_column_hashes
         pipeline.start()
@@ -87,9 +101,27 @@ class SealerService:
             self.read_api = ReadApi(config.store, path)
             if not self.read_api.start():
                 self.read_api = None
+        if config.metrics_address is not None:
+            self.health = HealthServer(metrics, config.metrics_address, self.problem)
+            self.health.start()
+
+    def problem(self) -> str | None:
+        """Why the sealer is not ready to take records now, or None (for /readyz)."""
+        if self.pipeline is None or self.store is None:
+            return "starting"
+        problem = self.pipeline.problem()
+        if problem is not None:
+            return problem
+        try:
+            self.store.select("SELECT 1")
+        except AuditError as exc:
+            return f"the store does not answer: {exc}"
+        return None
 
     def stop(self) -> None:
         try:
+            if self.health is not None:
+                self.health.stop()
             if self.read_api is not None:
                 self.read_api.stop()
             if self.http is not None:

@@ -93,6 +93,8 @@ def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
             "--checkpoint-interval",
             interval,
             *extra,
@@ -130,3 +132,11 @@ def sealer(tmp_path: Path, signer_key: SignerKey) -> Iterator[Sealer]:
     if running.proc.poll() is None:
         running.proc.kill()
         running.proc.wait()
+
+
+def metrics_url(sealer: Sealer) -> str:
+    for line in sealer.output:
+        match = re.search(r"metrics and health on (http://[\d.]+:\d+)/metrics", line)
+        if match:
+            return match.group(1)
+    raise AssertionError("serve printed no metrics address")

@@ -178,6 +178,7 @@ def test_defaults_and_environment_a_new_user_gets(tmp_path):
         **os.environ,
         "OTEL_AUDIT_GRPC": "127.0.0.1:0",
         "OTEL_AUDIT_HTTP": "127.0.0.1:0",
+        "OTEL_AUDIT_METRICS": "127.0.0.1:0",
         "OTEL_AUDIT_CHECKPOINT_INTERVAL": "0.5",
         "OTEL_AUDIT_ORIGIN": "newcomer.example/audit",
     }
