@@ -44,6 +44,8 @@ def known() -> list[Migration]:
 
 
 def applied(store: Store) -> list[int]:
+    if not store.select("EXISTS DATABASE otel_audit")[0][0]:
+        return []
     if not store.select(f"EXISTS TABLE {TABLE}")[0][0]:
         return []
     return [int(row[0]) for row in store.select(f"SELECT DISTINCT Version FROM {TABLE} ORDER BY Version")]
@@ -52,13 +54,15 @@ def applied(store: Store) -> list[int]:
 def migrate(store: Store) -> list[Migration]:
     """Apply what the store lacks; return what was applied. StoreError if the store is newer."""
     migrations = known()
+    done = set(applied(store))
+    refuse_newer(done)
+    if done >= {m.version for m in migrations}:
+        return []  # up to date: no DDL at all, so a sealer with INSERT/SELECT grants only can start
     store.command("CREATE DATABASE IF NOT EXISTS otel_audit")
     store.command(
         f"CREATE TABLE IF NOT EXISTS {TABLE} (Version UInt32, Name String, AppliedAt DateTime64(3) "
         "DEFAULT now64(3)) ENGINE = MergeTree ORDER BY Version"
     )
-    done = set(applied(store))
-    refuse_newer(done)
     applied_now = []
     for migration in migrations:
         if migration.version in done:

@@ -28,11 +28,11 @@ def _columns(store: Store) -> set[str]:
 
 def test_from_empty_all_are_applied_and_recorded_once(store: Store) -> None:
     names = [m.name for m in migrate(store)]
-    assert names == [m.name for m in known()] == ["schema", "tree_nodes", "producer"]
-    assert applied(store) == [1, 2, 3]
+    assert names == [m.name for m in known()] == ["schema", "tree_nodes", "producer", "durability"]
+    assert applied(store) == [1, 2, 3, 4]
     assert "Producer" in _columns(store) and store.select("EXISTS TABLE otel_audit.tree_nodes")[0][0]
     assert migrate(store) == []
-    assert store.select(f"SELECT count() FROM {TABLE}")[0][0] == 3
+    assert store.select(f"SELECT count() FROM {TABLE}")[0][0] == 4
 
 
 @pytest.mark.parametrize("upto", [1, 2])
@@ -42,7 +42,7 @@ def test_from_each_earlier_schema_without_a_record(store: Store, upto: int) -> N
         for statement in statements(migration.sql):
             store.command(statement)
     assert applied(store) == []
-    assert [m.version for m in migrate(store)] == [1, 2, 3]  # idempotent statements: safe to rerun
+    assert [m.version for m in migrate(store)] == [1, 2, 3, 4]  # idempotent statements: safe to rerun
     assert "Producer" in _columns(store)
 
 
@@ -63,7 +63,8 @@ def test_migrate_command(tmp_path: Path) -> None:
     first = run_cli("migrate", "--store", dsn)
     assert (
         first.returncode == 0
-        and "applied 001_schema, 002_tree_nodes, 003_producer; schema version 3" in first.stdout
+        and "applied 001_schema, 002_tree_nodes, 003_producer, 004_durability; schema version 4"
+        in first.stdout
     )
     again = run_cli("migrate", "--store", dsn)
-    assert again.returncode == 0 and "nothing to apply; schema version 3" in again.stdout
+    assert again.returncode == 0 and "nothing to apply; schema version 4" in again.stdout
