@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from otel_audit.errors import StoreError
+from otel_audit.errors import ConfigError, StoreError
 
 from .store import Store
 
@@ -72,6 +72,18 @@ def migrate(store: Store) -> list[Migration]:
         store.insert_migration(migration.version, migration.name)
         applied_now.append(migration)
     return applied_now
+
+
+def set_retention(store: Store, years: int, minimum_years: int) -> None:
+    """Expire whole months of the log `years` after they end (never below `minimum_years`)."""
+    if years < minimum_years:
+        raise ConfigError(
+            f"a retention of {years} years is shorter than the configured minimum of {minimum_years} years"
+        )
+    store.command(
+        "ALTER TABLE otel_audit.logs MODIFY TTL "
+        f"toStartOfMonth(toDateTime(SealedAt)) + toIntervalMonth(1) + toIntervalYear({int(years)})"
+    )
 
 
 def refuse_newer(versions: set[int] | list[int]) -> None:

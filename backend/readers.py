@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from pathlib import Path
 
 from otel_audit.anchors import read_anchors
-from otel_audit.note import VerifierKey
+from otel_audit.checkpoint import Checkpoint
+from otel_audit.errors import AuditError
+from otel_audit.merkle import CompactRange
+from otel_audit.note import SignedNote, VerifierKey
 from otel_audit.verify import LogVerifier, Report
 
 from .store import Store
@@ -22,39 +26,87 @@ from .tiles import TreeReader
 CHUNK_ROWS = 1 << 20
 
 
-def verify_origin(store: Store, key: VerifierKey, anchor_dir: Path | None, deep: bool = False) -> Report:
-    """Verify the log whose origin is the key's name, against the store and the anchors."""
+YEAR_NS = int(365.25 * 86400 * 10**9)
+
+
+def verify_origin(
+    store: Store,
+    key: VerifierKey,
+    anchor_dir: Path | None,
+    deep: bool = False,
+    retention_years: float = 7,
+    now_ns: int | None = None,
+) -> Report:
+    """Verify the log whose origin is the key's name, against the store and the anchors.
+
+    A log whose oldest months were removed is verified from the signed checkpoint at the
+    boundary if, and only if, those months are older than `retention_years` (the verifier's
+    own policy, not the table's TTL, which a database administrator could change); otherwise
+    the missing rows are reported like any other deletion.
+    """
+    count, low, high = store.seq_range(key.name)
+    start = _after_expiry(store, key, low, retention_years, now_ns) if count and low > 0 else None
+    start_seq, start_chain = (start[0].tree_size, start[0].chain_head) if start else (0, bytes(32))
+
+    def verifier() -> LogVerifier:
+        made = _verifier(store, key, anchor_dir)
+        if start is not None and not made.start_after_expiry(*start):
+            raise AssertionError("unreachable: the boundary checkpoint was checked already")
+        return made
+
     if deep:
-        return _deep(store, _verifier(store, key, anchor_dir))
-    anomalies = store.row_anomalies(key.name)
-    if any(not _seq_follows(seq, prev) for seq, prev, _, _ in anomalies):
+        return _deep(store, verifier())
+    anomalies = store.row_anomalies(key.name, start_seq, start_chain)
+    if any(not _seq_follows(seq, prev, start_seq) for seq, prev, _, _ in anomalies):
         # Holes or repeats in Seq: the row-by-row pass names each of them exactly.
-        return _deep(store, _verifier(store, key, anchor_dir))
-    return _fast(store, key, anchor_dir, anomalies)
+        return _deep(store, verifier())
+    end = high + 1 if count else start_seq
+    return _fast(store, verifier(), key.name, anomalies, start_seq, end)
+
+
+def _after_expiry(
+    store: Store, key: VerifierKey, first_seq: int, retention_years: float, now_ns: int | None
+) -> tuple[Checkpoint, bytes] | None:
+    """The signed checkpoint at Seq `first_seq` if the rows before it expired under retention."""
+    stored = store.checkpoint_at(key.name, first_seq)
+    if stored is None:
+        return None
+    try:
+        note = SignedNote.parse(stored.note)
+        note.verify(key)
+        checkpoint = Checkpoint.parse(note.text)
+        tree = CompactRange.from_bytes(stored.tree_size, stored.compact_range)
+    except AuditError:
+        return None
+    if (tree.size, tree.root()) != (checkpoint.tree_size, checkpoint.root_hash):
+        return None
+    age = (now_ns if now_ns is not None else time.time_ns()) - checkpoint.sealed_at_ns
+    if age < retention_years * YEAR_NS:
+        return None  # removed before their time: reported as missing rows
+    return checkpoint, stored.compact_range
 
 
 def _fast(
     store: Store,
-    key: VerifierKey,
-    anchor_dir: Path | None,
+    verifier: LogVerifier,
+    origin: str,
     anomalies: list[tuple[int, int | None, bool, bool]],
+    start: int,
+    end: int,
 ) -> Report:
-    verifier = _verifier(store, key, anchor_dir)
-    origin = key.name
-    count, _, _ = store.seq_range(origin)
     for seq, _, leaf_ok, chain_ok in anomalies:
         verifier.add_hash_anomaly(seq, leaf_ok, chain_ok)
-    hashes = _ColumnHashes(store, origin, count)
-    for first in range(0, count, CHUNK_ROWS):
-        leaves = store.leaf_and_chain_hashes(origin, first, min(count, first + CHUNK_ROWS))
+    hashes = _ColumnHashes(store, origin, start, end)
+    for first in range(start, end, CHUNK_ROWS):
+        leaves = store.leaf_and_chain_hashes(origin, first, min(end, first + CHUNK_ROWS))
         hashes.start()  # the engine hashes columns while Python builds the tree
         verifier.feed_hashes(first, leaves)
     for seq, _, _, _ in anomalies:  # name the columns of rows whose entry or hashes changed
         verifier.check_columns(_rows(store, origin, seq, seq + 1))
-    checked_to = 0
+    checked_to = start
     for checkpoint in verifier.signed_checkpoints():
-        if checkpoint.tree_size > count:
-            continue  # reported as truncation by finish()
+        if checkpoint.tree_size > end or checkpoint.tree_size <= start:
+            continue  # beyond the store: truncation (finish()); before it: expired
         if not verifier.columns_match(
             checkpoint, hashes.between(checkpoint.columns_from, checkpoint.tree_size)
         ):
@@ -62,7 +114,7 @@ def _fast(
             if verifier.check_columns(rows) == 0:
                 verifier.columns_unexplained(checkpoint)
         checked_to = max(checked_to, checkpoint.tree_size)
-    verifier.check_columns(_rows(store, origin, checked_to, count))  # not yet signed
+    verifier.check_columns(_rows(store, origin, checked_to, end))  # not yet signed
     _anchor_consistency(store, verifier, verifier.records_seen)
     return verifier.finish()
 
@@ -85,8 +137,8 @@ def _anchor_consistency(store: Store, verifier: LogVerifier, count: int) -> None
             )
 
 
-def _seq_follows(seq: int, previous: int | None) -> bool:
-    return seq == 0 if previous is None else seq == previous + 1
+def _seq_follows(seq: int, previous: int | None, first: int = 0) -> bool:
+    return seq == first if previous is None else seq == previous + 1
 
 
 def _verifier(store: Store, key: VerifierKey, anchor_dir: Path | None) -> LogVerifier:
@@ -118,13 +170,14 @@ class _ColumnHashes:
     """Column hashes of consecutive Seq ranges, read from the store in chunks by a background
     thread (the engine works outside the GIL), at most two chunks ahead of their reader."""
 
-    def __init__(self, store: Store, origin: str, count: int) -> None:
+    def __init__(self, store: Store, origin: str, first: int, end: int) -> None:
         self._store = store
         self._origin = origin
-        self._count = count
+        self._first = first
+        self._count = end
         self._chunks: queue.Queue[tuple[int, bytes] | BaseException] = queue.Queue(maxsize=2)
         self._thread = threading.Thread(target=self._produce, name="column-hashes", daemon=True)
-        self._chunk_first = 0
+        self._chunk_first = first
         self._chunk = b""
 
     def start(self) -> None:
@@ -133,7 +186,7 @@ class _ColumnHashes:
 
     def _produce(self) -> None:
         try:
-            for first in range(0, self._count, CHUNK_ROWS):
+            for first in range(self._first, self._count, CHUNK_ROWS):
                 end = min(self._count, first + CHUNK_ROWS)
                 self._chunks.put((first, self._store.column_hashes(self._origin, first, end)))
         except BaseException as exc:  # handed to the reader, raised there

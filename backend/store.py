@@ -118,6 +118,10 @@ class Store:
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"recording schema migration {version} failed: {exc}") from exc
 
+    def timezone(self) -> str:
+        """The server's time zone: what toYYYYMM(SealedAt), the partition key, uses."""
+        return str(self._query("SELECT timezone()")[0][0])
+
     def has_schema(self) -> bool:
         return bool(self._query(f"EXISTS TABLE {LOGS}")[0][0])
 
@@ -316,25 +320,27 @@ class Store:
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"insert into {TREE_NODES} failed: {exc}") from exc
 
-    def row_anomalies(self, origin: str) -> list[tuple[int, int | None, bool, bool]]:
+    def row_anomalies(
+        self, origin: str, first_seq: int = 0, first_chain: bytes = bytes(32)
+    ) -> list[tuple[int, int | None, bool, bool]]:
         """Rows whose Seq does not follow the previous row's, whose Entry does not hash to
         LeafHash, or whose ChainHash does not follow from the previous row's: (Seq,
         previous Seq or None, leaf ok, chain ok). Computed by the engine in one ordered scan."""
-        zeros = "toFixedString(repeat(char(0), 32), 32)"
+        before_first = "toFixedString(unhex({c:String}), 32)"  # the chain head the log starts after
         return self._query(
             f"""
             SELECT Seq, prev_seq, leaf_ok, chain_ok FROM (
                 SELECT Seq,
                     lagInFrame(toNullable(Seq), 1, NULL) OVER w AS prev_seq,
                     SHA256(concat(char(0), Entry)) = LeafHash AS leaf_ok,
-                    SHA256(concat(lagInFrame(ChainHash, 1, {zeros}) OVER w, LeafHash))
+                    SHA256(concat(lagInFrame(ChainHash, 1, {before_first}) OVER w, LeafHash))
                         = ChainHash AS chain_ok
                 FROM {LOGS} WHERE Origin = {{o:String}}
                 WINDOW w AS (ORDER BY Seq ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))
             WHERE NOT leaf_ok OR NOT chain_ok
-                OR if(isNull(prev_seq), Seq != 0, assumeNotNull(prev_seq) + 1 != Seq)
+                OR if(isNull(prev_seq), Seq != {{f:UInt64}}, assumeNotNull(prev_seq) + 1 != Seq)
             ORDER BY Seq LIMIT 100000""",
-            {"o": origin},
+            {"o": origin, "f": first_seq, "c": first_chain.hex()},
         )
 
     def seq_range(self, origin: str) -> tuple[int, int, int]:

@@ -149,13 +149,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument(
+        "--retention-years",
+        type=float,
+        default=float(_env("RETENTION_YEARS", "7") or 7),
+        help="the oldest months of the log may be missing only if older than this (default 7; "
+        "env OTEL_AUDIT_RETENTION_YEARS)",
+    )
+    verify.add_argument(
         "--deep",
         action="store_true",
         help="decode every entry in Python and "
         "compare its columns, instead of checking the signed column commitments "
         "(slower; does not rely on the engine's hashing)",
     )
-    sub.add_parser("migrate", parents=[located], help="apply the schema migrations the store lacks")
+    migrate = sub.add_parser("migrate", parents=[located], help="apply the schema migrations the store lacks")
+    migrate.add_argument(
+        "--retention-years",
+        type=int,
+        help="keep each month of the log this many years after it ends (default 7)",
+    )
+    migrate.add_argument(
+        "--retention-min-years",
+        type=int,
+        default=int(_env("RETENTION_MIN_YEARS", "6") or 6),
+        help="refuse a shorter retention (default 6, FINRA Rule 4511; env OTEL_AUDIT_RETENTION_MIN_YEARS)",
+    )
     _add_read_commands(sub, located)
     bundle = sub.add_parser("verify-bundle", help="check an evidence bundle offline (no database)")
     bundle.add_argument("bundle", type=Path, help="the .bundle file `otel-audit export` wrote")
@@ -382,7 +400,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not store.has_schema():
             raise ConfigError(f"store {_redacted(dsn)} holds no otel-audit log; check --store")
         check_readable(store)
-        report = verify_origin(store, key, anchor_dir, deep=args.deep)
+        report = verify_origin(store, key, anchor_dir, deep=args.deep, retention_years=args.retention_years)
         origins = store.origins() if report.records == 0 else []
         producers = producer_report(store, key.name)
     finally:
@@ -400,6 +418,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if report.records == 0 and report.signed_size == 0:
             others = ", ".join(origins) or "none"
             print(f"note: the store holds no records of {report.origin} (origins in it: {others})")
+        if report.expired_records:
+            print(
+                f"note: Seq 0..{report.expired_records - 1} expired under the retention policy (older than "
+                f"{args.retention_years:g} years); the rest was verified from the signed checkpoint at "
+                f"{report.expired_records}"
+            )
         if report.unsigned_records:
             print(f"note: {report.unsigned_records} newest records are not yet covered by a checkpoint")
         if anchor_dir is None:
@@ -488,7 +512,7 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from backend.migrations import applied
+    from backend.migrations import applied, set_retention
     from backend.store import Store
 
     dsn = args.store or default_store()
@@ -496,10 +520,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     try:
         names = store.ensure_schema()
         version = max(applied(store))
+        if args.retention_years is not None:
+            set_retention(store, args.retention_years, args.retention_min_years)
     finally:
         store.close()
     done = f"applied {', '.join(names)}" if names else "nothing to apply"
     print(f"store {_redacted(dsn)}: {done}; schema version {version}")
+    if args.retention_years is not None:
+        print(f"retention: each month of the log expires {args.retention_years} years after it ends")
     return EXIT_OK
 
 

@@ -61,6 +61,7 @@ class Report:
     checkpoints_verified: int = 0
     anchors_verified: int = 0
     anchors_consistent: int = 0  # anchors the newest checkpoint was proven to extend (RFC 9162)
+    expired_records: int = 0  # Seq 0.. removed under the retention policy (not tampering)
     signed_size: int = 0
     findings: list[Finding] = field(default_factory=list)
     findings_dropped: int = 0
@@ -85,6 +86,7 @@ class Report:
             "checkpoints_verified": self.checkpoints_verified,
             "anchors_verified": self.anchors_verified,
             "anchors_consistent": self.anchors_consistent,
+            "expired_records": self.expired_records,
             "findings": [f.as_dict() for f in self.findings],
             "findings_dropped": self.findings_dropped,
         }
@@ -149,6 +151,34 @@ class LogVerifier:
             self._add_target(SignedTarget(f"anchor {anchor.path}", checkpoint))
             self._anchored.append((f"anchor {anchor.path}", checkpoint))
             self.report.anchors_verified += 1
+
+    def start_after_expiry(self, start: Checkpoint, compact_range: bytes) -> bool:
+        """The log's oldest rows expired under the retention policy: continue from the signed
+        checkpoint at that partition boundary, whose stored compact range stands in for them.
+
+        Checkpoints and anchors older than the boundary can no longer be recomputed and are
+        set aside; every row after it is checked as usual. False if the range is not right.
+        """
+        try:
+            tree = CompactRange.from_bytes(start.tree_size, compact_range)
+        except FormatError as exc:
+            self._find("checkpoint", f"checkpoint {start.tree_size}: stored CompactRange unusable: {exc}")
+            return False
+        if tree.root() != start.root_hash:
+            self._find(
+                "checkpoint",
+                f"checkpoint {start.tree_size}: stored CompactRange does not match its signed root",
+            )
+            return False
+        self._tree = tree
+        self._expected_seq = self._last_good_size = start.tree_size
+        self._prev_chain = start.chain_head
+        self.report.expired_records = start.tree_size
+        for size in [size for size in self._targets if size < start.tree_size]:
+            del self._targets[size]
+        self._anchored = [(s, c) for s, c in self._anchored if c.tree_size >= start.tree_size]
+        self._check_targets(start.tree_size)  # the boundary's own checkpoints and anchors
+        return True
 
     @property
     def records_seen(self) -> int:

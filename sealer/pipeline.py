@@ -24,6 +24,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -107,6 +109,11 @@ class Pipeline:
         self._thread = threading.Thread(target=self._run, name="sealer-committer", daemon=True)
         # Called with (first Seq, end Seq, column hashes or None) before a commit is published.
         self.on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None
+        # Called before the first record of a new partition (month of SealedAt) is written, to
+        # sign a checkpoint exactly at the boundary: retention drops whole partitions, and the
+        # verifier restarts from that checkpoint (backend/readers.py).
+        self.on_partition_boundary: Callable[[], object] = lambda: None
+        self._timezone = ZoneInfo(store.timezone())
         self._retrying = Retrying(
             stop=stop_after_attempt(insert_attempts),
             wait=wait_exponential(multiplier=0.05, max=1.0),
@@ -203,6 +210,8 @@ class Pipeline:
         before = self._state
         origin = before.origin
         sealed_at = max(self._clock(), before.sealed_at_ns)
+        if before.size and self._partition(sealed_at) != self._partition(before.sealed_at_ns):
+            self.on_partition_boundary()  # AuditError: this batch fails, retryable
         tree = before.tree.copy()
         chain = before.chain_head
         seq = before.size
@@ -237,6 +246,10 @@ class Pipeline:
         self._publish(after)
         if self._metrics is not None:
             self._metrics.bytes_sealed.inc(entry_bytes)
+
+    def _partition(self, ns: int) -> str:
+        """toYYYYMM(SealedAt) as the store computes it, in the store's time zone."""
+        return datetime.fromtimestamp(ns / 1e9, self._timezone).strftime("%Y%m")
 
     def _publish(self, after: LogState) -> None:
         """Make a committed state current, after reporting its rows' column hashes."""

@@ -75,6 +75,7 @@ class SealerService:
             metrics=metrics,
         )
         pipeline.on_commit = self.checkpointer.record_column_hashes
+        pipeline.on_partition_boundary = self.checkpointer.checkpoint_now
         pipeline.start()
         self.checkpointer.start()
         self.grpc = GrpcReceiver(
