@@ -92,7 +92,7 @@ def plain_rows(requests: list) -> list[list[tuple]]:
                 shared = _shared_columns(rl, sl)
                 for rec in sl.log_records:
                     cols = record_columns(shared, rec, no_seal, attributes_as_map(rec.attributes))
-                    rows.append(cols[3:])  # drop Origin, Seq, SealedAt
+                    rows.append(cols[3:-1])  # drop Origin, Seq, SealedAt and Producer
         batches.append(rows)
     return batches
 
@@ -179,7 +179,7 @@ class PlainRun:
         ddl = ddl.replace("PARTITION BY toYYYYMM(SealedAt)", "PARTITION BY toDate(TimestampTime)")
         self.client.command("CREATE DATABASE IF NOT EXISTS bench")
         self.client.command(f"CREATE TABLE bench.otel_logs {ddl}")
-        self.names = DERIVED_COLUMNS[3:]
+        self.names = DERIVED_COLUMNS[3:-1]  # the otel_logs columns: no seal, no Producer
 
     def insert_rate(self, batches: list[list[tuple]]) -> float:
         """(1) insert only: rows mapped beforehand, not timed, one INSERT per request."""

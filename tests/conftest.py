@@ -49,6 +49,19 @@ class Sealer:
     def verifier_key(self) -> str:
         return self.key.verifier().serialize()
 
+    def verify(self, *extra: str) -> subprocess.CompletedProcess:
+        """`otel-audit verify` of this sealer's log, with its store, anchors and key."""
+        return run_cli(
+            "verify",
+            "--store",
+            self.store,
+            "--anchor-dir",
+            str(self.anchor_dir),
+            "--key",
+            self.verifier_key,
+            *extra,
+        )
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)

@@ -153,15 +153,7 @@ def test_tokens_on_a_network_listener(tmp_path: Path) -> None:
             assert http_error.value.code == 401 and http_error.value.headers["WWW-Authenticate"] == "Bearer"
         assert _producers(sealer) == "via grpc\torders-svc\nvia http\torders-svc\n"
         assert sealer.stop() == 0
-        done = run_cli(
-            "verify",
-            "--store",
-            sealer.store,
-            "--anchor-dir",
-            str(sealer.anchor_dir),
-            "--key",
-            sealer.verifier_key,
-        )
+        done = sealer.verify()
         assert done.returncode == 0, done.stdout
     finally:
         if sealer.proc.poll() is None:

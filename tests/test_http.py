@@ -181,15 +181,7 @@ def test_sdk_http_exporter_and_grpc_share_one_log(sealer: Sealer) -> None:
     )
     assert query(sealer, "SELECT min(Seq), max(Seq), uniqExact(Seq) FROM otel_audit.logs") == "0\t599\t600\n"
     assert sealer.stop() == 0
-    done = run_cli(
-        "verify",
-        "--store",
-        sealer.store,
-        "--anchor-dir",
-        str(sealer.anchor_dir),
-        "--key",
-        sealer.verifier_key,
-    )
+    done = sealer.verify()
     assert done.returncode == 0, done.stdout
 
 
@@ -353,13 +345,5 @@ def test_read_commands_through_a_running_sealer_never_touch_its_writes(sealer: S
     send_audit_events(sealer.endpoint, 10, start=10)
     assert post(sealer.http_endpoint, SPEC_LOGS_JSON.encode(), "application/json")[0] == 200
     assert sealer.stop() == 0, "".join(sealer.output)
-    done = run_cli(
-        "verify",
-        "--store",
-        sealer.store,
-        "--anchor-dir",
-        str(sealer.anchor_dir),
-        "--key",
-        sealer.verifier_key,
-    )
+    done = sealer.verify()
     assert done.returncode == 0 and "21 records" in done.stdout, done.stdout

@@ -34,10 +34,7 @@ def _rows(sealer: Sealer, columns: str, where: str = "1") -> list[list[str]]:
 
 
 def _verify(sealer: Sealer) -> dict:
-    done = run_cli(
-        "verify", "--store", sealer.store, "--anchor-dir", str(sealer.anchor_dir),
-        "--key", sealer.verifier_key, "--json",
-    )  # fmt: skip
+    done = sealer.verify("--json")
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)
 
