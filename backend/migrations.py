@@ -15,6 +15,7 @@ from importlib import resources
 
 from otel_audit.errors import ConfigError, StoreError
 
+from .cluster import cluster_statements
 from .store import Store
 
 TABLE = "otel_audit.schema_migrations"
@@ -52,23 +53,27 @@ def applied(store: Store) -> list[int]:
 
 
 def migrate(store: Store) -> list[Migration]:
-    """Apply what the store lacks; return what was applied. StoreError if the store is newer."""
+    """Apply what the store lacks; return what was applied. StoreError if the store is newer.
+
+    On a cluster (store.cluster) every statement is run in its cluster form (backend/cluster.py).
+    """
     migrations = known()
     done = set(applied(store))
     refuse_newer(done)
     if done >= {m.version for m in migrations}:
         return []  # up to date: no DDL at all, so a sealer with INSERT/SELECT grants only can start
-    store.command("CREATE DATABASE IF NOT EXISTS otel_audit")
-    store.command(
+    _run(store, "CREATE DATABASE IF NOT EXISTS otel_audit")
+    _run(
+        store,
         f"CREATE TABLE IF NOT EXISTS {TABLE} (Version UInt32, Name String, AppliedAt DateTime64(3) "
-        "DEFAULT now64(3)) ENGINE = MergeTree ORDER BY Version"
+        "DEFAULT now64(3)) ENGINE = MergeTree ORDER BY Version",
     )
     applied_now = []
     for migration in migrations:
         if migration.version in done:
             continue
         for statement in statements(migration.sql):
-            store.command(statement)
+            _run(store, statement)
         store.insert_migration(migration.version, migration.name)
         applied_now.append(migration)
     return applied_now
@@ -80,10 +85,16 @@ def set_retention(store: Store, years: int, minimum_years: int) -> None:
         raise ConfigError(
             f"a retention of {years} years is shorter than the configured minimum of {minimum_years} years"
         )
-    store.command(
+    _run(
+        store,
         "ALTER TABLE otel_audit.logs MODIFY TTL "
-        f"toStartOfMonth(toDateTime(SealedAt)) + toIntervalMonth(1) + toIntervalYear({int(years)})"
+        f"toStartOfMonth(toDateTime(SealedAt)) + toIntervalMonth(1) + toIntervalYear({int(years)})",
     )
+
+
+def _run(store: Store, statement: str) -> None:
+    for sql in cluster_statements(statement, store.cluster) if store.cluster else [statement]:
+        store.command(sql)
 
 
 def refuse_newer(versions: set[int] | list[int]) -> None:

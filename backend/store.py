@@ -19,6 +19,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from otel_audit.entry import DERIVED_COLUMNS
 from otel_audit.errors import ConfigError, StoreError, StoreUnavailableError
 
+from .cluster import INSERT_SETTINGS, check_name
 from .columns import COLUMN_HASH_SQL
 
 LOGS = "otel_audit.logs"
@@ -71,14 +72,15 @@ class Tail:
 
 
 class Store:
-    def __init__(self, client: Client, dsn: str, read_only: bool = False) -> None:
+    def __init__(self, client: Client, dsn: str, read_only: bool = False, cluster: str | None = None) -> None:
         self.client = client
         self.dsn = dsn
         self.read_only = read_only
+        self.cluster = cluster  # backend/cluster.py: tables are Distributed over ReplicatedMergeTree
         self._insert_types: list[str] | None = None
 
     @classmethod
-    def open(cls, dsn: str, read_only: bool = False) -> Store:
+    def open(cls, dsn: str, read_only: bool = False, cluster: str | None = None) -> Store:
         """A connection; `read_only` ones run with readonly = 2 for their whole session.
 
         readonly = 2 refuses every write and DDL and any change of `readonly` itself, yet lets
@@ -93,7 +95,7 @@ class Store:
             client = clickhouse_connect.get_client(dsn=dsn)
         except Exception as exc:
             raise StoreError(_open_hint(dsn, exc)) from None
-        store = cls(client, dsn, read_only)
+        store = cls(client, dsn, read_only, check_name(cluster) if cluster else None)
         if read_only:
             store._command("SET readonly = 2")
             if str(store._query("SELECT getSetting('readonly')")[0][0]) != "2":
@@ -110,10 +112,17 @@ class Store:
 
         return [f"{m.version:03d}_{m.name}" for m in migrate(self)]
 
+    def _settings(self, **extra: object) -> dict[str, object]:
+        """Insert settings: on a cluster, inserts through Distributed tables wait for the shard."""
+        return {**(INSERT_SETTINGS if self.cluster else {}), **extra}
+
     def insert_migration(self, version: int, name: str) -> None:
         try:
             self.client.insert(
-                "otel_audit.schema_migrations", [[version, name]], column_names=["Version", "Name"]
+                "otel_audit.schema_migrations",
+                [[version, name]],
+                column_names=["Version", "Name"],
+                settings=self._settings(),
             )
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"recording schema migration {version} failed: {exc}") from exc
@@ -141,7 +150,7 @@ class Store:
                 column_names=INSERT_COLUMNS,
                 column_type_names=self._wire_types(),
                 column_oriented=True,
-                settings={"insert_deduplication_token": token},
+                settings=self._settings(insert_deduplication_token=token),
             )
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"insert into {LOGS} failed: {exc}") from exc
@@ -180,7 +189,9 @@ class Store:
                 CHECKPOINTS,
                 [row],
                 column_names=names,
-                settings={"insert_deduplication_token": f"{cp.origin}:{cp.tree_size}:{created_at_ns}"},
+                settings=self._settings(
+                    insert_deduplication_token=f"{cp.origin}:{cp.tree_size}:{created_at_ns}"
+                ),
             )
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"insert into {CHECKPOINTS} failed: {exc}") from exc
@@ -315,7 +326,7 @@ class Store:
                 TREE_NODES,
                 rows,
                 column_names=["Origin", "Height", "NodeIndex", "Hash"],
-                settings={"insert_deduplication_token": f"{origin}:{height}:{first}:{len(rows)}"},
+                settings=self._settings(insert_deduplication_token=f"{origin}:{height}:{first}:{len(rows)}"),
             )
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"insert into {TREE_NODES} failed: {exc}") from exc

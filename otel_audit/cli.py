@@ -64,7 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
         "./otel-audit-data/anchors; verify checks it when it exists)",
     )
 
-    serve = sub.add_parser("serve", parents=[located], help="run the sealer (OTLP/gRPC receiver)")
+    clustered = argparse.ArgumentParser(add_help=False)
+    clustered.add_argument(
+        "--cluster",
+        default=_env("CLUSTER"),
+        help="ClickHouse cluster: ReplicatedMergeTree tables ON CLUSTER under Distributed ones "
+        "(env OTEL_AUDIT_CLUSTER)",
+    )
+
+    serve = sub.add_parser("serve", parents=[located, clustered], help="run the sealer (OTLP/gRPC receiver)")
     serve.add_argument(
         "--key",
         type=Path,
@@ -162,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         "compare its columns, instead of checking the signed column commitments "
         "(slower; does not rely on the engine's hashing)",
     )
-    migrate = sub.add_parser("migrate", parents=[located], help="apply the schema migrations the store lacks")
+    migrate = sub.add_parser(
+        "migrate", parents=[located, clustered], help="apply the schema migrations the store lacks"
+    )
     migrate.add_argument(
         "--retention-years",
         type=int,
@@ -345,6 +355,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         incomplete_events=args.incomplete_events,
         masking_rules=args.masking,
         metrics_address=None if args.metrics.lower() in ("off", "none", "") else args.metrics,
+        cluster=args.cluster or None,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -516,7 +527,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from backend.store import Store
 
     dsn = args.store or default_store()
-    store = Store.open(dsn)
+    store = Store.open(dsn, cluster=args.cluster or None)
     try:
         names = store.ensure_schema()
         version = max(applied(store))

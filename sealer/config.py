@@ -22,5 +22,6 @@ class ServeConfig:
     incomplete_events: str = "reject"  # audit events without actor/action/outcome: reject | seal
     masking_rules: Path | None = None  # sealer/masking.py
     metrics_address: str | None = None  # /metrics, /healthz, /readyz (sealer/metrics.py)
+    cluster: str | None = None  # ClickHouse cluster name (backend/cluster.py)
     max_message_bytes: int = 16 * 1024 * 1024
     shutdown_grace_seconds: float = 30.0

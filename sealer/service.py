@@ -61,7 +61,7 @@ class SealerService:
         intake = self.intake = Intake(
             config.incomplete_events, ProducerTracker(metrics=metrics), masking=masking, metrics=metrics
         )
-        self.store = Store.open(config.store)
+        self.store = Store.open(config.store, cluster=config.cluster)
         self.store.ensure_schema()
         state = recover(self.store, self.key.name, self.key.verifier(), config.anchor_dir)
         log.info("log %s continues at Seq %d", state.origin, state.size)

@@ -55,6 +55,7 @@ def test_example_overrides_are_valid(path: Path) -> None:
         {"clickhouse": {"url": "clickhouse:8123"}},
         {"producers": {"incompleteEvents": "drop"}},
         {"anchors": {"size": "lots"}},
+        {"clickhouse": {"cluster": "a; DROP"}},
     ],
 )
 def test_bad_values_are_refused(override: dict) -> None:
