@@ -216,6 +216,26 @@ def run_status(store: Store, params: Params) -> Result:
     return Result("".join(line + "\n" for log in logs for line in log.lines()).encode())
 
 
+def run_partitions(store: Store, params: Params) -> Result:
+    """Each log's months (partitions): Seq and SealedAt ranges, as JSON (for `archive`)."""
+    keys = _keys(params)
+    origins = [str(params["origin"])] if params.get("origin") else [k.name for k in keys] or store.origins()
+    months = []
+    for origin in origins:
+        rows = store.select(
+            f"""SELECT toYYYYMM(SealedAt) AS month, min(Seq), max(Seq), count(),
+                       toUnixTimestamp64Nano(min(SealedAt)), toUnixTimestamp64Nano(max(SealedAt))
+                FROM {LOGS} WHERE Origin = {{o:String}} GROUP BY month ORDER BY month""",
+            {"o": origin},
+        )
+        months += [
+            {"origin": origin, "month": str(m), "first_seq": a, "last_seq": b, "records": n,
+             "sealed_from_ns": lo, "sealed_until_ns": hi + 1}
+            for m, a, b, n, lo, hi in rows
+        ]  # fmt: skip
+    return Result((json.dumps(months) + "\n").encode())
+
+
 COMMANDS: dict[str, Callable[[Store, Params], Result]] = {
     "search": run_search,
     "export": run_export,
@@ -223,6 +243,7 @@ COMMANDS: dict[str, Callable[[Store, Params], Result]] = {
     "consistency": run_consistency,
     "query": run_query,
     "status": run_status,
+    "partitions": run_partitions,
 }
 
 

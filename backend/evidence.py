@@ -39,6 +39,8 @@ class Search:
     event: str | None = None
     text: str | None = None
     origin: str | None = None
+    sealed_from_ns: int | None = None  # SealedAt range [from, until): archiving by partition
+    sealed_until_ns: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Search:
@@ -54,6 +56,10 @@ class Search:
             parts.append(f"since={iso_ns(self.since_ns)}")
         if self.until_ns is not None:
             parts.append(f"until={iso_ns(self.until_ns)}")
+        if self.sealed_from_ns is not None:
+            parts.append(f"sealed from {iso_ns(self.sealed_from_ns)}")
+        if self.sealed_until_ns is not None:
+            parts.append(f"sealed before {iso_ns(self.sealed_until_ns)}")
         return ", ".join(parts) or "all records"
 
     def where(self) -> tuple[str, dict[str, object]]:
@@ -66,6 +72,12 @@ class Search:
         if self.until_ns is not None:
             clauses.append("Timestamp < fromUnixTimestamp64Nano({until:Int64})")
             params["until"] = self.until_ns
+        if self.sealed_from_ns is not None:
+            clauses.append("SealedAt >= fromUnixTimestamp64Nano({sealed_from:Int64})")
+            params["sealed_from"] = self.sealed_from_ns
+        if self.sealed_until_ns is not None:
+            clauses.append("SealedAt < fromUnixTimestamp64Nano({sealed_until:Int64})")
+            params["sealed_until"] = self.sealed_until_ns
         for name, attribute in (
             ("actor", attr.ACTOR),
             ("action", attr.ACTION),

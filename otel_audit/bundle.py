@@ -177,6 +177,7 @@ class BundleReport:
     records: int = 0
     records_verified: int = 0
     checkpoints: dict[str, int] = field(default_factory=dict)  # origin -> signed tree size
+    ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # origin -> proven Seq runs
     findings: list[BundleFinding] = field(default_factory=list)
     unproven: list[str] = field(default_factory=list)
 
@@ -190,6 +191,7 @@ class BundleReport:
             "records": self.records,
             "records_verified": self.records_verified,
             "checkpoints": self.checkpoints,
+            "ranges": self.ranges,
             "findings": [{"kind": f.kind, "where": f.where, "message": f.message} for f in self.findings],
             "unproven": self.unproven,
         }
@@ -247,6 +249,13 @@ def verify_bundle(data: bytes, trusted: Sequence[VerifierKey]) -> BundleReport:
             decoded.append(_check_record(reader, item, checkpoints, keys))
         report.records = len(decoded)
         report.records_verified = sum(d is not None for d in decoded)
+        proven = sorted((d["origin"], d["seq"]) for d in decoded if d is not None)
+        for origin, seq in proven:  # contiguous runs: a run holds every record of its Seq range
+            runs = report.ranges.setdefault(str(origin), [])
+            if runs and runs[-1][1] + 1 == seq:
+                runs[-1] = (runs[-1][0], int(seq))  # type: ignore[call-overload]
+            else:
+                runs.append((int(seq), int(seq)))  # type: ignore[call-overload]
         query = _query(reader)
         if all(d is not None for d in decoded):
             _check_readable(reader, [d for d in decoded if d is not None], _title(query))

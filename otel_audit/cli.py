@@ -11,14 +11,19 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import AuditError, ConfigError, ProofError
 from .note import SignerKey, VerifierKey
+
+if TYPE_CHECKING:  # the CLI imports the store only for the commands that need it
+    from backend.commands import Result
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 DATA_DIR = Path("otel-audit-data")
@@ -248,6 +253,14 @@ def _add_read_commands(sub: argparse._SubParsersAction, located: argparse.Argume
     )
     consistency.add_argument("--json", action="store_true", help="print JSON")
 
+    archive = sub.add_parser(
+        "archive",
+        parents=[located, keyed],
+        help="write each month sealed before --before as a verifiable bundle, for WORM storage",
+    )
+    archive.add_argument("--before", required=True, help="archive the months before this one: 2019-06")
+    archive.add_argument("--out", type=Path, required=True, help="directory: <out>/<origin>/<YYYYMM>.bundle")
+
     status = sub.add_parser(
         "status",
         parents=[located, keyed],
@@ -273,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "verify": cmd_verify,
         "verify-bundle": cmd_verify_bundle,
         "migrate": cmd_migrate,
+        "archive": cmd_archive,
     }
     try:
         if args.command in READ_COMMANDS:
@@ -491,24 +505,27 @@ def _read_params(args: argparse.Namespace) -> dict[str, object]:
     return params
 
 
-def cmd_read(args: argparse.Namespace) -> int:
-    """Run a read command in the running sealer if it owns the store, else on the store."""
+def _run_read(dsn: str, command: str, params: dict[str, object]) -> Result:
+    """A read command in the running sealer if it owns the store, else on the store."""
     from backend.commands import run
     from backend.store import Store
     from sealer.read_api import call, socket_path
 
-    if args.command == "export" and args.out.exists():
-        raise ConfigError(f"{args.out} exists; an evidence bundle is never overwritten, choose another name")
-    params = _read_params(args)
-    dsn = args.store or default_store()
     path = socket_path(dsn)
-    result = call(path, args.command, params) if path is not None and path.exists() else None
+    result = call(path, command, params) if path is not None and path.exists() else None
     if result is None:
         store = Store.open(dsn, read_only=True)
         try:
-            result = run(store, args.command, params)
+            result = run(store, command, params)
         finally:
             store.close()
+    return result
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    if args.command == "export" and args.out.exists():
+        raise ConfigError(f"{args.out} exists; an evidence bundle is never overwritten, choose another name")
+    result = _run_read(args.store or default_store(), args.command, _read_params(args))
     if args.command == "export":
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "xb") as f:
@@ -520,6 +537,44 @@ def cmd_read(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"otel-audit {args.command}: {note}", file=sys.stderr)
     return result.code
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    """Each month before --before, per log, as an evidence bundle; each checked once written."""
+    from urllib.parse import quote
+
+    from .bundle import verify_bundle
+
+    if not re.fullmatch(r"\d{4}-\d{2}", args.before):
+        raise ConfigError(f"--before {args.before!r}: give a month, e.g. 2019-06")
+    params = _read_params(args)
+    keys = [VerifierKey.parse(str(k)) for k in params["keys"]]  # type: ignore[attr-defined]
+    if not keys:
+        raise ConfigError("--key is required: the verifier key of each log to archive")
+    dsn = args.store or default_store()
+    months = json.loads(_run_read(dsn, "partitions", params).out)
+    before = args.before.replace("-", "")
+    failed = 0
+    for month in (m for m in months if m["month"] < before):
+        target = args.out / quote(month["origin"], safe="") / f"{month['month']}.bundle"
+        if target.exists():
+            print(f"{target}: already archived, left as it is")
+            continue
+        search = {"origin": month["origin"], "sealed_from_ns": month["sealed_from_ns"],
+                  "sealed_until_ns": month["sealed_until_ns"]}  # fmt: skip
+        bundle = _run_read(dsn, "export", {**params, "search": search}).out
+        report = verify_bundle(bundle, keys)
+        expected = [(month["first_seq"], month["last_seq"])]
+        if not report.ok or report.ranges.get(month["origin"]) != expected:
+            failed += 1
+            print(f"{target}: NOT written: the bundle does not prove Seq {expected[0][0]}..{expected[0][1]}")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "xb") as f:
+            f.write(bundle)
+        target.chmod(0o444)
+        print(f"{target}: {month['records']} records, Seq {expected[0][0]}..{expected[0][1]}, verified")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -561,6 +616,8 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
     status = "OK" if report.ok else "FAILED"
     proven = f"{report.records_verified} of {report.records} records proven"
     print(f"{status}: {proven} (signed checkpoints: {signed})")
+    for origin, runs in sorted(report.ranges.items()):
+        print(f"  {origin}: Seq " + ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in runs))
     for finding in report.findings:
         print(f"  {finding}")
     print("not covered by any proof:")
