@@ -7,7 +7,8 @@ INVALID_ARGUMENT and a message, instead of grpcio's generic INTERNAL. Status map
   client must not retry them); the rest of the request is sealed;
 - a request that is not an ExportLogsServiceRequest: INVALID_ARGUMENT;
 - no accepted producer identity (sealer/auth.py): UNAUTHENTICATED;
-- store down, queue full, sealer stopping: UNAVAILABLE, which OTel exporters retry.
+- queue full: UNAVAILABLE with a google.rpc.RetryInfo detail (back-pressure: retry after 1 s);
+- store down, sealer stopping: UNAVAILABLE, which OTel exporters retry.
 """
 
 from __future__ import annotations
@@ -16,18 +17,32 @@ import logging
 from concurrent import futures
 
 import grpc
+from google.protobuf.any_pb2 import Any
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otel_audit.errors import AuditError
 
 from .auth import Authenticator, TlsFiles, Unauthenticated
 from .otlp import Intake, export
-from .pipeline import Pipeline
+from .pipeline import BackpressureError, Pipeline
 
 log = logging.getLogger(__name__)
 
 SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+
+
+RETRY_DELAY_SECONDS = 1
+_DETAILS = "grpc-status-details-bin"
+
+
+def _retry_info(message: str) -> bytes:
+    """google.rpc.Status with RetryInfo: back-pressure the OTel exporters honour (OTLP spec)."""
+    detail = Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=RETRY_DELAY_SECONDS)))
+    return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=[detail]).SerializeToString()
 
 
 class GrpcReceiver:
@@ -94,6 +109,12 @@ class GrpcReceiver:
             raise
         try:
             response = export(self._pipeline, request, producer, self._intake)
+        except BackpressureError as exc:
+            self._intake.rejected("queue_full")
+            message = f"records not sealed, retry in {RETRY_DELAY_SECONDS} s: {exc}"
+            context.set_trailing_metadata(((_DETAILS, _retry_info(message)),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, message)
+            raise
         except AuditError as exc:
             self._intake.rejected("unavailable")
             context.abort(grpc.StatusCode.UNAVAILABLE, f"records not sealed, retry: {exc}")

@@ -347,3 +347,41 @@ def test_read_commands_through_a_running_sealer_never_touch_its_writes(sealer: S
     assert sealer.stop() == 0, "".join(sealer.output)
     done = sealer.verify()
     assert done.returncode == 0 and "21 records" in done.stdout, done.stdout
+
+
+def test_grpc_back_pressure_carries_retry_info(receiver) -> None:  # type: ignore[no-untyped-def]
+    """gRPC's answer to a full queue: UNAVAILABLE with RetryInfo, as the OTLP spec asks."""
+    import grpc
+    from google.rpc import error_details_pb2
+
+    from sealer.grpc_receiver import GrpcReceiver
+
+    store, pipeline, _ = receiver
+    server = GrpcReceiver(pipeline, "127.0.0.1:0", authenticator=Authenticator({}, allow_anonymous=True))
+    server.start()
+    try:
+        export = grpc.insecure_channel(server.address).unary_unary(
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+        )
+        store.command("DETACH TABLE otel_audit.logs")
+        first = threading.Thread(target=lambda: _swallow(lambda: export(_protobuf_request(2), timeout=60)))
+        first.start()  # its INSERT fails and is retried with back-off, holding the queue
+        time.sleep(0.1)
+        with pytest.raises(grpc.RpcError) as raised:
+            export(_protobuf_request(2), timeout=60)
+        first.join()
+        store.command("ATTACH TABLE otel_audit.logs")
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        details = dict(raised.value.trailing_metadata())["grpc-status-details-bin"]
+        retry = error_details_pb2.RetryInfo()
+        assert status_pb2.Status.FromString(details).details[0].Unpack(retry)
+        assert retry.retry_delay.seconds == 1
+    finally:
+        server.stop(5)
+
+
+def _swallow(call) -> None:  # type: ignore[no-untyped-def]
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        call()
