@@ -225,10 +225,12 @@ class _Handler(BaseHTTPRequestHandler):
         media_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         reply_type = media_type if media_type in (PROTOBUF, JSON) else PROTOBUF
         if self.path.split("?")[0] != PATH:
+            self.close_connection = True  # the body is not read
             self._error(HTTPStatus.NOT_FOUND, f"OTLP logs are accepted at {PATH}", reply_type)
             return
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
+            self.close_connection = True
             self._error(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required", reply_type)
             return
         if int(length) > self.owner._max:
