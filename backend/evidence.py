@@ -15,7 +15,7 @@ from otel_audit import attributes as attr
 from otel_audit.bundle import BundleRecord, Rendering, write_bundle
 from otel_audit.checkpoint import Checkpoint
 from otel_audit.errors import ConfigError, ProofError
-from otel_audit.merkle import hash_children
+from otel_audit.merkle import hash_children, hash_leaf
 from otel_audit.note import SignedNote, VerifierKey
 from otel_audit.proof import verify_consistency, verify_inclusion
 from otel_audit.readable import iso_ns
@@ -235,8 +235,8 @@ def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
     rendering = Rendering([entry for _, _, entry in covered])  # decodes in other processes meanwhile
     proofs: dict[tuple[str, int], TlogProof] = {}
     for origin, (stored, checkpoint) in checkpoints.items():
-        seqs = [seq for o, seq, _ in covered if o == origin]
-        for seq, hashes in _proofs(store, origin, seqs, checkpoint).items():
+        leaves = {seq: hash_leaf(entry) for o, seq, entry in covered if o == origin}
+        for seq, hashes in _proofs(store, origin, leaves, checkpoint).items():
             proofs[(origin, seq)] = TlogProof(seq, hashes, stored.note)
     records = [BundleRecord(origin, seq, entry, proofs[(origin, seq)]) for origin, seq, entry in covered]
     used = {r.origin for r in records}
@@ -252,9 +252,10 @@ def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
 
 
 def _proofs(
-    store: Store, origin: str, seqs: list[int], checkpoint: Checkpoint
+    store: Store, origin: str, leaves: dict[int, bytes], checkpoint: Checkpoint
 ) -> dict[int, tuple[bytes, ...]]:
-    """Inclusion proofs for many records, each checked against the signed root.
+    """Inclusion proofs for records (Seq -> the leaf hash of the entry being exported), each
+    checked against the signed root: an Entry altered in the store fails here, not later.
 
     Records are taken in Seq order. When a record and the previous one share a complete
     subtree (their lowest common ancestor), the new proof is the new record's siblings below
@@ -264,12 +265,12 @@ def _proofs(
     """
     size, root = checkpoint.tree_size, checkpoint.root_hash
     reader = TreeReader(store, origin)
-    reader.prefetch_for(seqs, size)
+    reader.prefetch_for(leaves, size)
     proven: dict[tuple[int, int], bytes] = {}  # complete subtrees on checked paths -> their hash
     out: dict[int, tuple[bytes, ...]] = {}
     previous: tuple[int, tuple[bytes, ...]] | None = None
-    for seq in sorted(seqs):
-        leaf = reader.leaf_hash(seq)
+    for seq in sorted(leaves):
+        leaf = leaves[seq]
         hashes = None
         if previous is not None:
             level = (seq ^ previous[0]).bit_length()  # height of the lowest common ancestor

@@ -103,6 +103,7 @@ def test_batch_proofs_for_many_records_each_verify(sealed):
 
     from backend.evidence import _proofs
     from otel_audit.checkpoint import Checkpoint
+    from otel_audit.errors import ProofError
 
     store, leaves = sealed
     store.command("TRUNCATE TABLE otel_audit.tree_nodes")  # undo the tampering test above
@@ -112,8 +113,11 @@ def test_batch_proofs_for_many_records_each_verify(sealed):
         checkpoint = Checkpoint(ORIGIN, size, root, bytes(32), 0, 0, bytes(32))
         rng = random.Random(size)
         seqs = sorted({*rng.sample(range(size), 300), 0, 1, size - 1, size - 2, size // 2})
-        proofs = _proofs(store, ORIGIN, seqs, checkpoint)
+        proofs = _proofs(store, ORIGIN, {seq: leaves[seq] for seq in seqs}, checkpoint)
         assert sorted(proofs) == seqs
         for seq in seqs:
             assert verify_inclusion(seq, size, leaves[seq], proofs[seq], root), (size, seq)
             assert list(proofs[seq]) == TreeReader(store, ORIGIN).inclusion_proof(seq, size)
+        wrong = {seqs[0]: bytes(32)}  # an entry whose bytes are not the sealed ones
+        with pytest.raises(ProofError):
+            _proofs(store, ORIGIN, wrong, checkpoint)
