@@ -166,8 +166,8 @@ def _read_seal(record: LogRecord) -> tuple[Seal, dict[str, str]]:
         or sealed_at.WhichOneof("value") != "int_value"
     ):
         raise FormatError("entry seal attributes have the wrong value types")
-    own = attrs[:-3]
-    if any(kv.key.startswith(SEAL_PREFIX) for kv in own):
+    own = attributes_as_map(attrs[:-3])
+    if any(key.startswith(SEAL_PREFIX) for key in own):  # on the map: upb keys are slow to read
         raise FormatError("entry carries a reserved otel_audit.* attribute outside the seal")
     seal = Seal(
         origin.string_value,
@@ -176,7 +176,7 @@ def _read_seal(record: LogRecord) -> tuple[Seal, dict[str, str]]:
         optional[ATTR_PRODUCER],
         optional[ATTR_MASKING],
     )
-    return seal, attributes_as_map(own)
+    return seal, own
 
 
 def _shared_columns(resource_logs: ResourceLogs, scope_logs: ScopeLogs) -> tuple:
