@@ -95,13 +95,18 @@ def run_export(store: Store, params: Params) -> Result:
     return Result(done.bundle, notes)
 
 
-def run_proof(store: Store, params: Params) -> Result:
+def _origin_and_key(store: Store, params: Params) -> tuple[str, VerifierKey | None]:
+    """Which log a proof is about, and the key to check its signatures with, if given."""
     keys = _keys(params)
     origin = default_origin(store, keys, params.get("origin"))  # type: ignore[arg-type]
+    return origin, next((k for k in keys if k.name == origin), None)
+
+
+def run_proof(store: Store, params: Params) -> Result:
+    origin, key = _origin_and_key(store, params)
     seq = _int(params, "seq")
     if seq is None:
         raise ConfigError("--seq is required")
-    key = next((k for k in keys if k.name == origin), None)
     proof = inclusion_proof(store, origin, seq, key, _int(params, "tree_size"))
     notes = [] if key else ["signature not checked: pass --key to check the checkpoint's signature"]
     if params.get("json"):
@@ -117,12 +122,10 @@ def run_proof(store: Store, params: Params) -> Result:
 
 
 def run_consistency(store: Store, params: Params) -> Result:
-    keys = _keys(params)
-    origin = default_origin(store, keys, params.get("origin"))  # type: ignore[arg-type]
+    origin, key = _origin_and_key(store, params)
     old = _int(params, "old")
     if old is None:
         raise ConfigError("--from is required")
-    key = next((k for k in keys if k.name == origin), None)
     proof = consistency_proof(store, origin, old, _int(params, "new"), key)
     notes = [] if key else ["signature not checked: pass --key to check the checkpoints' signatures"]
     if proof.old_note is None:
@@ -205,10 +208,16 @@ def log_status(store: Store, origin: str, anchor_dir: Path | None) -> LogStatus:
     )
 
 
+def _origins(store: Store, params: Params) -> list[str]:
+    """The logs a command covers: --origin, else the given keys' logs, else all in the store."""
+    if params.get("origin"):
+        return [str(params["origin"])]
+    return [k.name for k in _keys(params)] or store.origins()
+
+
 def run_status(store: Store, params: Params) -> Result:
     """The log at a glance: size, newest checkpoint and its age, anchors, producers."""
-    keys = _keys(params)
-    origins = [str(params["origin"])] if params.get("origin") else [k.name for k in keys] or store.origins()
+    origins = _origins(store, params)
     anchor_dir = Path(str(params["anchor_dir"])) if params.get("anchor_dir") else None
     logs = [log_status(store, origin, anchor_dir) for origin in origins]
     if params.get("json"):
@@ -218,8 +227,7 @@ def run_status(store: Store, params: Params) -> Result:
 
 def run_partitions(store: Store, params: Params) -> Result:
     """Each log's months (partitions): Seq and SealedAt ranges, as JSON (for `archive`)."""
-    keys = _keys(params)
-    origins = [str(params["origin"])] if params.get("origin") else [k.name for k in keys] or store.origins()
+    origins = _origins(store, params)
     months = []
     for origin in origins:
         rows = store.select(

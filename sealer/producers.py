@@ -22,8 +22,6 @@ class ProducerTracker:
         self._next: dict[str, int] = {}
         self._lock = threading.Lock()
         self._max = max_instances
-        self.gaps = 0
-        self.duplicates = 0
 
     def observe(self, instance: str, seq_text: str) -> None:
         try:
@@ -33,7 +31,6 @@ class ProducerTracker:
         with self._lock:
             expected = self._next.get(instance)
             if expected is not None and seq > expected:
-                self.gaps += seq - expected
                 if self._metrics is not None:
                     self._metrics.producer_gaps.inc(seq - expected)
                 log.warning(
@@ -43,7 +40,6 @@ class ProducerTracker:
                     seq - 1,
                 )
             elif expected is not None and seq < expected:
-                self.duplicates += 1
                 if self._metrics is not None:
                     self._metrics.producer_duplicates.inc()
                 log.warning(

@@ -20,17 +20,11 @@ def test_archive_old_months(tmp_path: Path) -> None:
     dsn = store.dsn
     store.close()
     out = tmp_path / "archive"
-    done = run_cli(
-        "archive",
-        "--store",
-        dsn,
-        "--key",
-        KEY.verifier().serialize(),
-        "--before",
-        "2026-01",
-        "--out",
-        str(out),
-    )
+
+    def archive(*key: str):  # type: ignore[no-untyped-def]
+        return run_cli("archive", "--store", dsn, *key, "--before", "2026-01", "--out", str(out))
+
+    done = archive("--key", KEY.verifier().serialize())
     assert done.returncode == 0, done.stdout + done.stderr
     folder = out / "retention.example%2Faudit"
     assert sorted(p.name for p in folder.iterdir()) == ["201701.bundle", "201702.bundle"]
@@ -38,20 +32,8 @@ def test_archive_old_months(tmp_path: Path) -> None:
         report = verify_bundle((folder / name).read_bytes(), [KEY.verifier()])
         assert report.ok and report.ranges == {KEY.name: [seqs]}, report.findings
         assert oct((folder / name).stat().st_mode & 0o777) == "0o444"
-    again = run_cli(
-        "archive",
-        "--store",
-        dsn,
-        "--key",
-        KEY.verifier().serialize(),
-        "--before",
-        "2026-01",
-        "--out",
-        str(out),
-    )
+    again = archive("--key", KEY.verifier().serialize())
     assert again.returncode == 0 and again.stdout.count("already archived") == 2
     checked = run_cli("verify-bundle", str(folder / "201702.bundle"), "--key", KEY.verifier().serialize())
     assert checked.returncode == 0 and f"{KEY.name}: Seq 50..99" in checked.stdout
-    assert (
-        run_cli("archive", "--store", dsn, "--before", "2026-01", "--out", str(out)).returncode == 2
-    )  # no key
+    assert archive().returncode == 2  # no key
