@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.transform import NativeTransform
 
 from otel_audit.entry import DERIVED_COLUMNS
 from otel_audit.errors import ConfigError, StoreError, StoreUnavailableError
@@ -136,26 +137,43 @@ class Store:
 
     # -- writes --------------------------------------------------------------------------
 
-    def insert_rows(self, rows: Sequence[Sequence[object]], token: str) -> None:
-        """One INSERT of sealed rows (INSERT_COLUMNS order), deduplicated by `token`.
+    def encode_rows(self, rows: Sequence[Sequence[object]]) -> bytes:
+        """Sealed rows (INSERT_COLUMNS order) as ClickHouse Native blocks, ready for insert_encoded.
+
+        The sealer encodes on its own thread while the writer thread waits on the store, so
+        the driver's Python encoding does not hold up the write in flight.
+        """
+        try:
+            context = self.client.create_insert_context(
+                LOGS,
+                column_names=INSERT_COLUMNS,
+                column_type_names=self.insert_types(),
+                column_oriented=True,
+                data=list(zip(*rows)),  # transposed in C; the driver's own transpose is Python
+            )
+            body = b"".join(NativeTransform.build_insert(context))
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailableError(f"encoding rows for {LOGS} failed: {exc}") from exc
+        return body[body.index(b"FORMAT Native\n") + len(b"FORMAT Native\n") :]  # the blocks only
+
+    def insert_encoded(self, bodies: Sequence[bytes], token: str) -> None:
+        """One INSERT of encode_rows bodies, deduplicated by `token`.
 
         A retry with the same token after an unclear failure is dropped by ClickHouse
         instead of duplicating the block (non_replicated_deduplication_window).
         """
-        columns = list(zip(*rows))  # transposed in C; the driver's own transpose is Python
         try:
-            self.client.insert(
+            self.client.raw_insert(
                 LOGS,
-                columns,
-                column_names=INSERT_COLUMNS,
-                column_type_names=self._wire_types(),
-                column_oriented=True,
+                INSERT_COLUMNS,
+                insert_block=b"".join(bodies),
+                fmt="Native",
                 settings=self._settings(insert_deduplication_token=token),
             )
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"insert into {LOGS} failed: {exc}") from exc
 
-    def _wire_types(self) -> list[str]:
+    def insert_types(self) -> list[str]:
         """The logs columns' types, with LowCardinality(String) sent as plain String.
 
         The engine builds the LowCardinality dictionaries itself, in C++, and stores the same

@@ -1,17 +1,23 @@
 """The sealing pipeline: group commit of Export calls into one INSERT each.
 
-Receivers hand over batches of records; one committer thread takes every batch waiting,
-gives each record its Seq, seal time, leaf hash and chain hash, writes them all with a single
-INSERT, and only then releases the callers. One writer means one order: Seq is contiguous
-and the chain has no forks, whichever receiver a record came through.
+Receivers hand over batches of records. Two threads then work in a row, so that Python seals
+the next group while ClickHouse (which releases the GIL) writes the previous one:
+
+- the *sealer* takes every batch waiting, gives each record its Seq, seal time, leaf hash and
+  chain hash on top of the state the previous group will leave (its *speculative* state);
+- the *writer* writes each sealed group with a single INSERT and only then releases its
+  callers. One sealer means one order: Seq is contiguous and the chain has no forks,
+  whichever receiver a record came through.
 
 If the INSERT fails, it is retried with the same deduplication token (so a retry of a write
 that did land is dropped by ClickHouse, not duplicated). If it still fails, the store's tail
-decides: if the rows are there, the batch is committed after all; if not, the state does not
+decides: if the rows are there, the group is committed after all; if not, the state does not
 move and the callers get a retryable error. If even the tail cannot be read, the pipeline
-keeps both possibilities and settles them before it seals anything else.
+keeps both possibilities and settles them before it writes anything else. A group sealed on
+top of one that failed is refused too (retryable), and the sealer starts again from what was
+really committed once the writer has drained.
 
-After each commit the pipeline reads back the column hashes of the new rows
+After each commit the writer reads back the column hashes of the new rows
 (backend/columns.py) and hands them to `on_commit` (the checkpointer), so the next checkpoint
 signs the columns exactly as they were written, before any caller was acknowledged.
 """
@@ -77,7 +83,35 @@ class _Uncertain:
     state: LogState
 
 
+@dataclass
+class _Job:
+    """Sealed records on their way to the store: the rows of `batches`, taking the log from
+    `before` to `after`. The sealer appends to the pending job until the writer takes it."""
+
+    batches: list[Batch]
+    before: LogState
+    after: LogState
+    bodies: list[bytes]  # the rows, encoded for the store (Store.encode_rows)
+    entry_bytes: int
+
+    @property
+    def records(self) -> int:
+        return self.after.size - self.before.size
+
+    def extend(self, later: _Job) -> None:
+        self.batches += later.batches
+        self.bodies += later.bodies
+        self.entry_bytes += later.entry_bytes
+        self.after = later.after
+
+    @property
+    def token(self) -> str:
+        """The INSERT's deduplication token: the same for every retry of these rows."""
+        return f"{self.after.origin}:{self.before.size}-{self.after.size - 1}:{self.after.chain_head.hex()}"
+
+
 _STOP = Batch(items=())
+_EARLIER_FAILED = "an earlier write to the store failed, and these records were sealed after it; retry"
 
 
 class Pipeline:
@@ -93,7 +127,7 @@ class Pipeline:
         metrics: SealerMetrics | None = None,
     ) -> None:
         self._store = store
-        self._state = state
+        self._state = state  # committed: moved by the writer only
         self._clock = clock
         self._metrics = metrics
         if metrics is not None:
@@ -103,17 +137,26 @@ class Pipeline:
         self._queue: queue.Queue[Batch] = queue.Queue()
         self._queued = 0
         self._queued_lock = threading.Lock()
+        # Between the two threads, under one lock: the sealed job the writer has not taken
+        # yet, the state it leads to (where the sealer goes on), and whether a write is on.
+        self._lock = threading.Condition()
+        self._pending: _Job | None = None
+        self._tip = state
+        self._writing = False
+        self._sealing_done = False
         self._accepting = False
         self._halted: str | None = None
         self._uncertain: _Uncertain | None = None
-        self._thread = threading.Thread(target=self._run, name="sealer-committer", daemon=True)
+        self._sealer = threading.Thread(target=self._run_sealer, name="sealer-seal", daemon=True)
+        self._writer = threading.Thread(target=self._run_writer, name="sealer-write", daemon=True)
         # Called with (first Seq, end Seq, column hashes or None) before a commit is published.
         self.on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None
-        # Called before the first record of a new partition (month of SealedAt) is written, to
+        # Called before the first record of a new partition (month of SealedAt) is sealed, to
         # sign a checkpoint exactly at the boundary: retention drops whole partitions, and the
         # verifier restarts from that checkpoint (backend/readers.py).
         self.on_partition_boundary: Callable[[], object] = lambda: None
         self._timezone = ZoneInfo(store.timezone())
+        store.insert_types()  # learnt now: the sealer thread encodes rows without the store
         self._retrying = Retrying(
             stop=stop_after_attempt(insert_attempts),
             wait=wait_exponential(multiplier=0.05, max=1.0),
@@ -136,7 +179,8 @@ class Pipeline:
 
     def start(self) -> None:
         self._accepting = True
-        self._thread.start()
+        self._writer.start()
+        self._sealer.start()
 
     def submit(self, items: Sequence[Item], producer: str = "", masking: str = "") -> Batch:
         """Queue records for sealing; raises BackpressureError or SealerStoppedError."""
@@ -159,15 +203,32 @@ class Pipeline:
         return batch.first_seq
 
     def stop(self) -> None:
-        """Refuse new records, commit everything queued, stop the committer thread."""
+        """Refuse new records, commit everything queued, stop both threads."""
         self._accepting = False
-        if self._thread.is_alive():
+        if self._sealer.is_alive():
             self._queue.put(_STOP)
-            self._thread.join()
+            self._sealer.join()
+        with self._lock:
+            self._sealing_done = True
+            self._lock.notify_all()
+        if self._writer.is_alive():
+            self._writer.join()
 
-    # -- committer thread ----------------------------------------------------------------
+    def _finish(self, batches: Sequence[Batch], error: AuditError | None) -> None:
+        """Release the callers of `batches`, with `error` if their records were not committed."""
+        now = time.monotonic()
+        for batch in batches:
+            batch.error = error
+            if self._metrics is not None and error is None:
+                self._metrics.commit_seconds.observe(now - batch.queued_at)
+        with self._queued_lock:
+            self._queued -= sum(len(b.items) for b in batches)
+        for batch in batches:
+            batch.done.set()
 
-    def _run(self) -> None:
+    # -- sealer thread -------------------------------------------------------------------
+
+    def _run_sealer(self) -> None:
         while True:
             batches = [self._queue.get()]
             count = len(batches[0].items)
@@ -180,38 +241,54 @@ class Pipeline:
             stopping = any(b is _STOP for b in batches)
             batches = [b for b in batches if b is not _STOP]
             if batches:
-                self._commit(batches)
-                with self._queued_lock:
-                    self._queued -= sum(len(b.items) for b in batches)
+                self._seal_batches(batches)
             if stopping and self._queue.empty():
                 return
 
-    def _commit(self, batches: list[Batch]) -> None:
+    def _seal_batches(self, batches: list[Batch]) -> None:
+        """Seal batches on top of the tip and hand them to the writer, or fail them."""
         try:
             if self._halted is not None:
                 raise SealerStoppedError(self._halted)
-            self._settle_uncertain()
-            self._write(batches)
+            with self._lock:  # the writer takes at most max_batch records at once
+                while self._pending is not None and self._pending.records >= self._max_batch:
+                    self._lock.wait()
+                tip = self._tip
+            sealed_at = max(self._clock(), tip.sealed_at_ns)
+            if tip.size and self._partition(sealed_at) != self._partition(tip.sealed_at_ns):
+                tip = self._drain()  # the boundary checkpoint signs exactly what precedes it
+                sealed_at = max(self._clock(), tip.sealed_at_ns)
+                if tip.size and self._partition(sealed_at) != self._partition(tip.sealed_at_ns):
+                    self.on_partition_boundary()  # AuditError: these batches fail, retryable
+            job = self._seal(batches, tip, sealed_at)
+            with self._lock:
+                if self._tip is not tip:  # the writer failed what this was sealed on
+                    raise StoreUnavailableError(_EARLIER_FAILED)
+                self._tip = job.after
+                if self._pending is None:
+                    self._pending = job
+                else:
+                    self._pending.extend(job)
+                self._lock.notify_all()
         except AuditError as exc:
-            for batch in batches:
-                batch.error = exc
+            self._finish(batches, exc)
         except Exception as exc:  # a bug must not leave callers waiting forever
             log.exception("sealing failed")
-            for batch in batches:
-                batch.error = StoreUnavailableError(f"internal error while sealing: {exc}")
-        finally:
-            now = time.monotonic()
-            for batch in batches:
-                if self._metrics is not None and batch.error is None:
-                    self._metrics.commit_seconds.observe(now - batch.queued_at)
-                batch.done.set()
+            self._finish(batches, StoreUnavailableError(f"internal error while sealing: {exc}"))
 
-    def _write(self, batches: list[Batch]) -> None:
-        before = self._state
+    def _drain(self) -> LogState:
+        """Wait until every sealed record is written (or refused); the committed state."""
+        with self._lock:
+            while self._pending is not None or self._writing:
+                self._lock.wait()
+            return self._tip
+
+    def _partition(self, ns: int) -> str:
+        """toYYYYMM(SealedAt) as the store computes it, in the store's time zone."""
+        return datetime.fromtimestamp(ns / 1e9, self._timezone).strftime("%Y%m")
+
+    def _seal(self, batches: list[Batch], before: LogState, sealed_at: int) -> _Job:
         origin = before.origin
-        sealed_at = max(self._clock(), before.sealed_at_ns)
-        if before.size and self._partition(sealed_at) != self._partition(before.sealed_at_ns):
-            self.on_partition_boundary()  # AuditError: this batch fails, retryable
         tree = before.tree.copy()
         chain = before.chain_head
         seq = before.size
@@ -229,27 +306,67 @@ class Pipeline:
                 entry_bytes += len(entry)
                 seq += 1
         after = LogState(origin, tree, chain, sealed_at)
-        token = f"{origin}:{before.size}-{seq - 1}:{chain.hex()}"
+        return _Job(batches, before, after, [self._store.encode_rows(rows)], entry_bytes)
+
+    # -- writer thread -------------------------------------------------------------------
+
+    def _run_writer(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._sealing_done:
+                    self._lock.wait()
+                job, self._pending = self._pending, None
+                if job is None:
+                    return
+                self._writing = True
+                self._lock.notify_all()
+            error: AuditError | None = None
+            inserted = False
+            try:
+                inserted = self._insert(job)
+            except AuditError as exc:
+                error = exc
+            except Exception as exc:  # a bug must not leave callers waiting forever
+                log.exception("writing sealed records failed")
+                error = StoreUnavailableError(f"internal error while writing: {exc}")
+            stale: _Job | None = None
+            if error is not None:
+                with self._lock:  # what was sealed on top of the failed job is void
+                    stale, self._pending = self._pending, None
+                    self._tip = self._state
+            self._finish(job.batches, error)  # the rows are in the store: release the callers
+            if stale is not None:
+                self._finish(stale.batches, StoreUnavailableError(_EARLIER_FAILED))
+            if inserted:
+                self._publish(job.after)
+                if self._metrics is not None:
+                    self._metrics.bytes_sealed.inc(job.entry_bytes)
+            with self._lock:
+                self._writing = False
+                self._lock.notify_all()
+
+    def _insert(self, job: _Job) -> bool:
+        """Write a job's rows: True when they are in the store and still to be published,
+        False when settling an unclear write found them there (and published them)."""
+        if self._halted is not None:
+            raise SealerStoppedError(self._halted)
+        self._settle_uncertain()
+        if job.before is not self._state:
+            raise StoreUnavailableError(_EARLIER_FAILED)
         try:
             for attempt in self._retrying:
                 with attempt:
-                    self._store.insert_rows(rows, token)
+                    self._store.insert_encoded(job.bodies, job.token)
         except StoreUnavailableError as exc:
-            log.warning("insert of Seq %d..%d failed: %s", before.size, seq - 1, exc)
+            log.warning("insert of Seq %d..%d failed: %s", job.before.size, job.after.size - 1, exc)
             if self._metrics is not None:
                 self._metrics.store_errors.inc()
-            self._uncertain = _Uncertain(after)
+            self._uncertain = _Uncertain(job.after)
             self._settle_uncertain()
-            if self._state is not after:
+            if self._state is not job.after:
                 raise
-            return
-        self._publish(after)
-        if self._metrics is not None:
-            self._metrics.bytes_sealed.inc(entry_bytes)
-
-    def _partition(self, ns: int) -> str:
-        """toYYYYMM(SealedAt) as the store computes it, in the store's time zone."""
-        return datetime.fromtimestamp(ns / 1e9, self._timezone).strftime("%Y%m")
+            return False
+        return True
 
     def _publish(self, after: LogState) -> None:
         """Make a committed state current, after reporting its rows' column hashes."""

@@ -144,3 +144,41 @@ def test_column_hash_of_rows_without_producer_is_the_first_releases(store):
         "FROM otel_audit.logs ORDER BY Seq"
     )
     assert rows == [("", True)] * 3 + [("CN=orders,O=Acme", False)] * 2
+
+
+def test_records_sealed_on_top_of_a_failed_write_are_refused_and_sealing_resumes(store, tmp_path):
+    """The sealer works ahead of the writer: when a write fails, whatever was sealed on top
+    of it is refused too (retryable), and sealing continues from what was committed."""
+    import threading
+    import time
+
+    key = SignerKey.generate(ORIGIN)
+    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=1)
+    pipeline.start()
+    assert pipeline.seal(items(3, "warm")) == 0
+    gate, real_insert = threading.Event(), store.insert_encoded
+
+    def held_insert(bodies, token):  # the write in flight while the next group is sealed
+        gate.wait()
+        real_insert(bodies, token)
+
+    store.insert_encoded = held_insert  # type: ignore[method-assign]
+    store.command("DETACH TABLE otel_audit.logs")
+    failing = pipeline.submit(items(10, "a"))
+    while pipeline._pending is not None or not pipeline._writing:  # the writer holds `failing`
+        time.sleep(0.01)
+    on_top = pipeline.submit(items(10, "b"))
+    while pipeline._pending is None:  # `on_top` is sealed, waiting for the writer
+        time.sleep(0.01)
+    gate.set()
+    for batch in (failing, on_top):
+        batch.done.wait()
+        assert isinstance(batch.error, StoreUnavailableError)
+    assert "earlier write" in str(on_top.error)
+    store.command("ATTACH TABLE otel_audit.logs")
+    assert pipeline.seal(items(4, "after")) == 3  # no gap, no fork: sealed on the committed tip
+    pipeline.stop()
+    Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600).stop()
+    assert [row[0] for row in store.hashes_from(ORIGIN, 0)] == list(range(7))
+    report = verify_origin(store, key.verifier(), tmp_path / "anchors")
+    assert report.ok and report.records == 7, report.findings
