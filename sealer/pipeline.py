@@ -17,9 +17,10 @@ keeps both possibilities and settles them before it writes anything else. A grou
 top of one that failed is refused too (retryable), and the sealer starts again from what was
 really committed once the writer has drained.
 
-After each commit the writer reads back the column hashes of the new rows
-(backend/columns.py) and hands them to `on_commit` (the checkpointer), so the next checkpoint
-signs the columns exactly as they were written, before any caller was acknowledged.
+After each commit the writer releases the callers, then reads back the column hashes of the
+new rows (backend/columns.py) and hands them to `on_commit` (the checkpointer) before it
+publishes the new state, so the next checkpoint signs the columns exactly as they were
+written a moment before.
 """
 
 from __future__ import annotations
