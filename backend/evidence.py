@@ -245,7 +245,7 @@ def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
         {o: stored.note for o, (stored, _) in checkpoints.items() if o in used},
         [k for k in keys if k.name in used],
         {"description": query.describe(), "search": query.as_dict(), "table": LOGS, "order": ORDER},
-        rendering.result(),
+        rendering,
     )
     sizes = {o: cp.tree_size for o, (_, cp) in checkpoints.items()}
     return Export(bundle, len(records), sizes, len(rows) - len(records))

@@ -243,3 +243,17 @@ def test_readme_hand_check_of_a_leaf_hash_works(tmp_path) -> None:  # type: igno
     manifest = json.loads(members["manifest.json"])
     listed = next(r["leaf_hash"] for r in manifest["records"] if r["seq"] == 17)
     assert done.stdout.split()[0] == listed == hash_leaf(members[name]).hex()
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [["a", "<b>&\"'", ""], ["x\x00y", "z"], [""], ["\x00"], ["a", "b\x00"], ["<", ">", "&amp;"]],
+)
+def test_html_rows_escape_every_cell_as_if_escaped_one_by_one(cells) -> None:
+    """The one-call escaping of a row gives exactly the per-cell escaping, NULs included:
+    verify-bundle re-renders and compares byte for byte."""
+    from html import escape
+
+    from otel_audit.readable import _html_row
+
+    assert _html_row(cells) == "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>\n"
