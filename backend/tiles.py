@@ -89,6 +89,7 @@ class TreeReader:
         self._origin = origin
         self._known: dict[Node, bytes] = {}  # fetched (heights 0, 4, 8, ...) and computed nodes
         self._ranges: dict[tuple[int, int], bytes] = {}  # imperfect ranges already hashed
+        self._leaf_tiles: dict[int, bytes] = {}  # tile -> its 16 leaf hashes, fetched whole
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         return self._range_hashes(inclusion_ranges(index, size))
@@ -97,7 +98,7 @@ class TreeReader:
         return self._range_hashes(consistency_ranges(old_size, new_size))
 
     def leaf_hash(self, index: int) -> bytes:
-        known = self._known.get((0, index))
+        known = self._cached(0, index)
         return known if known is not None else self.node_hashes([(0, index)])[(0, index)]
 
     def root(self, size: int) -> bytes:
@@ -158,9 +159,9 @@ class TreeReader:
         missing: dict[int, list[tuple[int, int]]] = {}
         for height, ranges in spans.items():
             for first, end in _merge(ranges):
-                while first < end and (height, first) in self._known:
+                while first < end and self._cached(height, first) is not None:
                     first += 1
-                while end > first and (height, end - 1) in self._known:
+                while end > first and self._cached(height, end - 1) is not None:
                     end -= 1
                 if first < end:
                     missing.setdefault(height, []).append((first, end))
@@ -192,15 +193,22 @@ class TreeReader:
                 offset += HASH_SIZE * (windows[w][1] - windows[w][0])
                 w += 1
             base = offset + HASH_SIZE * (first - windows[w][0])
-            for i in range(end - first):
-                self._known[(0, first + i)] = blob[base + HASH_SIZE * i : base + HASH_SIZE * (i + 1)]
+            index = first
+            while index < end:  # whole tiles are kept as one slice each: far fewer objects
+                at = base + HASH_SIZE * (index - first)
+                if index % TILE_WIDTH == 0 and index + TILE_WIDTH <= end:
+                    self._leaf_tiles[index >> TILE_HEIGHT] = blob[at : at + HASH_SIZE * TILE_WIDTH]
+                    index += TILE_WIDTH
+                else:
+                    self._known[(0, index)] = blob[at : at + HASH_SIZE]
+                    index += 1
 
     def node(self, height: int, index: int) -> bytes:
         """The hash of one perfect subtree (fetching what it needs if not prefetched)."""
         return self._node(height, index)
 
     def _node(self, height: int, index: int) -> bytes:
-        known = self._known.get((height, index))
+        known = self._cached(height, index)
         if known is not None:
             return known
         if height % TILE_HEIGHT == 0:  # a stored level not fetched yet
@@ -210,10 +218,19 @@ class TreeReader:
         self._known[(height, index)] = known
         return known
 
+    def _cached(self, height: int, index: int) -> bytes | None:
+        known = self._known.get((height, index))
+        if known is None and height == 0:
+            tile = self._leaf_tiles.get(index >> TILE_HEIGHT)
+            if tile is not None:
+                offset = HASH_SIZE * (index & (TILE_WIDTH - 1))
+                return tile[offset : offset + HASH_SIZE]
+        return known
+
     def _load(self, height: int, first: int, end: int) -> None:
-        while first < end and (height, first) in self._known:
+        while first < end and self._cached(height, first) is not None:
             first += 1
-        while end > first and (height, end - 1) in self._known:
+        while end > first and self._cached(height, end - 1) is not None:
             end -= 1
         if first == end:
             return
@@ -236,7 +253,7 @@ class TreeReader:
     def _fold(self, height: int, index: int) -> bytes:
         """A stored-level node from the stored level below it (already loaded)."""
         base = height - TILE_HEIGHT
-        return subtree_root([self._known[(base, (index << TILE_HEIGHT) + j)] for j in range(TILE_WIDTH)])
+        return subtree_root([self._node(base, (index << TILE_HEIGHT) + j) for j in range(TILE_WIDTH)])
 
 
 def _merge(ranges: Iterable[tuple[int, int]], gap: int = 0) -> list[tuple[int, int]]:

@@ -22,9 +22,13 @@ query found every matching record (anyone holding the store can re-run query.jso
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import multiprocessing
+import os
+import pickle
+import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -73,28 +77,60 @@ class BundleRecord:
 
 
 def _render(entries: Sequence[bytes]) -> Rows:
-    """Decode entries and render their readable rows (runs in worker processes too)."""
+    """Decode entries and render their readable rows."""
     return render_rows([record_dict(decode_entry(e)[1], hash_leaf(e)) for e in entries])
+
+
+_worker_entries: Sequence[bytes] = ()  # a Rendering worker's entries, given when it starts
+
+
+def _receive(entries: Sequence[bytes]) -> None:
+    global _worker_entries
+    _worker_entries = entries
+
+
+def _render_part(begin: int, end: int) -> str:
+    """Render a part in the worker; its rows go back in a file (see Rendering)."""
+    rows = _render(_worker_entries[begin:end])
+    with tempfile.NamedTemporaryFile("wb", prefix="otel-audit-rows-", delete=False) as file:
+        pickle.dump(rows, file, protocol=pickle.HIGHEST_PROTOCOL)
+    return file.name
+
+
+def _read_part(path: str) -> Rows:
+    try:
+        with open(path, "rb") as file:
+            rows: Rows = pickle.loads(file.read())
+        return rows
+    finally:
+        os.unlink(path)
 
 
 class Rendering:
     """Readable rows of many entries, decoded in a worker process while the caller goes on
     (building proofs and writing the per-record files, say): decoding is the costliest step
     of a large export. One worker and the caller keep two cores busy; more would only
-    compete with the caller. The work is cut in parts that the worker takes from the front;
-    `result` renders in this process the parts the worker has not started. Small inputs are
-    rendered in this process only, when `result` is called."""
+    compete with the caller. The worker renders the parts from the front, and `result`
+    renders here the parts it has not started. Small inputs are rendered in this process
+    only, when `result` is called.
+
+    The entries go to the worker once, as it starts, and each part's rows (megabytes of
+    text) come back in a private temporary file: through a pipe, every 64 KiB would wait
+    for this busy process's GIL, and the worker would idle for a second between parts.
+    """
 
     def __init__(self, entries: Sequence[bytes], workers: int = 1) -> None:
         self._entries = entries
         self._pool: ProcessPoolExecutor | None = None
-        self._parts: list[tuple[int, int, Future[Rows]]] = []
+        self._parts: list[tuple[int, int, Future[str]]] = []
         if workers > 0 and len(entries) >= _PARALLEL_FROM:
             context = multiprocessing.get_context("spawn")  # never fork a process that runs chDB
-            self._pool = ProcessPoolExecutor(workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_receive, initargs=(list(entries),)
+            )
             step = -(-len(entries) // (8 * workers))
             self._parts = [
-                (i, i + step, self._pool.submit(_render, entries[i : i + step]))
+                (i, i + step, self._pool.submit(_render_part, i, i + step))
                 for i in range(0, len(entries), step)
             ]
 
@@ -107,12 +143,16 @@ class Rendering:
                 if not part.cancel():
                     break
                 taken[begin] = _render(self._entries[begin:end])
-            parts = [taken[begin] if begin in taken else part.result() for begin, _, part in self._parts]
+            parts = [taken[b] if b in taken else _read_part(part.result()) for b, _, part in self._parts]
             return Rows(
                 "".join(p.jsonl for p in parts), "".join(p.csv for p in parts), "".join(p.html for p in parts)
             )
         finally:
-            self._pool.shutdown()
+            self._pool.shutdown(cancel_futures=True)
+            for _, _, part in self._parts:  # parts left unread after a failure
+                if part.done() and not part.cancelled() and part.exception() is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(part.result())
 
 
 def _title(query: Mapping[str, object]) -> str:

@@ -257,3 +257,18 @@ def test_html_rows_escape_every_cell_as_if_escaped_one_by_one(cells) -> None:
     from otel_audit.readable import _html_row
 
     assert _html_row(cells) == "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>\n"
+
+
+def test_rendering_in_a_worker_gives_what_rendering_here_gives(tmp_path, monkeypatch) -> None:
+    """Large exports render in a worker process (parts from the front, the rest taken back
+    here); the rows must be exactly those of rendering all entries in this process, and the
+    files the parts came back in must be gone."""
+    import otel_audit.bundle as bundle
+
+    monkeypatch.setattr(bundle, "_PARALLEL_FROM", 10)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the spawned worker writes its parts
+    entries = _log()[0]
+    rendering = bundle.Rendering(entries)
+    assert rendering._pool is not None, "not rendered in a worker"
+    assert rendering.result() == bundle._render(entries)
+    assert list(tmp_path.iterdir()) == []
