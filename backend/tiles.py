@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from otel_audit.errors import StoreError
-from otel_audit.merkle import EMPTY_ROOT, HASH_SIZE, hash_children
+from otel_audit.errors import FormatError, StoreError
+from otel_audit.merkle import EMPTY_ROOT, HASH_SIZE, CompactRange, hash_children
 from otel_audit.proof import (
     Node,
     consistency_ranges,
@@ -90,6 +90,7 @@ class TreeReader:
         self._known: dict[Node, bytes] = {}  # fetched (heights 0, 4, 8, ...) and computed nodes
         self._ranges: dict[tuple[int, int], bytes] = {}  # imperfect ranges already hashed
         self._leaf_tiles: dict[int, bytes] = {}  # tile -> its 16 leaf hashes, fetched whole
+        self._retained_from: int | None = None  # the first leaf not expired, once learnt
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         return self._range_hashes(inclusion_ranges(index, size))
@@ -178,11 +179,20 @@ class TreeReader:
 
         The engine reads whole granules (8192 rows) anyway, so spans closer than that are read
         as one window: a plain primary-key range, far cheaper than a long OR of small ranges.
-        Only the spans asked for are kept.
+        Only the spans asked for are kept. Leaves that expired under retention are skipped.
         """
+        if self._retained_from:
+            spans = [
+                (max(first, self._retained_from), end) for first, end in spans if end > self._retained_from
+            ]
         windows = _merge(spans, _GAP)
+        if not windows:
+            return
         blob = self._store.leaf_hash_windows(self._origin, windows)
         if len(blob) != HASH_SIZE * sum(end - first for first, end in windows):
+            if self._retained_from is None and self._retained() > windows[0][0]:
+                self._fetch_leaves(spans)
+                return
             raise StoreError(
                 f"log {self._origin!r}: records between Seq {windows[0][0]} and {windows[-1][1] - 1} are "
                 "missing or repeated in the store; run `otel-audit verify`"
@@ -213,10 +223,43 @@ class TreeReader:
             return known
         if height % TILE_HEIGHT == 0:  # a stored level not fetched yet
             self._load(height, index, index + 1)
-            return self._known[(height, index)]
+            known = self._cached(height, index)
+            if known is None:
+                raise StoreError(
+                    f"log {self._origin!r}: the tree node at height {height}, index {index} needs "
+                    "records that expired under retention"
+                )
+            return known
         known = hash_children(self._node(height - 1, 2 * index), self._node(height - 1, 2 * index + 1))
         self._known[(height, index)] = known
         return known
+
+    def _retained(self) -> int:
+        """Where the retained log begins: the leaves before it were dropped under retention.
+
+        Learnt (one query) the first time a read of leaves comes back short. The subtrees
+        left of it then come from the signed checkpoint of that size, which the sealer writes
+        at every partition boundary (the unit retention drops): its compact range holds the
+        maximal subtrees left of the boundary, which are exactly the nodes from the expired
+        part that a proof of a retained record needs. Like every node here they are not
+        trusted: each proof is checked against the signed root (backend/evidence.py).
+        """
+        if self._retained_from is None:
+            self._retained_from = 0
+            low = self._store.seq_range(self._origin)[1]
+            stored = self._store.checkpoint_at(self._origin, low) if low else None
+            if stored is not None:
+                try:
+                    hashes = CompactRange.from_bytes(low, stored.compact_range).hashes
+                except FormatError:
+                    return 0  # a damaged checkpoint: the short read is reported as such
+                start = 0
+                for height in reversed(range(low.bit_length())):
+                    if low >> height & 1:
+                        self._known[(height, start >> height)] = hashes.pop(0)
+                        start += 1 << height
+                self._retained_from = low
+        return self._retained_from
 
     def _cached(self, height: int, index: int) -> bytes | None:
         known = self._known.get((height, index))
@@ -236,6 +279,15 @@ class TreeReader:
             return
         if height == 0:
             hashes = _split(self._store.leaf_hashes(self._origin, first, end))
+            if len(hashes) != end - first and self._retained_from is None and self._retained() > first:
+                if self._retained() < end:  # only what was not dropped under retention
+                    self._load(0, self._retained(), end)
+                return
+            if len(hashes) != end - first and first < (self._retained_from or 0):
+                raise StoreError(
+                    f"log {self._origin!r}: this proof needs records {first}..{end - 1}, which expired "
+                    f"under retention (the log now begins at Seq {self._retained_from})"
+                )
             if len(hashes) != end - first:
                 raise StoreError(
                     f"log {self._origin!r}: records {first}..{end - 1} are not all in the store; "

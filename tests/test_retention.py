@@ -12,6 +12,7 @@ import pytest
 from backend.migrations import set_retention
 from backend.readers import verify_origin
 from backend.store import Store
+from otel_audit.errors import StoreError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline
@@ -129,3 +130,27 @@ def test_every_partition_boundary_has_a_checkpoint(store: Store, tmp_path: Path)
     _seal_months(store, tmp_path / "anchors", [(2020, 1), (2020, 2), (2020, 4)])
     sizes = {c.tree_size for c in store.checkpoints(KEY.name)}
     assert {50, 100, 150} <= sizes  # 50 and 100 are where February and April begin
+
+
+def test_records_next_to_the_expired_prefix_still_have_proofs(store: Store, tmp_path: Path) -> None:
+    """Retention drops whole months, not whole 16-leaf tiles: a retained record whose tile
+    began in an expired month still gets an inclusion proof (its expired siblings come from
+    the signed checkpoint at the boundary), and so does an export of every retained record."""
+    from backend.evidence import Search, consistency_proof, export, inclusion_proof
+    from otel_audit.bundle import verify_bundle
+
+    _seal_months(store, tmp_path / "anchors", [(2017, 1), (2017, 2), (2017, 3), (2026, 10), (2026, 11)])
+    store.command("ALTER TABLE otel_audit.logs DROP PARTITION 201701")  # as the TTL would
+    store.command("ALTER TABLE otel_audit.logs DROP PARTITION 201702")
+    store.command("ALTER TABLE otel_audit.logs DROP PARTITION 201703")
+    assert store.seq_range(KEY.name)[1] == 150  # 150 = 9 * 16 + 6: tile 144..159 is cut
+    key = KEY.verifier()
+    for seq in (150, 151, 155, 159, 160, 249):
+        assert inclusion_proof(store, KEY.name, seq, key).index == seq
+    done = export(store, Search(), [key])
+    assert done.records == 100
+    report = verify_bundle(done.bundle, [key])
+    assert report.ok and report.ranges == {KEY.name: [(150, 249)]}, report.findings
+    assert consistency_proof(store, KEY.name, 150, None, key).new_size == 250
+    with pytest.raises(StoreError, match="expired under retention"):
+        consistency_proof(store, KEY.name, 100, None, key)  # its old tree is gone
