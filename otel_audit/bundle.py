@@ -89,21 +89,27 @@ def _receive(entries: Sequence[bytes]) -> None:
     _worker_entries = entries
 
 
-def _render_part(begin: int, end: int) -> str:
-    """Render a part in the worker; its rows go back in a file (see Rendering)."""
+def _render_part(begin: int, end: int) -> str | Rows:
+    """Render a part in the worker; its rows go back in a file (see Rendering), or through
+    the pipe if no temporary file can be written (a read-only file system, say)."""
     rows = _render(_worker_entries[begin:end])
-    with tempfile.NamedTemporaryFile("wb", prefix="otel-audit-rows-", delete=False) as file:
-        pickle.dump(rows, file, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        with tempfile.NamedTemporaryFile("wb", prefix="otel-audit-rows-", delete=False) as file:
+            pickle.dump(rows, file, protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError:
+        return rows
     return file.name
 
 
-def _read_part(path: str) -> Rows:
+def _read_part(part: str | Rows) -> Rows:
+    if isinstance(part, Rows):
+        return part
     try:
-        with open(path, "rb") as file:
+        with open(part, "rb") as file:
             rows: Rows = pickle.loads(file.read())
         return rows
     finally:
-        os.unlink(path)
+        os.unlink(part)
 
 
 class Rendering:
@@ -122,7 +128,7 @@ class Rendering:
     def __init__(self, entries: Sequence[bytes], workers: int = 1) -> None:
         self._entries = entries
         self._pool: ProcessPoolExecutor | None = None
-        self._parts: list[tuple[int, int, Future[str]]] = []
+        self._parts: list[tuple[int, int, Future[str | Rows]]] = []
         if workers > 0 and len(entries) >= _PARALLEL_FROM:
             context = multiprocessing.get_context("spawn")  # never fork a process that runs chDB
             self._pool = ProcessPoolExecutor(
@@ -151,8 +157,10 @@ class Rendering:
             self._pool.shutdown(cancel_futures=True)
             for _, _, part in self._parts:  # parts left unread after a failure
                 if part.done() and not part.cancelled() and part.exception() is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(part.result())
+                    path = part.result()
+                    if isinstance(path, str):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
 
 
 def _title(query: Mapping[str, object]) -> str:

@@ -272,3 +272,19 @@ def test_rendering_in_a_worker_gives_what_rendering_here_gives(tmp_path, monkeyp
     assert rendering._pool is not None, "not rendered in a worker"
     assert rendering.result() == bundle._render(entries)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_that_cannot_write_a_temporary_file_returns_its_rows_directly(monkeypatch) -> None:
+    """A read-only file system (a hardened container, say) must not break large exports."""
+    import tempfile
+
+    import otel_audit.bundle as bundle
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(30, "Read-only file system")
+
+    entries = _log()[0]
+    monkeypatch.setattr(bundle, "_worker_entries", entries)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    part = bundle._render_part(0, 7)
+    assert bundle._read_part(part) == bundle._render(entries[:7])
