@@ -338,13 +338,21 @@ class Pipeline:
             self._finish(job.batches, error)  # the rows are in the store: release the callers
             if stale is not None:
                 self._finish(stale.batches, StoreUnavailableError(_EARLIER_FAILED))
-            if inserted:
-                self._publish(job.after)
-                if self._metrics is not None:
-                    self._metrics.bytes_sealed.inc(job.entry_bytes)
-            with self._lock:
-                self._writing = False
-                self._lock.notify_all()
+            try:
+                if inserted:
+                    self._publish(job.after)
+                    if self._metrics is not None:
+                        self._metrics.bytes_sealed.inc(job.entry_bytes)
+            except Exception:  # the rows are written but the state did not move: sealing on
+                log.exception("publishing Seq %d..%d failed", job.before.size, job.after.size - 1)
+                self._halted = (  # would reuse their Seq; a restart continues from the store
+                    f"internal error after writing Seq {job.before.size}..{job.after.size - 1}; "
+                    "the sealer stopped sealing. Restart it: it continues from the store."
+                )
+            finally:
+                with self._lock:
+                    self._writing = False
+                    self._lock.notify_all()
 
     def _insert(self, job: _Job) -> bool:
         """Write a job's rows: True when they are in the store and still to be published,

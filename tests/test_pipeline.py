@@ -182,3 +182,28 @@ def test_records_sealed_on_top_of_a_failed_write_are_refused_and_sealing_resumes
     assert [row[0] for row in store.hashes_from(ORIGIN, 0)] == list(range(7))
     report = verify_origin(store, key.verifier(), tmp_path / "anchors")
     assert report.ok and report.records == 7, report.findings
+
+
+def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store):
+    """Rows written but the state not moved on (a bug in what follows the INSERT): sealing
+    on would give the next records the same Seq, a fork. The pipeline stops instead, and a
+    restart continues from the store."""
+    from sealer.pipeline import SealerStoppedError
+
+    calls = []
+
+    def failing_on_second_commit(first, end, hashes):
+        calls.append(first)
+        if len(calls) == 2:
+            raise RuntimeError("a bug")
+
+    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline.on_commit = failing_on_second_commit
+    pipeline.start()
+    assert pipeline.seal(items(3)) == 0
+    assert pipeline.seal(items(4, "x")) == 3  # written, so acknowledged
+    with pytest.raises(SealerStoppedError, match="Restart it"):
+        pipeline.seal(items(2, "y"))
+    pipeline.stop()
+    assert "Restart it" in (pipeline.problem() or "")
+    assert [row[0] for row in store.hashes_from(ORIGIN, 0)] == list(range(7))
