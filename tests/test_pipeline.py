@@ -164,15 +164,20 @@ def test_records_sealed_on_top_of_a_failed_write_are_refused_and_sealing_resumes
 
     store.insert_encoded = held_insert  # type: ignore[method-assign]
     store.command("DETACH TABLE otel_audit.logs")
+
+    def until(condition) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, "the pipeline did not get there"
+            time.sleep(0.01)
+
     failing = pipeline.submit(items(10, "a"))
-    while pipeline._pending is not None or not pipeline._writing:  # the writer holds `failing`
-        time.sleep(0.01)
+    until(lambda: pipeline._pending is None and pipeline._writing)  # the writer holds `failing`
     on_top = pipeline.submit(items(10, "b"))
-    while pipeline._pending is None:  # `on_top` is sealed, waiting for the writer
-        time.sleep(0.01)
+    until(lambda: pipeline._pending is not None)  # `on_top` is sealed, waiting for the writer
     gate.set()
     for batch in (failing, on_top):
-        batch.done.wait()
+        assert batch.done.wait(30)
         assert isinstance(batch.error, StoreUnavailableError)
     assert "earlier write" in str(on_top.error)
     store.command("ATTACH TABLE otel_audit.logs")
