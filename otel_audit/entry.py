@@ -113,7 +113,14 @@ def _raw(value: AnyValue) -> object:
 
 
 def attributes_as_map(attributes: object) -> dict[str, str]:
-    return {kv.key: any_value_as_string(kv.value) for kv in attributes}  # type: ignore[attr-defined]
+    """Each attribute's key and value as a string (any_value_as_string). A non-empty
+    string_value can only be the value of a string attribute (the value is a oneof), and
+    most are: those skip the slower general path."""
+    out: dict[str, str] = {}
+    for kv in attributes:  # type: ignore[attr-defined]
+        value = kv.value
+        out[kv.key] = value.string_value or any_value_as_string(value)
+    return out
 
 
 def _hex_id(raw: bytes) -> str:

@@ -625,3 +625,27 @@ def test_producer_is_sealed_last_and_read_back() -> None:
     tampered = Context(*_request(parsed)).entry(parsed.SerializeToString(deterministic=True))
     with pytest.raises(FormatError, match="producer"):
         decode_entry(tampered)
+
+
+def test_attributes_as_map_is_any_value_as_string_of_each_value() -> None:
+    """attributes_as_map takes a shortcut for non-empty strings; every kind of value, empty
+    strings and repeated keys included, must come out as any_value_as_string gives it."""
+    values = [
+        _s("text"),
+        _s(""),
+        AnyValue(),
+        AnyValue(int_value=0),
+        AnyValue(int_value=-7),
+        AnyValue(bool_value=False),
+        AnyValue(double_value=0.1),
+        AnyValue(bytes_value=b""),
+        AnyValue(bytes_value=b"\x00\xff"),
+        _array(_s("a"), AnyValue(int_value=1)),
+        _kvlist(("k", _s("v"))),
+    ]
+    record = LogRecord()
+    for i, value in enumerate(values):
+        record.attributes.add(key=f"k{i}").value.CopyFrom(value)
+    record.attributes.add(key="k0").value.int_value = 5  # a repeated key: the last one wins
+    expected = {f"k{i}": any_value_as_string(v) for i, v in enumerate(values)} | {"k0": "5"}
+    assert attributes_as_map(record.attributes) == expected
