@@ -265,7 +265,7 @@ def record_columns(shared: tuple, record: LogRecord, seal: Seal, own_attributes:
         record.severity_text,
         max(0, min(255, record.severity_number)),
         service,
-        any_value_as_string(record.body),
+        record.body.string_value or any_value_as_string(record.body),
         resource_schema,
         resource_attrs,
         scope_schema,
