@@ -253,10 +253,10 @@ class TreeReader:
                     hashes = CompactRange.from_bytes(low, stored.compact_range).hashes
                 except FormatError:
                     return 0  # a damaged checkpoint: the short read is reported as such
-                start = 0
+                start, subtrees = 0, iter(hashes)  # largest first: the set bits of `low`
                 for height in reversed(range(low.bit_length())):
                     if low >> height & 1:
-                        self._known[(height, start >> height)] = hashes.pop(0)
+                        self._known[(height, start >> height)] = next(subtrees)
                         start += 1 << height
                 self._retained_from = low
         return self._retained_from
@@ -279,16 +279,18 @@ class TreeReader:
             return
         if height == 0:
             hashes = _split(self._store.leaf_hashes(self._origin, first, end))
-            if len(hashes) != end - first and self._retained_from is None and self._retained() > first:
-                if self._retained() < end:  # only what was not dropped under retention
-                    self._load(0, self._retained(), end)
-                return
-            if len(hashes) != end - first and first < (self._retained_from or 0):
-                raise StoreError(
-                    f"log {self._origin!r}: this proof needs records {first}..{end - 1}, which expired "
-                    f"under retention (the log now begins at Seq {self._retained_from})"
-                )
             if len(hashes) != end - first:
+                learnt_now = self._retained_from is None
+                kept = self._retained()
+                if learnt_now and kept > first:  # the read was short by what retention dropped
+                    if kept < end:
+                        self._load(0, kept, end)
+                    return
+                if first < kept:
+                    raise StoreError(
+                        f"log {self._origin!r}: this proof needs records {first}..{end - 1}, which "
+                        f"expired under retention (the log now begins at Seq {kept})"
+                    )
                 raise StoreError(
                     f"log {self._origin!r}: records {first}..{end - 1} are not all in the store; "
                     "run `otel-audit verify`"
