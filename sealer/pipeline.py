@@ -256,10 +256,10 @@ class Pipeline:
                     self._lock.wait()
                 tip = self._tip
             sealed_at = max(self._clock(), tip.sealed_at_ns)
-            if tip.size and self._partition(sealed_at) != self._partition(tip.sealed_at_ns):
+            if self._crosses_partition(tip, sealed_at):
                 tip = self._drain()  # the boundary checkpoint signs exactly what precedes it
                 sealed_at = max(self._clock(), tip.sealed_at_ns)
-                if tip.size and self._partition(sealed_at) != self._partition(tip.sealed_at_ns):
+                if self._crosses_partition(tip, sealed_at):
                     self.on_partition_boundary()  # AuditError: these batches fail, retryable
             job = self._seal(batches, tip, sealed_at)
             with self._lock:
@@ -283,6 +283,10 @@ class Pipeline:
             while self._pending is not None or self._writing:
                 self._lock.wait()
             return self._tip
+
+    def _crosses_partition(self, tip: LogState, sealed_at: int) -> bool:
+        """Whether records sealed at `sealed_at` start a new partition after `tip`."""
+        return bool(tip.size) and self._partition(sealed_at) != self._partition(tip.sealed_at_ns)
 
     def _partition(self, ns: int) -> str:
         """toYYYYMM(SealedAt) as the store computes it, in the store's time zone."""
