@@ -15,7 +15,6 @@ from urllib.parse import urlsplit, urlunsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from clickhouse_connect.driver.transform import NativeTransform
 
 from otel_audit.entry import DERIVED_COLUMNS
 from otel_audit.errors import ConfigError, StoreError, StoreUnavailableError
@@ -27,7 +26,7 @@ LOGS = "otel_audit.logs"
 CHECKPOINTS = "otel_audit.checkpoints"
 TREE_NODES = "otel_audit.tree_nodes"
 SEAL_COLUMNS = ("Entry", "LeafHash", "ChainHash")
-INSERT_COLUMNS = DERIVED_COLUMNS + SEAL_COLUMNS
+ROW_COLUMNS = DERIVED_COLUMNS + SEAL_COLUMNS  # every column of a sealed row
 _NANOSECOND_COLUMNS = {"Timestamp", "ObservedTimestamp", "SealedAt"}
 
 
@@ -78,7 +77,6 @@ class Store:
         self.dsn = dsn
         self.read_only = read_only
         self.cluster = cluster  # backend/cluster.py: tables are Distributed over ReplicatedMergeTree
-        self._insert_types: list[str] | None = None
 
     @classmethod
     def open(cls, dsn: str, read_only: bool = False, cluster: str | None = None) -> Store:
@@ -137,54 +135,23 @@ class Store:
 
     # -- writes --------------------------------------------------------------------------
 
-    def encode_rows(self, rows: Sequence[Sequence[object]]) -> bytes:
-        """Sealed rows (INSERT_COLUMNS order) as ClickHouse Native blocks, ready for insert_encoded.
-
-        The sealer encodes on its own thread while the writer thread waits on the store, so
-        the driver's Python encoding does not hold up the write in flight.
-        """
-        try:
-            context = self.client.create_insert_context(
-                LOGS,
-                column_names=INSERT_COLUMNS,
-                column_type_names=self.insert_types(),
-                column_oriented=True,
-                data=list(zip(*rows)),  # transposed in C; the driver's own transpose is Python
-            )
-            body = b"".join(NativeTransform.build_insert(context))
-        except (ClickHouseError, OSError) as exc:
-            raise StoreUnavailableError(f"encoding rows for {LOGS} failed: {exc}") from exc
-        return body[body.index(b"FORMAT Native\n") + len(b"FORMAT Native\n") :]  # the blocks only
-
-    def insert_encoded(self, bodies: Sequence[bytes], token: str) -> None:
-        """One INSERT of encode_rows bodies, deduplicated by `token`.
+    def insert_blocks(self, columns: Sequence[str], blocks: Sequence[bytes], token: str) -> None:
+        """One INSERT of Native blocks (backend/native.py) of `columns`, deduplicated by `token`.
 
         A retry with the same token after an unclear failure is dropped by ClickHouse
-        instead of duplicating the block (non_replicated_deduplication_window).
+        instead of duplicating the rows (non_replicated_deduplication_window). The engine
+        squashes the blocks into one part.
         """
         try:
             self.client.raw_insert(
                 LOGS,
-                INSERT_COLUMNS,
-                insert_block=b"".join(bodies),
+                columns,
+                insert_block=b"".join(blocks),
                 fmt="Native",
                 settings=self._settings(insert_deduplication_token=token),
             )
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"insert into {LOGS} failed: {exc}") from exc
-
-    def insert_types(self) -> list[str]:
-        """The logs columns' types, with LowCardinality(String) sent as plain String.
-
-        The engine builds the LowCardinality dictionaries itself, in C++, and stores the same
-        values; clickhouse-connect building them in Python costs more than all of sealing.
-        """
-        if self._insert_types is None:
-            described = dict((row[0], row[1]) for row in self._query(f"DESCRIBE TABLE {LOGS}"))
-            self._insert_types = [
-                described[name].replace("LowCardinality(String)", "String") for name in INSERT_COLUMNS
-            ]
-        return self._insert_types
 
     def insert_checkpoint(
         self, cp: StoredCheckpoint, sealed_at_ns: int, created_at_ns: int, key_id: int
@@ -385,7 +352,7 @@ class Store:
     ) -> Iterator[list[tuple]]:
         """The rows of Seq [first, end) in Seq order, as blocks of tuples:
         DERIVED_COLUMNS, then Entry, LeafHash, ChainHash."""
-        select = select_list(INSERT_COLUMNS)
+        select = select_list(ROW_COLUMNS)
         query = (
             f"SELECT {select} FROM {LOGS} WHERE Origin = {{o:String}} "
             "AND Seq >= {a:UInt64} AND Seq < {b:UInt64} ORDER BY Seq "

@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,11 +42,11 @@ from backend.evidence import (  # noqa: E402
     search,
 )
 from backend.store import LOGS, Store, select_list  # noqa: E402
-from otel_audit.entry import Context  # noqa: E402
 from otel_audit.merkle import CompactRange  # noqa: E402
 from otel_audit.note import SignerKey  # noqa: E402
 from sealer.checkpointer import Checkpointer  # noqa: E402
 from sealer.pipeline import Pipeline  # noqa: E402
+from sealer.prepare import Prepared, Rules, prepare_request  # noqa: E402
 from sealer.recovery import recover  # noqa: E402
 
 DAY_NS = 86_400 * 10**9
@@ -60,19 +60,9 @@ ACTIONS = [
 KEY = SignerKey.from_seed("bench.example/audit", b"\x42" * 32)
 
 
-def _contexts() -> list[Context]:
-    out = []
-    for s in range(SERVICES):
-        resource_logs = ResourceLogs()
-        resource_logs.resource.attributes.add(key="service.name").value.string_value = f"svc-{s}"
-        scope = ScopeLogs()
-        scope.scope.name = "otel_audit"
-        out.append(Context(resource_logs, scope))
-    return out
-
-
-def _items(first: int, count: int, total: int, contexts: list[Context]) -> list:
-    items = []
+def _records(first: int, count: int, total: int) -> Prepared:
+    """Records first..first+count-1 as one request (one ResourceLogs each: services take turns)."""
+    request = ExportLogsServiceRequest()
     step = DAYS * DAY_NS // total
     rng = random.Random(first)
     for i in range(first, first + count):
@@ -83,13 +73,16 @@ def _items(first: int, count: int, total: int, contexts: list[Context]) -> list:
             "audit.outcome": "failure" if i % 17 == 0 else "success",
             "audit.resource": f"{action.split('.')[0]}/{i}",
         }
-        record = LogRecord(
+        resource_logs = request.resource_logs.add()
+        resource_logs.resource.attributes.add(key="service.name").value.string_value = f"svc-{i % SERVICES}"
+        scope_logs = resource_logs.scope_logs.add()
+        scope_logs.scope.name = "otel_audit"
+        record = scope_logs.log_records.add(
             time_unix_nano=START_NS + i * step, body=AnyValue(string_value=f"{user} {action} #{i}")
         )
         for k, v in attributes.items():
             record.attributes.add(key=k).value.string_value = v
-        items.append((contexts[i % SERVICES], record, attributes))
-    return items
+    return prepare_request(request.SerializeToString(), Rules())
 
 
 def build(data: Path, total: int) -> None:
@@ -104,11 +97,10 @@ def build(data: Path, total: int) -> None:
     checkpointer = Checkpointer(store, KEY, data / "anchors", lambda: pipeline.state, 3600)
     pipeline.on_commit = checkpointer.record_column_hashes
     pipeline.start()
-    contexts = _contexts()
     began = time.perf_counter()
     batch = 20_000
     for first in range(state.size, total, batch):
-        pipeline.seal(_items(first, min(batch, total - first), total, contexts))
+        pipeline.seal(_records(first, min(batch, total - first), total))
         if (first // batch) % 50 == 0:
             print(f"  {first:,} sealed, {first / (time.perf_counter() - began):,.0f} rec/s", flush=True)
             checkpointer.checkpoint_now()

@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         "before sealing (env OTEL_AUDIT_MASKING)",
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=_env("WORKERS", str(os.cpu_count() or 1)),
+        help="processes that prepare records for sealing, 0 for none (default: one per core; "
+        "env OTEL_AUDIT_WORKERS)",
+    )
+    serve.add_argument(
         "--checkpoint-interval",
         type=float,
         default=_env("CHECKPOINT_INTERVAL", "10"),  # argparse applies type= to a str default
@@ -351,6 +358,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     key = load_signer_key(key_path)
     if args.checkpoint_interval <= 0:
         raise ConfigError("--checkpoint-interval must be a positive number of seconds")
+    if args.workers < 0:
+        raise ConfigError("--workers must be 0 (prepare records in the receiving thread) or more")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("give --tls-cert and --tls-key together")
     if args.tls_client_ca is not None and args.tls_cert is None:
@@ -370,6 +379,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         masking_rules=args.masking,
         metrics_address=None if args.metrics.lower() in ("off", "none", "") else args.metrics,
         cluster=args.cluster or None,
+        workers=args.workers,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

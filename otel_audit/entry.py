@@ -57,6 +57,9 @@ DERIVED_COLUMNS: tuple[str, ...] = (
     "EventName",
     "Producer",
 )
+# The derived columns that come from the producer's record alone, whatever its Seq and seal:
+# the sealing workers make these (sealer/prepare.py), the sealer the rest.
+RECORD_COLUMNS: tuple[str, ...] = DERIVED_COLUMNS[DERIVED_COLUMNS.index("ObservedTimestamp") : -1]
 # Timestamps are carried as integer nanoseconds (seconds for TimestampTime).
 Row = tuple
 
@@ -136,21 +139,76 @@ class Seal:
     masking: str = ""  # the identity of the masking rules applied before sealing, or ""
 
 
-def add_seal(record: LogRecord, seal: Seal) -> None:
-    """Append the seal attributes to a record the sealer owns (last, in this order; producer
-    and masking only when there are any, so entries sealed before they existed read the same)."""
-    attrs = record.attributes
-    attrs.add(key=ATTR_ORIGIN).value.string_value = seal.origin
-    attrs.add(key=ATTR_SEQ).value.int_value = seal.seq
-    attrs.add(key=ATTR_SEALED_AT).value.int_value = seal.sealed_at_ns
-    if seal.producer:
-        attrs.add(key=ATTR_PRODUCER).value.string_value = seal.producer
-    if seal.masking:
-        attrs.add(key=ATTR_MASKING).value.string_value = seal.masking
+class SealEncoder:
+    """The seal attributes, encoded: the producer's record's last attributes (in this order;
+    producer and masking only when there are any, so entries sealed before they existed read
+    the same).
+
+    Only Seq changes from record to record, so the sealer encodes the rest once per group.
+    Each attribute is a LogRecord.attributes entry (field 6): a KeyValue with the key (field 1)
+    and an AnyValue (field 2) holding string_value (field 1) or int_value (field 3, varint).
+    """
+
+    __slots__ = ("_after_seq", "_before_seq")
+
+    def __init__(self, origin: str, sealed_at_ns: int, producer: str = "", masking: str = "") -> None:
+        self._before_seq = _attribute(ATTR_ORIGIN, _STRING + _bytes(origin.encode()))
+        after = _attribute(ATTR_SEALED_AT, _INT + _varint(sealed_at_ns))
+        if producer:
+            after += _attribute(ATTR_PRODUCER, _STRING + _bytes(producer.encode()))
+        if masking:
+            after += _attribute(ATTR_MASKING, _STRING + _bytes(masking.encode()))
+        self._after_seq = after
+
+    def __call__(self, seq: int) -> bytes:
+        value = _varint(seq)
+        return self._before_seq + _SEQ_HEADS[len(value)] + value + self._after_seq
+
+
+def seal_attributes(seal: Seal) -> bytes:
+    """The encoded seal attributes of one record (SealEncoder)."""
+    return SealEncoder(seal.origin, seal.sealed_at_ns, seal.producer, seal.masking)(seal.seq)
+
+
+_STRING, _INT = b"\x0a", b"\x18"  # AnyValue.string_value and AnyValue.int_value tags
+
+
+def _attribute(key: str, any_value: bytes) -> bytes:
+    """One LogRecord.attributes entry: tag 0x32 (field 6, length-delimited) and a KeyValue."""
+    key_value = b"\x0a" + _bytes(key.encode()) + b"\x12" + _bytes(any_value)
+    return b"\x32" + _bytes(key_value)
+
+
+def _bytes(payload: bytes) -> bytes:
+    """A length-delimited payload: its length as a varint, then the bytes."""
+    return _varint(len(payload)) + payload
+
+
+def split_record(record: LogRecord) -> tuple[bytes, bytes]:
+    """A producer's record serialized, split where the seal attributes go: (before, after).
+
+    The seal attributes are the last entries of `attributes`, and deterministic protobuf
+    writes a message's fields in field-number order (unknown fields last), so they go after
+    the producer's own attributes and before the fields numbered above them. To find that
+    spot, an empty attribute is appended for a moment: it encodes as 32 00 exactly there.
+    The first byte where the two serializations differ is the spot, because nothing that
+    may follow the attributes starts with 0x32 (that byte is the attributes' own tag).
+    """
+    whole = record.SerializeToString(deterministic=True)
+    record.attributes.add()
+    marked = record.SerializeToString(deterministic=True)
+    del record.attributes[-1]
+    diff = int.from_bytes(whole, "big") ^ int.from_bytes(marked[: len(whole)], "big")
+    spot = len(whole) - 1 - (diff.bit_length() - 1) // 8 if diff else len(whole)
+    if marked[spot : spot + 2] != b"\x32\x00" or marked[spot + 2 :] != whole[spot:]:
+        raise FormatError("record cannot be split for sealing")  # cannot happen; never seal it wrong
+    return whole[:spot], whole[spot:]
 
 
 def reserved_attribute(attributes: Mapping[str, str]) -> str | None:
     """The first attribute key a producer may not send, or None."""
+    if SEAL_PREFIX not in "".join(attributes):  # no key holds it: the common case, in C
+        return None
     return next((key for key in attributes if key.startswith(SEAL_PREFIX)), None)
 
 
@@ -201,44 +259,77 @@ def _shared_columns(resource_logs: ResourceLogs, scope_logs: ScopeLogs) -> tuple
     )
 
 
+@dataclass(frozen=True, slots=True)
+class EntryFrame:
+    """The bytes of an entry around its record, encoded once per ScopeLogs.
+
+    An entry is the deterministic serialization of ResourceLogs{resource, [ScopeLogs{scope,
+    [record]}]}. Protobuf encodes a message as its fields in field-number order, an unset
+    field as nothing, so the entry is: `resource_head`, the ScopeLogs' length, `scope_head`,
+    the record's length, the record, `tail` (tested equal to protobuf's own serializer).
+    The heads end in 0x12, the tag of field 2, length-delimited (ResourceLogs.scope_logs and
+    ScopeLogs.log_records); `tail` is the schema_url fields of the ScopeLogs, then of the
+    ResourceLogs, of which `scope_tail_len` bytes belong to the ScopeLogs.
+    """
+
+    resource_head: bytes
+    scope_head: bytes
+    scope_tail_len: int
+    tail: bytes
+
+    @classmethod
+    def of(cls, resource_logs: ResourceLogs, scope_logs: ScopeLogs) -> EntryFrame:
+        resource_bytes = resource_logs.resource.SerializeToString(deterministic=True)
+        scope_bytes = scope_logs.scope.SerializeToString(deterministic=True)
+        scope_tail = _field(3, scope_logs.schema_url.encode())
+        return cls(
+            resource_head=_field(1, resource_bytes) + b"\x12",
+            scope_head=_field(1, scope_bytes) + b"\x12",
+            scope_tail_len=len(scope_tail),
+            tail=scope_tail + _field(3, resource_logs.schema_url.encode()),
+        )
+
+    def entry(self, before: bytes, seal: bytes = b"", after: bytes = b"") -> bytes:
+        """The entry of the record `before + seal + after` (split_record, SealEncoder)."""
+        record_length = len(before) + len(seal) + len(after)
+        record_prefix = _varint(record_length)
+        scope_length = len(self.scope_head) + len(record_prefix) + record_length + self.scope_tail_len
+        head = (self.resource_head, _varint(scope_length), self.scope_head, record_prefix)
+        return b"".join((*head, before, seal, after, self.tail))
+
+
 class Context:
-    """What a record shares with its neighbours: resource and scope, already encoded.
+    """What a record shares with its neighbours: the shared columns and the entry's frame.
 
     Built once per ScopeLogs of a request so that per-record work is only the record.
     """
 
-    __slots__ = ("_resource_head", "_resource_tail", "_scope_head", "_scope_tail", "shared")
+    __slots__ = ("frame", "shared")
 
     def __init__(self, resource_logs: ResourceLogs, scope_logs: ScopeLogs) -> None:
         self.shared = _shared_columns(resource_logs, scope_logs)
-        resource_bytes = resource_logs.resource.SerializeToString(deterministic=True)
-        scope_bytes = scope_logs.scope.SerializeToString(deterministic=True)
-        self._resource_head = _field(1, resource_bytes) + b"\x12"
-        self._resource_tail = _field(3, resource_logs.schema_url.encode())
-        self._scope_head = _field(1, scope_bytes) + b"\x12"
-        self._scope_tail = _field(3, scope_logs.schema_url.encode())
-
-    def entry(self, record_bytes: bytes) -> bytes:
-        """The deterministic serialization of ResourceLogs{resource, [ScopeLogs{scope, [record]}]}.
-
-        Protobuf encodes a message as its fields in field-number order, an unset field as
-        nothing; we assemble exactly those bytes around the record from parts encoded once
-        per ScopeLogs (tested equal to protobuf's own serializer). 0x12 is the tag of
-        field 2, length-delimited: ScopeLogs.log_records and ResourceLogs.scope_logs.
-        """
-        scope_logs = self._scope_head + _varint(len(record_bytes)) + record_bytes + self._scope_tail
-        return self._resource_head + _varint(len(scope_logs)) + scope_logs + self._resource_tail
+        self.frame = EntryFrame.of(resource_logs, scope_logs)
 
 
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
+def _varint_slow(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_SMALL_VARINTS = tuple(_varint_slow(n) for n in range(1 << 14))  # every length below 16 KiB
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative integer."""
+    return _SMALL_VARINTS[n] if n < 16384 else _varint_slow(n)
+
+
+# The Seq attribute up to its value, for each length of the value's varint (1 to 10 bytes).
+_SEQ_HEADS = {n: _attribute(ATTR_SEQ, _INT + bytes(n))[:-n] for n in range(1, 11)}
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -248,16 +339,16 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def record_columns(shared: tuple, record: LogRecord, seal: Seal, own_attributes: dict[str, str]) -> Row:
-    """The derived column values, in DERIVED_COLUMNS order."""
+def record_timestamp(record: LogRecord) -> int:
+    """The record's Timestamp column: its time, else its observed time; 0 when it has neither
+    (then the column takes the seal time, record_columns)."""
+    return record.time_unix_nano or record.observed_time_unix_nano
+
+
+def record_values(shared: tuple, record: LogRecord, own_attributes: dict[str, str]) -> Row:
+    """The RECORD_COLUMNS values of a record."""
     service, resource_schema, resource_attrs, scope_schema, scope_name, scope_version, scope_attrs = shared
-    timestamp = record.time_unix_nano or record.observed_time_unix_nano or seal.sealed_at_ns
     return (
-        seal.origin,
-        seal.seq,
-        seal.sealed_at_ns,
-        timestamp,
-        timestamp // 1_000_000_000,
         record.observed_time_unix_nano,
         _hex_id(record.trace_id),
         _hex_id(record.span_id),
@@ -274,8 +365,14 @@ def record_columns(shared: tuple, record: LogRecord, seal: Seal, own_attributes:
         scope_attrs,
         own_attributes,
         record.event_name,
-        seal.producer,
     )
+
+
+def record_columns(shared: tuple, record: LogRecord, seal: Seal, own_attributes: dict[str, str]) -> Row:
+    """The derived column values, in DERIVED_COLUMNS order."""
+    timestamp = record_timestamp(record) or seal.sealed_at_ns
+    head = (seal.origin, seal.seq, seal.sealed_at_ns, timestamp, timestamp // 1_000_000_000)
+    return head + record_values(shared, record, own_attributes) + (seal.producer,)
 
 
 def seal_record(
@@ -287,8 +384,8 @@ def seal_record(
     receiver does, to refuse reserved keys): reading upb attributes is the costliest step.
     """
     own = attributes_as_map(record.attributes) if attributes is None else attributes
-    add_seal(record, seal)
-    entry = context.entry(record.SerializeToString(deterministic=True))
+    before, after = split_record(record)
+    entry = context.frame.entry(before, seal_attributes(seal), after)
     return entry, record_columns(context.shared, record, seal, own)
 
 

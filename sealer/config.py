@@ -25,3 +25,4 @@ class ServeConfig:
     cluster: str | None = None  # ClickHouse cluster name (backend/cluster.py)
     max_message_bytes: int = 16 * 1024 * 1024
     shutdown_grace_seconds: float = 30.0
+    workers: int = 0  # sealing worker processes (sealer/workers.py); 0: prepare in the receiver

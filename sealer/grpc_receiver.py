@@ -19,15 +19,14 @@ from concurrent import futures
 import grpc
 from google.protobuf.any_pb2 import Any
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otel_audit.errors import AuditError
 
 from .auth import Authenticator, TlsFiles, Unauthenticated
 from .otlp import Intake, export
 from .pipeline import BackpressureError, Pipeline
+from .prepare import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +51,14 @@ class GrpcReceiver:
         address: str,
         *,
         authenticator: Authenticator,
+        intake: Intake,
         tls: TlsFiles | None = None,
-        intake: Intake | None = None,
         max_message_bytes: int = 16 * 1024 * 1024,
         workers: int = 16,
     ) -> None:
         self._pipeline = pipeline
         self._authenticator = authenticator
-        self._intake = intake or Intake()
+        self._intake = intake
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
             options=[
@@ -90,15 +89,7 @@ class GrpcReceiver:
         """Refuse new calls and let in-flight ones finish (up to the grace period)."""
         self._server.stop(grace_seconds).wait()
 
-    def _export(self, request_bytes: bytes, context: grpc.ServicerContext) -> bytes:
-        try:
-            request = ExportLogsServiceRequest.FromString(request_bytes)
-        except DecodeError as exc:
-            self._intake.rejected("bad_request")
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"request is not a valid OTLP ExportLogsServiceRequest: {exc}",
-            )
+    def _export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         metadata = dict(context.invocation_metadata())
         certificate = (context.auth_context().get("x509_pem_cert") or [None])[0]
         try:
@@ -108,7 +99,11 @@ class GrpcReceiver:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
             raise
         try:
-            response = export(self._pipeline, request, producer, self._intake)
+            response = export(self._pipeline, self._intake, request, producer)
+        except RequestError as exc:
+            self._intake.rejected("bad_request")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
         except BackpressureError as exc:
             self._intake.rejected("queue_full")
             message = f"records not sealed, retry in {RETRY_DELAY_SECONDS} s: {exc}"

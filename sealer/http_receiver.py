@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
@@ -39,6 +39,7 @@ from otel_audit.errors import AuditError
 from .auth import Authenticator, TlsFiles, Unauthenticated
 from .otlp import Intake, export
 from .pipeline import BackpressureError, Pipeline
+from .prepare import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,12 @@ def _list(parent: object, *keys: str) -> list[dict]:
     return []
 
 
-def decode_request(body: bytes, media_type: str) -> ExportLogsServiceRequest:
-    request = ExportLogsServiceRequest()
+def request_bytes(body: bytes, media_type: str) -> bytes:
+    """The request as protobuf bytes, what the sealing workers take: a protobuf body as it
+    came (the worker decodes it, and refuses it if it cannot), OTLP JSON parsed here."""
     if media_type == PROTOBUF:
-        try:
-            request.ParseFromString(body)
-        except DecodeError as exc:
-            raise BadRequest(f"body is not an OTLP ExportLogsServiceRequest: {exc}") from None
-        return request
+        return body
+    request = ExportLogsServiceRequest()
     try:
         document = json.loads(body)
     except ValueError as exc:
@@ -92,7 +91,7 @@ def decode_request(body: bytes, media_type: str) -> ExportLogsServiceRequest:
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise BadRequest(f"body is not an OTLP JSON ExportLogsServiceRequest: {exc}") from None
-    return request
+    return request.SerializeToString()
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
@@ -118,8 +117,8 @@ class HttpReceiver:
         address: str,
         *,
         authenticator: Authenticator,
+        intake: Intake,
         tls: TlsFiles | None = None,
-        intake: Intake | None = None,
         max_message_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         host, _, port = address.rpartition(":")
@@ -130,7 +129,7 @@ class HttpReceiver:
 
         self._pipeline = pipeline
         self._authenticator = authenticator
-        self._intake = intake or Intake()
+        self._intake = intake
         self._max = max_message_bytes
         try:
             self._server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
@@ -176,10 +175,10 @@ class HttpReceiver:
                 raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip or none")
             return (
                 HTTPStatus.OK,
-                export(self._pipeline, decode_request(body, media_type), producer, self._intake),
+                export(self._pipeline, self._intake, request_bytes(body, media_type), producer),
                 {},
             )
-        except BadRequest as exc:
+        except (BadRequest, RequestError) as exc:
             self._intake.rejected("bad_request")
             return HTTPStatus.BAD_REQUEST, _status(code_pb2.INVALID_ARGUMENT, str(exc)), {}
         except _TooLarge as exc:

@@ -1,13 +1,19 @@
 """The sealing pipeline: group commit of Export calls into one INSERT each.
 
-Receivers hand over batches of records. Two threads then work in a row, so that Python seals
-the next group while ClickHouse (which releases the GIL) writes the previous one:
+Receivers hand over prepared requests (sealer/prepare.py: the per-record work that does not
+need a Seq, done by the sealing workers). Three threads then work in a row, so that Python
+seals the next group while ClickHouse (which releases the GIL) writes the previous one:
 
 - the *sealer* takes every batch waiting, gives each record its Seq, seal time, leaf hash and
-  chain hash on top of the state the previous group will leave (its *speculative* state);
+  chain hash on top of the state the previous group will leave (its *speculative* state),
+  and encodes the seal columns beside the prepared ones;
 - the *writer* writes each sealed group with a single INSERT and only then releases its
   callers. One sealer means one order: Seq is contiguous and the chain has no forks,
-  whichever receiver a record came through.
+  whichever receiver a record came through;
+- the *publisher* reads back the column hashes of the rows just written (backend/columns.py),
+  on a connection of its own while the writer goes on with the next INSERT, hands them to
+  `on_commit` (the checkpointer) and then publishes the new state, so the next checkpoint
+  signs the columns exactly as they were written a moment before.
 
 If the INSERT fails, it is retried with the same deduplication token (so a retry of a write
 that did land is dropped by ClickHouse, not duplicated). If it still fails, the store's tail
@@ -16,11 +22,6 @@ move and the callers get a retryable error. If even the tail cannot be read, the
 keeps both possibilities and settles them before it writes anything else. A group sealed on
 top of one that failed is refused too (retryable), and the sealer starts again from what was
 really committed once the writer has drained.
-
-After each commit the writer releases the callers, then reads back the column hashes of the
-new rows (backend/columns.py) and hands them to `on_commit` (the checkpointer) before it
-publishes the new state, so the next checkpoint signs the columns exactly as they were
-written a moment before.
 """
 
 from __future__ import annotations
@@ -34,21 +35,30 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from backend import native
 from backend.store import Store
 from otel_audit.chain import chain_next
-from otel_audit.entry import Context, Seal, seal_record
+from otel_audit.entry import SealEncoder
 from otel_audit.errors import AuditError, StoreError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 
 from .metrics import SealerMetrics
+from .prepare import PREPARED_COLUMNS, Prepared
 from .state import LogState
 
 log = logging.getLogger(__name__)
 
-Item = tuple[Context, LogRecord, dict[str, str]]  # the record and its attributes as strings
+# The columns the sealer encodes itself (the rest come prepared: PREPARED_COLUMNS), with the
+# types they are sent as: the engine converts to the table's types (LowCardinality
+# dictionaries, for one, are built by the engine in C++).
+SEAL_COLUMNS = native.Columns(
+    ("Origin", "Seq", "SealedAt", "Timestamp", "TimestampTime", "Producer", "Entry", "LeafHash", "ChainHash"),
+    ("String", "UInt64", "DateTime64(9)", "DateTime64(9)", "DateTime", "String", "String",
+     "FixedString(32)", "FixedString(32)"),
+)  # fmt: skip
+INSERT_COLUMNS = PREPARED_COLUMNS.names + SEAL_COLUMNS.names
 
 
 class BackpressureError(StoreUnavailableError):
@@ -63,7 +73,7 @@ class SealerStoppedError(StoreUnavailableError):
 class Batch:
     """One caller's records and the outcome it waits for."""
 
-    items: Sequence[Item]
+    prepared: Prepared
     producer: str = ""  # who sent them, as authenticated (sealed into every entry)
     masking: str = ""  # the identity of the masking rules applied to them
     done: threading.Event = field(default_factory=threading.Event)
@@ -92,7 +102,7 @@ class _Job:
     batches: list[Batch]
     before: LogState
     after: LogState
-    bodies: list[bytes]  # the rows, encoded for the store (Store.encode_rows)
+    blocks: list[bytes]  # the rows, as Native blocks
     entry_bytes: int
 
     @property
@@ -101,7 +111,7 @@ class _Job:
 
     def extend(self, later: _Job) -> None:
         self.batches += later.batches
-        self.bodies += later.bodies
+        self.blocks += later.blocks
         self.entry_bytes += later.entry_bytes
         self.after = later.after
 
@@ -111,7 +121,7 @@ class _Job:
         return f"{self.after.origin}:{self.before.size}-{self.after.size - 1}:{self.after.chain_head.hex()}"
 
 
-_STOP = Batch(items=())
+_STOP = Batch(Prepared())
 _EARLIER_FAILED = "an earlier write to the store failed, and these records were sealed after it; retry"
 
 
@@ -128,7 +138,10 @@ class Pipeline:
         metrics: SealerMetrics | None = None,
     ) -> None:
         self._store = store
-        self._state = state  # committed: moved by the writer only
+        # Column hashes are read back on a connection of their own, beside the next INSERT.
+        self._reader = Store.open(store.dsn, cluster=store.cluster)
+        self._state = state  # published: committed, and its column hashes reported
+        self._written = state  # committed: moved by the writer only
         self._clock = clock
         self._metrics = metrics
         if metrics is not None:
@@ -138,18 +151,23 @@ class Pipeline:
         self._queue: queue.Queue[Batch] = queue.Queue()
         self._queued = 0
         self._queued_lock = threading.Lock()
-        # Between the two threads, under one lock: the sealed job the writer has not taken
-        # yet, the state it leads to (where the sealer goes on), and whether a write is on.
+        # Between the threads, under one lock: the sealed job the writer has not taken yet,
+        # the state it leads to (where the sealer goes on), whether a write is on, and the
+        # committed states whose column hashes are still to be read (and whether that is on).
         self._lock = threading.Condition()
         self._pending: _Job | None = None
         self._tip = state
         self._writing = False
         self._sealing_done = False
+        self._to_publish: list[LogState] = []
+        self._publishing = False
+        self._writing_done = False
         self._accepting = False
         self._halted: str | None = None
         self._uncertain: _Uncertain | None = None
         self._sealer = threading.Thread(target=self._run_sealer, name="sealer-seal", daemon=True)
         self._writer = threading.Thread(target=self._run_writer, name="sealer-write", daemon=True)
+        self._publisher = threading.Thread(target=self._run_publisher, name="sealer-publish", daemon=True)
         # Called with (first Seq, end Seq, column hashes or None) before a commit is published.
         self.on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None
         # Called before the first record of a new partition (month of SealedAt) is sealed, to
@@ -157,7 +175,6 @@ class Pipeline:
         # verifier restarts from that checkpoint (backend/readers.py).
         self.on_partition_boundary: Callable[[], object] = lambda: None
         self._timezone = ZoneInfo(store.timezone())
-        store.insert_types()  # learnt now: the sealer thread encodes rows without the store
         self._retrying = Retrying(
             stop=stop_after_attempt(insert_attempts),
             wait=wait_exponential(multiplier=0.05, max=1.0),
@@ -180,31 +197,32 @@ class Pipeline:
 
     def start(self) -> None:
         self._accepting = True
+        self._publisher.start()
         self._writer.start()
         self._sealer.start()
 
-    def submit(self, items: Sequence[Item], producer: str = "", masking: str = "") -> Batch:
+    def submit(self, prepared: Prepared, producer: str = "", masking: str = "") -> Batch:
         """Queue records for sealing; raises BackpressureError or SealerStoppedError."""
         if self._halted is not None:
             raise SealerStoppedError(self._halted)
         if not self._accepting:
             raise SealerStoppedError("the sealer is shutting down; retry against a running one")
         with self._queued_lock:
-            if self._queued and self._queued + len(items) > self._max_queued:
+            if self._queued and self._queued + prepared.count > self._max_queued:
                 raise BackpressureError(f"sealer queue is full ({self._queued} records waiting); retry later")
-            self._queued += len(items)
-        batch = Batch(items, producer, masking)
+            self._queued += prepared.count
+        batch = Batch(prepared, producer, masking)
         self._queue.put(batch)
         return batch
 
-    def seal(self, items: Sequence[Item], producer: str = "", masking: str = "") -> int:
+    def seal(self, prepared: Prepared, producer: str = "", masking: str = "") -> int:
         """Seal and commit records; returns the first Seq. Blocks until committed."""
-        batch = self.submit(items, producer, masking)
+        batch = self.submit(prepared, producer, masking)
         batch.wait()
         return batch.first_seq
 
     def stop(self) -> None:
-        """Refuse new records, commit everything queued, stop both threads."""
+        """Refuse new records, commit and publish everything queued, stop the threads."""
         self._accepting = False
         if self._sealer.is_alive():
             self._queue.put(_STOP)
@@ -214,6 +232,12 @@ class Pipeline:
             self._lock.notify_all()
         if self._writer.is_alive():
             self._writer.join()
+        with self._lock:
+            self._writing_done = True
+            self._lock.notify_all()
+        if self._publisher.is_alive():
+            self._publisher.join()
+        self._reader.close()
 
     def _finish(self, batches: Sequence[Batch], error: AuditError | None) -> None:
         """Release the callers of `batches`, with `error` if their records were not committed."""
@@ -223,7 +247,7 @@ class Pipeline:
             if self._metrics is not None and error is None:
                 self._metrics.commit_seconds.observe(now - batch.queued_at)
         with self._queued_lock:
-            self._queued -= sum(len(b.items) for b in batches)
+            self._queued -= sum(b.prepared.count for b in batches)
         for batch in batches:
             batch.done.set()
 
@@ -232,13 +256,13 @@ class Pipeline:
     def _run_sealer(self) -> None:
         while True:
             batches = [self._queue.get()]
-            count = len(batches[0].items)
+            count = batches[0].prepared.count
             while count < self._max_batch:
                 try:
                     batches.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                count += len(batches[-1].items)
+                count += batches[-1].prepared.count
             stopping = any(b is _STOP for b in batches)
             batches = [b for b in batches if b is not _STOP]
             if batches:
@@ -278,9 +302,10 @@ class Pipeline:
             self._finish(batches, StoreUnavailableError(f"internal error while sealing: {exc}"))
 
     def _drain(self) -> LogState:
-        """Wait until every sealed record is written (or refused); the committed state."""
+        """Wait until every sealed record is written (or refused) and published; the
+        committed state."""
         with self._lock:
-            while self._pending is not None or self._writing:
+            while self._pending is not None or self._writing or self._to_publish or self._publishing:
                 self._lock.wait()
             return self._tip
 
@@ -297,21 +322,42 @@ class Pipeline:
         tree = before.tree.copy()
         chain = before.chain_head
         seq = before.size
-        rows = []
+        blocks = []
         entry_bytes = 0
         for batch in batches:
-            batch.first_seq = seq
-            for context, record, attributes in batch.items:
-                seal = Seal(origin, seq, sealed_at, batch.producer, batch.masking)
-                entry, columns = seal_record(context, record, seal, attributes)
-                leaf = hash_leaf(entry)
-                chain = chain_next(chain, leaf)
-                tree.append(leaf)
-                rows.append((*columns, entry, leaf, chain))
-                entry_bytes += len(entry)
-                seq += 1
+            batch.first_seq = first = seq
+            prepared = batch.prepared
+            seal = SealEncoder(origin, sealed_at, batch.producer, batch.masking)
+            entries, leaves, chains = [], [], []
+            for frame, befores, afters in prepared.groups:
+                for before_seal, after_seal in zip(befores, afters):
+                    entry = frame.entry(before_seal, seal(seq), after_seal)
+                    leaf = hash_leaf(entry)
+                    chain = chain_next(chain, leaf)
+                    tree.append(leaf)
+                    entries.append(entry)
+                    leaves.append(leaf)
+                    chains.append(chain)
+                    seq += 1
+            count = seq - first
+            timestamps = [t or sealed_at for t in prepared.timestamps]
+            seal_columns = SEAL_COLUMNS.encode(
+                [
+                    [origin] * count,
+                    range(first, seq),
+                    [sealed_at] * count,
+                    timestamps,
+                    [t // 1_000_000_000 for t in timestamps],
+                    [batch.producer] * count,
+                    entries,
+                    leaves,
+                    chains,
+                ]
+            )
+            blocks.append(native.block(count, len(INSERT_COLUMNS), prepared.columns, seal_columns))
+            entry_bytes += sum(map(len, entries))
         after = LogState(origin, tree, chain, sealed_at)
-        return _Job(batches, before, after, [self._store.encode_rows(rows)], entry_bytes)
+        return _Job(batches, before, after, blocks, entry_bytes)
 
     # -- writer thread -------------------------------------------------------------------
 
@@ -326,67 +372,88 @@ class Pipeline:
                 self._writing = True
                 self._lock.notify_all()
             error: AuditError | None = None
-            inserted = False
             try:
-                inserted = self._insert(job)
+                self._write(job)
             except AuditError as exc:
                 error = exc
             except Exception as exc:  # a bug must not leave callers waiting forever
                 log.exception("writing sealed records failed")
                 error = StoreUnavailableError(f"internal error while writing: {exc}")
             stale: _Job | None = None
-            if error is not None:
-                with self._lock:  # what was sealed on top of the failed job is void
+            with self._lock:
+                if error is not None:  # what was sealed on top of the failed job is void
                     stale, self._pending = self._pending, None
-                    self._tip = self._state
+                    self._tip = self._written
+                self._writing = False
+                self._lock.notify_all()
             self._finish(job.batches, error)  # the rows are in the store: release the callers
             if stale is not None:
                 self._finish(stale.batches, StoreUnavailableError(_EARLIER_FAILED))
-            try:
-                if inserted:
-                    self._publish(job.after)
-                    if self._metrics is not None:
-                        self._metrics.bytes_sealed.inc(job.entry_bytes)
-            except Exception:  # the rows are written but the state did not move: sealing on
-                log.exception("publishing Seq %d..%d failed", job.before.size, job.after.size - 1)
-                self._halted = (  # would reuse their Seq; a restart continues from the store
-                    f"internal error after writing Seq {job.before.size}..{job.after.size - 1}; "
-                    "the sealer stopped sealing. Restart it: it continues from the store."
-                )
-            finally:
-                with self._lock:
-                    self._writing = False
-                    self._lock.notify_all()
 
-    def _insert(self, job: _Job) -> bool:
-        """Write a job's rows: True when they are in the store and still to be published,
-        False when settling an unclear write found them there (and published them)."""
+    def _write(self, job: _Job) -> None:
+        """Write a job's rows and hand its state on to be published; AuditError if the rows
+        are not in the store."""
         if self._halted is not None:
             raise SealerStoppedError(self._halted)
         self._settle_uncertain()
-        if job.before is not self._state:
+        if job.before is not self._written:
             raise StoreUnavailableError(_EARLIER_FAILED)
         try:
             for attempt in self._retrying:
                 with attempt:
-                    self._store.insert_encoded(job.bodies, job.token)
+                    self._store.insert_blocks(INSERT_COLUMNS, job.blocks, job.token)
         except StoreUnavailableError as exc:
             log.warning("insert of Seq %d..%d failed: %s", job.before.size, job.after.size - 1, exc)
             if self._metrics is not None:
                 self._metrics.store_errors.inc()
             self._uncertain = _Uncertain(job.after)
             self._settle_uncertain()
-            if self._state is not job.after:
+            if self._written is not job.after:
                 raise
-            return False
-        return True
+            return
+        self._committed(job.after)
+        if self._metrics is not None:
+            self._metrics.bytes_sealed.inc(job.entry_bytes)
+
+    def _committed(self, after: LogState) -> None:
+        """The rows up to `after` are in the store: write on from there, and publish it."""
+        with self._lock:
+            self._written = after
+            self._to_publish.append(after)
+            self._lock.notify_all()
+
+    # -- publisher thread ----------------------------------------------------------------
+
+    def _run_publisher(self) -> None:
+        while True:
+            with self._lock:
+                while not self._to_publish and not self._writing_done:
+                    self._lock.wait()
+                if not self._to_publish:
+                    return
+                after = self._to_publish[-1]  # every commit so far, read back as one range
+                self._to_publish.clear()
+                self._publishing = True
+            try:
+                self._publish(after)
+            except Exception:  # a bug: the checkpoints would stop here; say so, loudly
+                first, end = self._state.size, after.size
+                log.exception("publishing Seq %d..%d failed", first, end - 1)
+                self._halted = (
+                    f"internal error after writing Seq {first}..{end - 1}; the sealer stopped "
+                    "sealing. Restart it: it continues from the store."
+                )
+            finally:
+                with self._lock:
+                    self._publishing = False
+                    self._lock.notify_all()
 
     def _publish(self, after: LogState) -> None:
         """Make a committed state current, after reporting its rows' column hashes."""
         first, end = self._state.size, after.size
         hashes: bytes | None = None  # if unread, the checkpointer computes them from the store
         try:
-            read = self._store.column_hashes(after.origin, first, end)
+            read = self._reader.column_hashes(after.origin, first, end)
             hashes = read if len(read) == 32 * (end - first) else None
         except StoreUnavailableError as exc:
             log.warning("could not read back column hashes of Seq %d..%d: %s", first, end - 1, exc)
@@ -400,7 +467,7 @@ class Pipeline:
         uncertain = self._uncertain
         if uncertain is None:
             return
-        before, after = self._state, uncertain.state
+        before, after = self._written, uncertain.state
         tail = self._store.tail(before.origin)  # StoreUnavailableError: still unknown
         self._uncertain = None
         landed = tail is not None and (tail.next_seq, tail.chain_head) == (after.size, after.chain_head)
@@ -409,7 +476,7 @@ class Pipeline:
         )
         if landed:
             log.warning("the unclear insert up to Seq %d did land; continuing", after.size - 1)
-            self._publish(after)
+            self._committed(after)
         elif not untouched:
             self._halted = (
                 f"the store's log of {before.origin!r} ends at Seq "

@@ -1,10 +1,10 @@
 """The sealer service: wires store, recovery, pipeline, checkpointer and receivers.
 
-Start order: store (schema) -> recovery -> pipeline -> checkpointer -> receivers (gRPC,
-HTTP) -> the local read API (embedded stores only) -> metrics and health endpoints.
-Stop order, the reverse, and the one place it is written down:
+Start order: sealing workers -> store (schema) -> recovery -> pipeline -> checkpointer ->
+receivers (gRPC, HTTP) -> the local read API (embedded stores only) -> metrics and health
+endpoints. Stop order, the reverse, and the one place it is written down:
   1. health, the read API and the receivers stop; receivers finish in-flight Export calls
-     (grace period);
+     (grace period); then the sealing workers stop;
   2. the pipeline commits everything still queued, then stops;
   3. the checkpointer stops its timer and signs a final checkpoint of the whole log;
   4. the store is closed.
@@ -27,9 +27,11 @@ from .masking import Masking
 from .metrics import HealthServer, SealerMetrics
 from .otlp import Intake
 from .pipeline import Pipeline
+from .prepare import Rules
 from .producers import ProducerTracker
 from .read_api import ReadApi, socket_path
 from .recovery import recover
+from .workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class SealerService:
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
         self.intake: Intake | None = None
+        self.workers: Workers | None = None
         self.metrics: SealerMetrics | None = None
         self.health: HealthServer | None = None
         self.read_api: ReadApi | None = None
@@ -58,9 +61,9 @@ class SealerService:
         }  # before anything starts: a listener that would be exposed is refused up front
         masking = Masking.load(config.masking_rules) if config.masking_rules else None
         metrics = self.metrics = SealerMetrics()
-        intake = self.intake = Intake(
-            config.incomplete_events, ProducerTracker(metrics=metrics), masking=masking, metrics=metrics
-        )
+        self.workers = Workers(Rules(config.incomplete_events, masking), config.workers)
+        self.workers.start()
+        intake = self.intake = Intake(self.workers, ProducerTracker(metrics=metrics), metrics=metrics)
         self.store = Store.open(config.store, cluster=config.cluster)
         self.store.ensure_schema()
         state = recover(self.store, self.key.name, self.key.verifier(), config.anchor_dir)
@@ -82,8 +85,8 @@ class SealerService:
             self.pipeline,
             config.grpc_address,
             authenticator=policies[config.grpc_address],
-            tls=config.tls,
             intake=intake,
+            tls=config.tls,
             max_message_bytes=config.max_message_bytes,
         )
         self.grpc.start()
@@ -92,8 +95,8 @@ class SealerService:
                 self.pipeline,
                 config.http_address,
                 authenticator=policies[config.http_address],
-                tls=config.tls,
                 intake=intake,
+                tls=config.tls,
                 max_message_bytes=config.max_message_bytes,
             )
             self.http.start()
@@ -129,6 +132,8 @@ class SealerService:
                 self.http.stop()
             if self.grpc is not None:
                 self.grpc.stop(self.config.shutdown_grace_seconds)
+            if self.workers is not None:
+                self.workers.stop()
             if self.pipeline is not None:
                 self.pipeline.stop()
             if self.checkpointer is not None:

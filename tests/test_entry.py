@@ -21,6 +21,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otel_audit.entry import (
+    ATTR_MASKING,
     ATTR_ORIGIN,
     ATTR_PRODUCER,
     ATTR_SEALED_AT,
@@ -28,12 +29,14 @@ from otel_audit.entry import (
     DERIVED_COLUMNS,
     Context,
     Seal,
-    add_seal,
+    SealEncoder,
     any_value_as_string,
     attributes_as_map,
     decode_entry,
     reserved_attribute,
+    seal_attributes,
     seal_record,
+    split_record,
 )
 from otel_audit.errors import FormatError
 
@@ -83,6 +86,17 @@ def _record(**overrides: object) -> LogRecord:
     return LogRecord(**fields)  # type: ignore[arg-type]
 
 
+def _with_unknown_fields(record: LogRecord) -> LogRecord:
+    """A record as a newer producer might send it: fields this protobuf does not know, at the
+    top level (field 99, and field 6 with the wrong wire type) and inside the body."""
+    body = AnyValue(string_value="b").SerializeToString() + b"\xa0\x06\x07"  # field 100: 7
+    raw = LogRecord(body=AnyValue.FromString(body)).SerializeToString()
+    raw = record.SerializeToString() + raw + b"\x98\x06\x05" + b"\x30\x01"  # field 99: 5; 6 as varint
+    parsed = LogRecord.FromString(raw)
+    assert b"\x98\x06\x05" in parsed.SerializeToString(deterministic=True)  # kept, not dropped
+    return parsed
+
+
 def _request(
     record: LogRecord,
     resource: Resource | None = None,
@@ -101,13 +115,30 @@ def _request(
     return resource_logs, resource_logs.scope_logs[0]
 
 
+def add_seal(record: LogRecord, seal: Seal) -> None:
+    """The reference for the seal: the attributes appended with protobuf's own classes."""
+    attrs = record.attributes
+    attrs.add(key=ATTR_ORIGIN).value.string_value = seal.origin
+    attrs.add(key=ATTR_SEQ).value.int_value = seal.seq
+    attrs.add(key=ATTR_SEALED_AT).value.int_value = seal.sealed_at_ns
+    if seal.producer:
+        attrs.add(key=ATTR_PRODUCER).value.string_value = seal.producer
+    if seal.masking:
+        attrs.add(key=ATTR_MASKING).value.string_value = seal.masking
+
+
 def _seal(
     resource_logs: ResourceLogs, scope_logs: ScopeLogs, seal: Seal = SEAL
 ) -> tuple[bytes, tuple, LogRecord]:
-    record = LogRecord()
-    record.CopyFrom(scope_logs.log_records[0])
+    """seal_record's entry and row, and the record sealed by the reference (add_seal)."""
+    record = scope_logs.log_records[0]
+    original = record.SerializeToString()
     entry, row = seal_record(Context(resource_logs, scope_logs), record, seal)
-    return entry, row, record
+    assert record.SerializeToString() == original  # the producer's record is left as it was
+    sealed = LogRecord()
+    sealed.CopyFrom(record)
+    add_seal(sealed, seal)
+    return entry, row, sealed
 
 
 def _reference_entry(resource_logs: ResourceLogs, scope_logs: ScopeLogs, sealed: LogRecord) -> bytes:
@@ -164,6 +195,13 @@ ENTRY_CASES = [
             )
         ),
         id="kvlist-body",
+    ),
+    pytest.param({}, _with_unknown_fields(_record()), id="unknown-fields-top-and-nested"),
+    pytest.param({}, _record(attributes=[]), id="no-attributes"),
+    pytest.param(
+        {},
+        _record(attributes=[_kv("k", _s("\x32\x00" * 40))], event_name="\x32\x00"),
+        id="seal-marker-bytes-in-values",
     ),
 ]
 
@@ -276,11 +314,31 @@ def test_seal_attributes_are_last_and_excluded_from_log_attributes(
     assert _col(decode_entry(entry)[1], "LogAttributes") == expected
 
 
-def test_add_seal_appends_in_order() -> None:
-    record = LogRecord(attributes=[_kv("a", "b")])
-    add_seal(record, Seal("o", 0, 0))
-    assert [kv.key for kv in record.attributes] == ["a", ATTR_ORIGIN, ATTR_SEQ, ATTR_SEALED_AT]
-    assert record.attributes[2].value.WhichOneof("value") == "int_value"  # set even when 0
+@pytest.mark.parametrize("seq", [0, 1, 127, 128, 16383, 16384, 2**35, 2**63 - 1])
+@pytest.mark.parametrize(
+    ("producer", "masking"), [("", ""), ("CN=orders,O=Acme", ""), ("", "sha256:ab"), ("p" * 200, "m")]
+)
+def test_seal_attributes_equal_protobuf_encoding(seq: int, producer: str, masking: str) -> None:
+    seal = Seal("example.com/" + "o" * 150, seq, 1_700_000_002_000_000_000, producer, masking)
+    reference = LogRecord()
+    add_seal(reference, seal)
+    assert seal_attributes(seal) == reference.SerializeToString(deterministic=True)
+    encoder = SealEncoder(seal.origin, seal.sealed_at_ns, producer, masking)
+    assert encoder(seq) == seal_attributes(seal)
+    zero = LogRecord()
+    add_seal(zero, Seal("o", 0, 0))
+    assert zero.attributes[1].value.WhichOneof("value") == "int_value"  # set even when 0
+    assert seal_attributes(Seal("o", 0, 0)) == zero.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize(("request_fields", "record"), ENTRY_CASES)
+def test_split_record_is_the_serialization_around_the_seal(request_fields: dict, record: LogRecord) -> None:
+    before, after = split_record(record)
+    assert before + after == record.SerializeToString(deterministic=True)
+    sealed = LogRecord()
+    sealed.CopyFrom(record)
+    add_seal(sealed, SEAL)
+    assert before + seal_attributes(SEAL) + after == sealed.SerializeToString(deterministic=True)
 
 
 # -- any_value_as_string ------------------------------------------------------------------
@@ -622,7 +680,7 @@ def test_producer_is_sealed_last_and_read_back() -> None:
     parsed = ResourceLogs.FromString(entry).scope_logs[0].log_records[0]
     assert [kv.key for kv in parsed.attributes][-4:] == [ATTR_ORIGIN, ATTR_SEQ, ATTR_SEALED_AT, ATTR_PRODUCER]
     parsed.attributes[-1].value.string_value = ""
-    tampered = Context(*_request(parsed)).entry(parsed.SerializeToString(deterministic=True))
+    tampered = Context(*_request(parsed)).frame.entry(parsed.SerializeToString(deterministic=True))
     with pytest.raises(FormatError, match="producer"):
         decode_entry(tampered)
 

@@ -55,6 +55,11 @@ def test_tables_fsync_inserts(store: Store) -> None:
         assert "fsync_after_insert = 1" in create and "fsync_part_directory = 1" in create, table
 
 
+def test_the_log_merges_fewer_larger_batches_of_parts(store: Store) -> None:
+    create = store.select("SHOW CREATE TABLE otel_audit.logs")[0][0]
+    assert "merge_selector_base = 20" in create
+
+
 def test_an_up_to_date_store_needs_no_ddl_to_serve(store: Store) -> None:
     """The sealer role has no CREATE or ALTER: with nothing to apply, migrate runs no DDL."""
     reader = Store.open(store.dsn, read_only=True)  # a session that could not run DDL if asked to

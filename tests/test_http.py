@@ -24,8 +24,11 @@ from opentelemetry.sdk.resources import Resource
 from backend.store import Store
 from sealer.auth import Authenticator
 from sealer.http_receiver import HttpReceiver
+from sealer.otlp import Intake
 from sealer.pipeline import Pipeline
+from sealer.prepare import Rules
 from sealer.state import LogState
+from sealer.workers import Workers
 
 from .conftest import Sealer, run_cli
 from .producers import send_audit_events
@@ -241,7 +244,7 @@ def test_reserved_attribute_is_rejected_through_partial_success(sealer: Sealer) 
 @pytest.mark.parametrize(
     ("body", "content_type", "encoding", "status", "message"),
     [
-        (b"\xff\xff\xff", "application/x-protobuf", None, 400, "not an OTLP ExportLogsServiceRequest"),
+        (b"\xff\xff\xff", "application/x-protobuf", None, 400, "not a valid OTLP ExportLogsServiceRequest"),
         (b"{not json", "application/json", None, 400, "not JSON"),
         (b'{"resourceLogs": [{"scopeLogs": "x"}]}', "application/json", None, 400, "OTLP JSON"),
         (SPEC_LOGS_JSON.replace("5B8EFFF7", "ZZZZZZZZ").encode(), "application/json", None, 400, "not hex"),
@@ -276,13 +279,17 @@ def test_wrong_path_is_404(sealer: Sealer) -> None:
 # -- store trouble: in-process receiver on a real store ---------------------------------------
 
 
+ANONYMOUS = Authenticator({}, allow_anonymous=True)
+INLINE = Intake(Workers(Rules(), workers=0))  # requests prepared in the receiving thread
+
+
 @pytest.fixture
 def receiver(tmp_path):  # type: ignore[no-untyped-def]
     store = Store.open(f"chdb://{tmp_path / 'store'}")
     store.ensure_schema()
     pipeline = Pipeline(store, LogState.empty("http.example/audit"), max_queued_records=3, insert_attempts=5)
     pipeline.start()
-    http = HttpReceiver(pipeline, "127.0.0.1:0", authenticator=Authenticator({}, allow_anonymous=True))
+    http = HttpReceiver(pipeline, "127.0.0.1:0", authenticator=ANONYMOUS, intake=INLINE)
     http.start()
     yield store, pipeline, f"http://{http.address}/v1/logs"
     http.stop()
@@ -357,7 +364,7 @@ def test_grpc_back_pressure_carries_retry_info(receiver) -> None:  # type: ignor
     from sealer.grpc_receiver import GrpcReceiver
 
     store, pipeline, _ = receiver
-    server = GrpcReceiver(pipeline, "127.0.0.1:0", authenticator=Authenticator({}, allow_anonymous=True))
+    server = GrpcReceiver(pipeline, "127.0.0.1:0", authenticator=ANONYMOUS, intake=INLINE)
     server.start()
     try:
         export = grpc.insecure_channel(server.address).unary_unary(

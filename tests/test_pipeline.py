@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 from backend.readers import verify_origin
 from backend.store import Store
-from otel_audit.entry import Context
 from otel_audit.errors import StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline
+from sealer.prepare import Prepared, Rules, prepare_request
 from sealer.recovery import recover
 from sealer.state import LogState
 
 ORIGIN = "pipeline.example/audit"
 
 
-def items(n: int, tag: str = "r"):
-    resource_logs = ResourceLogs()
+def items(n: int, tag: str = "r") -> Prepared:
+    """n records of one request, prepared as a sealing worker prepares them."""
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
     resource_logs.resource.attributes.add(key="service.name").value.string_value = "svc"
-    scope_logs = ScopeLogs()
-    context = Context(resource_logs, scope_logs)
-    return [(context, LogRecord(body=AnyValue(string_value=f"{tag}{i}")), {}) for i in range(n)]
+    scope_logs = resource_logs.scope_logs.add()
+    for i in range(n):
+        scope_logs.log_records.add(body=AnyValue(string_value=f"{tag}{i}"))
+    return prepare_request(request.SerializeToString(), Rules())
 
 
 @pytest.fixture
@@ -118,8 +121,9 @@ def test_batches_queued_while_the_store_breaks_are_either_written_or_refused(sto
     checkpointer.stop()
     assert not all(outcomes[10:]), "nothing should be written while the table is detached"
     bodies = {row[0] for row in store.client.query("SELECT Body FROM otel_audit.logs").result_rows}
-    for batch, ok in zip(first + second, outcomes):
-        written = {r.body.string_value for _, r, _ in batch.items} <= bodies
+    tags = [f"a{i}-" for i in range(10)] + [f"b{i}-" for i in range(10)]
+    for tag, ok in zip(tags, outcomes):
+        written = {f"{tag}{j}" for j in range(10)} <= bodies
         assert written == ok, f"batch acknowledged={ok} but its records written={written}"
     seqs = [row[0] for row in store.hashes_from(ORIGIN, 0)]
     assert seqs == list(range(len(seqs)))
@@ -156,13 +160,13 @@ def test_records_sealed_on_top_of_a_failed_write_are_refused_and_sealing_resumes
     pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=1)
     pipeline.start()
     assert pipeline.seal(items(3, "warm")) == 0
-    gate, real_insert = threading.Event(), store.insert_encoded
+    gate, real_insert = threading.Event(), store.insert_blocks
 
-    def held_insert(bodies, token):  # the write in flight while the next group is sealed
+    def held_insert(columns, blocks, token):  # the write in flight while the next group is sealed
         gate.wait()
-        real_insert(bodies, token)
+        real_insert(columns, blocks, token)
 
-    store.insert_encoded = held_insert  # type: ignore[method-assign]
+    store.insert_blocks = held_insert  # type: ignore[method-assign]
     store.command("DETACH TABLE otel_audit.logs")
 
     def until(condition) -> None:  # type: ignore[no-untyped-def]
@@ -190,9 +194,11 @@ def test_records_sealed_on_top_of_a_failed_write_are_refused_and_sealing_resumes
 
 
 def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store):
-    """Rows written but the state not moved on (a bug in what follows the INSERT): sealing
-    on would give the next records the same Seq, a fork. The pipeline stops instead, and a
-    restart continues from the store."""
+    """Rows written but their state not published (a bug in what follows the INSERT): the
+    checkpoints could not move past them. The pipeline stops sealing, without ever reusing
+    a Seq, and a restart continues from the store."""
+    import time
+
     from sealer.pipeline import SealerStoppedError
 
     calls = []
@@ -207,6 +213,11 @@ def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store
     pipeline.start()
     assert pipeline.seal(items(3)) == 0
     assert pipeline.seal(items(4, "x")) == 3  # written, so acknowledged
+    deadline = time.monotonic() + 30  # the publisher runs beside the writer: wait for it
+    while "Restart it" not in (pipeline.problem() or ""):
+        assert time.monotonic() < deadline, "the pipeline did not halt"
+        time.sleep(0.01)
+    assert pipeline.state.size == 3  # the failed publication did not move the state
     with pytest.raises(SealerStoppedError, match="Restart it"):
         pipeline.seal(items(2, "y"))
     pipeline.stop()

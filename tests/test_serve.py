@@ -171,6 +171,15 @@ def test_verify_usage_errors_exit_2(tmp_path):
     assert bad_store.returncode == 2 and "use chdb:///absolute/path" in bad_store.stderr
 
 
+def _running(pid: str) -> bool:
+    """Whether a process exists and has not exited (a zombie waits only to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_defaults_and_environment_a_new_user_gets(tmp_path):
     """`serve` with no flags: key created under ./otel-audit-data, embedded store there too;
     settings from OTEL_AUDIT_* variables; `verify` with only the printed key finds it all."""
@@ -189,6 +198,7 @@ def test_defaults_and_environment_a_new_user_gets(tmp_path):
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        start_new_session=True,  # its own process group, as in a terminal
     )
     lines = []
     for line in proc.stderr:  # type: ignore[union-attr]
@@ -200,8 +210,14 @@ def test_defaults_and_environment_a_new_user_gets(tmp_path):
     vkey = re.search(r"verifier key: (\S+)", text).group(1)  # type: ignore[union-attr]
     port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
     send_audit_events(f"127.0.0.1:{port}", 50)
-    proc.send_signal(signal.SIGINT)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert children, "serve runs its sealing workers as child processes"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole group, sealing workers included
     assert proc.wait(timeout=60) == 0
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in children):
+        assert time.monotonic() < deadline, "sealing workers outlived serve"
+        time.sleep(0.1)
     assert (tmp_path / "otel-audit-data" / "store").is_dir()
     assert VerifierKey.parse(vkey).name == "newcomer.example/audit"
     result = run_cli("verify", "--key", vkey, cwd=tmp_path)

@@ -1,0 +1,62 @@
+"""ClickHouse Native blocks, built in two halves by two kinds of process.
+
+A Native block is its column count and row count (LEB128 varints), then each column in turn:
+its name, its type and its values. The sealing workers encode the columns that come from the
+producer's records (sealer/prepare.py); the sealer encodes the columns that depend on Seq and
+the seal, and frames the block around both halves (sealer/pipeline.py). The values are
+written by clickhouse-connect's own column writers, compiled, so neither half costs Python
+a loop over its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from clickhouse_connect.datatypes.base import ClickHouseType
+from clickhouse_connect.datatypes.registry import get_from_name
+from clickhouse_connect.driver.insert import InsertContext
+
+
+def _leb128(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode()
+    return _leb128(len(raw)) + raw
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Some columns of a table and their types, as the INSERT sends them."""
+
+    names: tuple[str, ...]
+    types: tuple[str, ...]
+
+    @cached_property
+    def _writers(self) -> list[tuple[str, bytes, ClickHouseType]]:
+        return [(n, _string(n) + _string(t), get_from_name(t)) for n, t in zip(self.names, self.types)]
+
+    def encode(self, values: Sequence[Sequence[object]]) -> bytes:
+        """The columns' part of a block: one sequence of values per column, in `names` order."""
+        if len(values) != len(self.names):
+            raise ValueError(f"{len(values)} columns of values for {len(self.names)} columns")
+        context = InsertContext("", self.names, [w for _, _, w in self._writers])
+        out = bytearray()
+        for (name, header, writer), column in zip(self._writers, values):
+            out += header
+            context.start_column(name)
+            writer.write_column(column, out, context)
+        return bytes(out)
+
+
+def block(rows: int, columns: int, *parts: bytes) -> bytes:
+    """A Native block of `rows` rows from Columns.encode parts holding `columns` columns in all."""
+    return b"".join((_leb128(columns), _leb128(rows), *parts))
