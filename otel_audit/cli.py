@@ -150,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        default=_env("WORKERS", str(os.cpu_count() or 1)),
-        help="processes that prepare records for sealing, 0 for none (default: one per core; "
-        "env OTEL_AUDIT_WORKERS)",
+        default=_env("WORKERS", str(min(4, len(os.sched_getaffinity(0))))),
+        help="processes that prepare records for sealing, 0 for none (default: one per core "
+        "this process may use, at most 4; env OTEL_AUDIT_WORKERS)",
     )
     serve.add_argument(
         "--checkpoint-interval",

@@ -165,11 +165,6 @@ class SealEncoder:
         return self._before_seq + _SEQ_HEADS[len(value)] + value + self._after_seq
 
 
-def seal_attributes(seal: Seal) -> bytes:
-    """The encoded seal attributes of one record (SealEncoder)."""
-    return SealEncoder(seal.origin, seal.sealed_at_ns, seal.producer, seal.masking)(seal.seq)
-
-
 _STRING, _INT = b"\x0a", b"\x18"  # AnyValue.string_value and AnyValue.int_value tags
 
 
@@ -373,20 +368,6 @@ def record_columns(shared: tuple, record: LogRecord, seal: Seal, own_attributes:
     timestamp = record_timestamp(record) or seal.sealed_at_ns
     head = (seal.origin, seal.seq, seal.sealed_at_ns, timestamp, timestamp // 1_000_000_000)
     return head + record_values(shared, record, own_attributes) + (seal.producer,)
-
-
-def seal_record(
-    context: Context, record: LogRecord, seal: Seal, attributes: dict[str, str] | None = None
-) -> tuple[bytes, Row]:
-    """Seal a producer's record: returns its entry bytes and derived columns.
-
-    `attributes` is the record's attributes_as_map, when the caller already made it (the
-    receiver does, to refuse reserved keys): reading upb attributes is the costliest step.
-    """
-    own = attributes_as_map(record.attributes) if attributes is None else attributes
-    before, after = split_record(record)
-    entry = context.frame.entry(before, seal_attributes(seal), after)
-    return entry, record_columns(context.shared, record, seal, own)
 
 
 def decode_entry(entry: bytes) -> tuple[Seal, Row]:

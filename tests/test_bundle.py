@@ -17,12 +17,13 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 
 from otel_audit.bundle import BundleRecord, entry_path, proof_path, verify_bundle, write_bundle
 from otel_audit.checkpoint import Checkpoint
-from otel_audit.entry import Context, Seal, seal_record
+from otel_audit.entry import Context, Seal
 from otel_audit.merkle import CompactRange, hash_leaf
 from otel_audit.note import SignedNote, SignerKey
 from otel_audit.tlog_proof import TlogProof
 
 from .conftest import run_cli
+from .test_entry import seal_record
 from .test_proof import _inclusion_proof
 
 KEY = SignerKey.from_seed("bundle.example/audit", b"\x07" * 32)

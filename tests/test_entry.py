@@ -33,9 +33,8 @@ from otel_audit.entry import (
     any_value_as_string,
     attributes_as_map,
     decode_entry,
+    record_columns,
     reserved_attribute,
-    seal_attributes,
-    seal_record,
     split_record,
 )
 from otel_audit.errors import FormatError
@@ -113,6 +112,18 @@ def _request(
         resource_kwargs["resource"] = resource
     resource_logs = ResourceLogs(scope_logs=[ScopeLogs(**scope_kwargs)], **resource_kwargs)
     return resource_logs, resource_logs.scope_logs[0]
+
+
+def seal_attributes(seal: Seal) -> bytes:
+    return SealEncoder(seal.origin, seal.sealed_at_ns, seal.producer, seal.masking)(seal.seq)
+
+
+def seal_record(context: Context, record: LogRecord, seal: Seal) -> tuple[bytes, tuple]:
+    """One record's entry and derived columns, from the pieces the sealing workers and the
+    sealer each make (sealer/prepare.py, sealer/pipeline.py)."""
+    before, after = split_record(record)
+    entry = context.frame.entry(before, seal_attributes(seal), after)
+    return entry, record_columns(context.shared, record, seal, attributes_as_map(record.attributes))
 
 
 def add_seal(record: LogRecord, seal: Seal) -> None:

@@ -60,6 +60,7 @@ def test_example_overrides_are_valid(path: Path) -> None:
         {"producers": {"incompleteEvents": "drop"}},
         {"anchors": {"size": "lots"}},
         {"clickhouse": {"cluster": "a; DROP"}},
+        {"workers": -1},
     ],
 )
 def test_bad_values_are_refused(override: dict) -> None:
@@ -160,5 +161,6 @@ def test_rendered_chart_has_what_it_promises(values: list[Path]) -> None:
     env = {e["name"]: e for e in container["env"]}
     store = env["OTEL_AUDIT_STORE"]["value"]
     assert not re.search(r"//[^$@/]+:[^$@/]+@", store), "a ClickHouse password written in the manifest"
+    assert int(env["OTEL_AUDIT_WORKERS"]["value"]) >= 0  # serve reads it as --workers
     budget = manifests[("PodDisruptionBudget", "rel-otel-audit")]
     assert budget["spec"]["selector"]["matchLabels"] == sealer["spec"]["selector"]["matchLabels"]
