@@ -18,19 +18,12 @@ from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.datatypes.registry import get_from_name
 from clickhouse_connect.driver.insert import InsertContext
 
-
-def _leb128(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+from otel_audit.entry import varint
 
 
 def _string(text: str) -> bytes:
     raw = text.encode()
-    return _leb128(len(raw)) + raw
+    return varint(len(raw)) + raw
 
 
 @dataclass(frozen=True)
@@ -59,4 +52,4 @@ class Columns:
 
 def block(rows: int, columns: int, *parts: bytes) -> bytes:
     """A Native block of `rows` rows from Columns.encode parts holding `columns` columns in all."""
-    return b"".join((_leb128(columns), _leb128(rows), *parts))
+    return b"".join((varint(columns), varint(rows), *parts))

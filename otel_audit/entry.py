@@ -153,7 +153,7 @@ class SealEncoder:
 
     def __init__(self, origin: str, sealed_at_ns: int, producer: str = "", masking: str = "") -> None:
         self._before_seq = _attribute(ATTR_ORIGIN, _STRING + _bytes(origin.encode()))
-        after = _attribute(ATTR_SEALED_AT, _INT + _varint(sealed_at_ns))
+        after = _attribute(ATTR_SEALED_AT, _INT + varint(sealed_at_ns))
         if producer:
             after += _attribute(ATTR_PRODUCER, _STRING + _bytes(producer.encode()))
         if masking:
@@ -161,7 +161,7 @@ class SealEncoder:
         self._after_seq = after
 
     def __call__(self, seq: int) -> bytes:
-        value = _varint(seq)
+        value = varint(seq)
         return self._before_seq + _SEQ_HEADS[len(value)] + value + self._after_seq
 
 
@@ -176,7 +176,7 @@ def _attribute(key: str, any_value: bytes) -> bytes:
 
 def _bytes(payload: bytes) -> bytes:
     """A length-delimited payload: its length as a varint, then the bytes."""
-    return _varint(len(payload)) + payload
+    return varint(len(payload)) + payload
 
 
 def split_record(record: LogRecord) -> tuple[bytes, bytes]:
@@ -287,9 +287,9 @@ class EntryFrame:
     def entry(self, before: bytes, seal: bytes = b"", after: bytes = b"") -> bytes:
         """The entry of the record `before + seal + after` (split_record, SealEncoder)."""
         record_length = len(before) + len(seal) + len(after)
-        record_prefix = _varint(record_length)
+        record_prefix = varint(record_length)
         scope_length = len(self.scope_head) + len(record_prefix) + record_length + self.scope_tail_len
-        head = (self.resource_head, _varint(scope_length), self.scope_head, record_prefix)
+        head = (self.resource_head, varint(scope_length), self.scope_head, record_prefix)
         return b"".join((*head, before, seal, after, self.tail))
 
 
@@ -318,8 +318,9 @@ def _varint_slow(n: int) -> bytes:
 _SMALL_VARINTS = tuple(_varint_slow(n) for n in range(1 << 14))  # every length below 16 KiB
 
 
-def _varint(n: int) -> bytes:
-    """Protobuf's base-128 varint of a non-negative integer."""
+def varint(n: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative integer (unsigned LEB128, which
+    ClickHouse's Native format uses too)."""
     return _SMALL_VARINTS[n] if n < 16384 else _varint_slow(n)
 
 
@@ -331,7 +332,7 @@ def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2); an empty one is unset and encodes as nothing."""
     if not payload:
         return b""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def record_timestamp(record: LogRecord) -> int:

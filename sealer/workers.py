@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -60,6 +61,7 @@ def _prepare(raw: bytes) -> Prepared:
 
 
 def _ready() -> int:
+    time.sleep(0.02)  # long enough that the other workers take the other calls
     return os.getpid()
 
 
@@ -71,12 +73,21 @@ class Workers:
         self._pool: ProcessPoolExecutor | None = None
         self._stopped = False
 
-    def start(self) -> None:
-        """Start every worker now, so that the first requests do not wait for them."""
-        if self.count:
-            pool = self._new_pool()
-            for future in [pool.submit(_ready) for _ in range(self.count)]:
-                future.result()
+    def start(self, timeout: float = 120) -> None:
+        """Start every worker now and wait until each has set itself up (signals included),
+        so that the first requests do not wait for them."""
+        if not self.count:
+            return
+        pool = self._new_pool()
+        ready: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(ready) < self.count:
+            if time.monotonic() > deadline:
+                raise WorkerError(f"only {len(ready)} of {self.count} sealing workers started")
+            try:
+                ready.update(f.result() for f in [pool.submit(_ready) for _ in range(self.count)])
+            except BrokenProcessPool:
+                raise WorkerError("a sealing worker stopped while starting; see the log above") from None
 
     def prepare(self, raw: bytes) -> Prepared:
         """The request prepared (RequestError if it cannot be decoded, WorkerError if the
