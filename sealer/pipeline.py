@@ -318,20 +318,20 @@ class Pipeline:
         return datetime.fromtimestamp(ns / 1e9, self._timezone).strftime("%Y%m")
 
     def _seal(self, batches: list[Batch], before: LogState, sealed_at: int) -> _Job:
-        origin = before.origin
+        """Seal batches on top of `before`: each record's Seq, entry, leaf and chain hash,
+        and one Native block per batch."""
         tree = before.tree.copy()
         chain = before.chain_head
         seq = before.size
         blocks = []
         entry_bytes = 0
         for batch in batches:
-            batch.first_seq = first = seq
-            prepared = batch.prepared
-            seal = SealEncoder(origin, sealed_at, batch.producer, batch.masking)
+            batch.first_seq = seq
+            seal = SealEncoder(before.origin, sealed_at, batch.producer, batch.masking)
             entries, leaves, chains = [], [], []
-            for frame, befores, afters in prepared.groups:
-                for before_seal, after_seal in zip(befores, afters):
-                    entry = frame.entry(before_seal, seal(seq), after_seal)
+            for frame, befores, afters in batch.prepared.groups:
+                for record_before, record_after in zip(befores, afters):
+                    entry = frame.entry(record_before, seal(seq), record_after)
                     leaf = hash_leaf(entry)
                     chain = chain_next(chain, leaf)
                     tree.append(leaf)
@@ -339,24 +339,9 @@ class Pipeline:
                     leaves.append(leaf)
                     chains.append(chain)
                     seq += 1
-            count = seq - first
-            timestamps = [t or sealed_at for t in prepared.timestamps]
-            seal_columns = SEAL_COLUMNS.encode(
-                [
-                    [origin] * count,
-                    range(first, seq),
-                    [sealed_at] * count,
-                    timestamps,
-                    [t // 1_000_000_000 for t in timestamps],
-                    [batch.producer] * count,
-                    entries,
-                    leaves,
-                    chains,
-                ]
-            )
-            blocks.append(native.block(count, len(INSERT_COLUMNS), prepared.columns, seal_columns))
+            blocks.append(_block(batch, before.origin, sealed_at, entries, leaves, chains))
             entry_bytes += sum(map(len, entries))
-        after = LogState(origin, tree, chain, sealed_at)
+        after = LogState(before.origin, tree, chain, sealed_at)
         return _Job(batches, before, after, blocks, entry_bytes)
 
     # -- writer thread -------------------------------------------------------------------
@@ -485,3 +470,25 @@ class Pipeline:
             )
             log.error(self._halted)
             raise StoreError(self._halted)
+
+
+def _block(
+    batch: Batch, origin: str, sealed_at: int, entries: list[bytes], leaves: list[bytes], chains: list[bytes]
+) -> bytes:
+    """A sealed batch's rows as one Native block: its prepared columns, then the seal columns."""
+    count, first = len(entries), batch.first_seq
+    timestamps = [t or sealed_at for t in batch.prepared.timestamps]  # no time of its own: the seal's
+    seal_columns = SEAL_COLUMNS.encode(
+        [
+            [origin] * count,
+            range(first, first + count),
+            [sealed_at] * count,
+            timestamps,
+            [t // 1_000_000_000 for t in timestamps],
+            [batch.producer] * count,
+            entries,
+            leaves,
+            chains,
+        ]
+    )
+    return native.block(count, len(INSERT_COLUMNS), batch.prepared.columns, seal_columns)

@@ -66,6 +66,8 @@ def _ready() -> int:
 
 
 class Workers:
+    """`workers` processes that prepare requests under `rules` (none: in the caller)."""
+
     def __init__(self, rules: Rules, workers: int) -> None:
         self.rules = rules
         self.count = workers
@@ -98,11 +100,13 @@ class Workers:
         try:
             future: Future[Prepared] = pool.submit(_prepare, raw)
             return future.result()
-        except BrokenProcessPool:
+        except BrokenProcessPool:  # a RuntimeError too: first
             self._replace(pool)
             raise WorkerError("a sealing worker stopped while preparing this request; retry") from None
-        except RuntimeError:  # submitted after shutdown
-            raise WorkerError(_STOPPED) from None
+        except RuntimeError as exc:
+            if not self._stopped:  # not "cannot schedule new futures after shutdown": a bug
+                raise
+            raise WorkerError(_STOPPED) from exc
 
     def stop(self) -> None:
         """Let the workers finish what they hold, then end them."""
