@@ -41,14 +41,18 @@ def export(
 ) -> ExportLogsServiceResponse:
     """Seal a serialized ExportLogsServiceRequest's records (blocking until committed) and
     build the answer. `producer` is the authenticated sender ("" when anonymous)."""
-    prepared = intake.workers.prepare(request)
-    for rejection in prepared.rejected:
-        intake.rejected(rejection.reason)
-    for instance, seq in prepared.producer_seqs:
-        intake.producers.observe(instance, seq)
-    if prepared.count:
-        masking = intake.workers.rules.masking
-        pipeline.seal(prepared, producer, masking.identity if masking else "")
+    batch = None
+    with pipeline.arriving():  # the writer may wait for these records to share an INSERT
+        prepared = intake.workers.prepare(request)
+        for rejection in prepared.rejected:
+            intake.rejected(rejection.reason)
+        for instance, seq in prepared.producer_seqs:
+            intake.producers.observe(instance, seq)
+        if prepared.count:
+            masking = intake.workers.rules.masking
+            batch = pipeline.submit(prepared, producer, masking.identity if masking else "")
+    if batch is not None:
+        batch.wait()  # until committed
     return response_for([rejection.message for rejection in prepared.rejected])
 
 

@@ -9,7 +9,8 @@ seals the next group while ClickHouse (which releases the GIL) writes the previo
   and encodes the seal columns beside the prepared ones;
 - the *writer* writes each sealed group with a single INSERT and only then releases its
   callers. One sealer means one order: Seq is contiguous and the chain has no forks,
-  whichever receiver a record came through;
+  whichever receiver a record came through. When more records are already on their way
+  (`arriving`), it waits for them a moment, to share the INSERT's fixed cost;
 - the *publisher* reads back the column hashes of the rows just written (backend/columns.py),
   on a connection of its own while the writer goes on with the next INSERT, hands them to
   `on_commit` (the checkpointer) and then publishes the new state, so the next checkpoint
@@ -30,7 +31,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -134,6 +136,7 @@ class Pipeline:
         max_batch_records: int = 20_000,
         max_queued_records: int = 200_000,
         insert_attempts: int = 3,
+        gather_seconds: float = 0.02,
         clock: Callable[[], int] = time.time_ns,
         metrics: SealerMetrics | None = None,
     ) -> None:
@@ -148,16 +151,22 @@ class Pipeline:
             metrics.queue_depth.set_function(lambda: self._queued)
         self._max_batch = max_batch_records
         self._max_queued = max_queued_records
+        self._gather = gather_seconds
         self._queue: queue.Queue[Batch] = queue.Queue()
         self._queued = 0
         self._queued_lock = threading.Lock()
         # Between the threads, under one lock: the sealed job the writer has not taken yet,
         # the state it leads to (where the sealer goes on), whether a write is on, and the
-        # committed states whose column hashes are still to be read (and whether that is on).
+        # committed states whose column hashes are still to be read (and whether that is on);
+        # and how many records are on their way to the pending job (requests being prepared,
+        # batches being sealed), which the writer may wait for (_take).
         self._lock = threading.Condition()
         self._pending: _Job | None = None
         self._tip = state
         self._writing = False
+        self._arriving = 0
+        self._sealing = False
+        self._draining = False
         self._sealing_done = False
         self._to_publish: list[LogState] = []
         self._publishing = False
@@ -221,6 +230,19 @@ class Pipeline:
         batch.wait()
         return batch.first_seq
 
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Records are on their way (a request being prepared, then submitted): the writer
+        may wait a moment for them, to write them in the same INSERT as what is pending."""
+        with self._lock:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._arriving -= 1
+                self._lock.notify_all()
+
     def stop(self) -> None:
         """Refuse new records, commit and publish everything queued, stop the threads."""
         self._accepting = False
@@ -266,7 +288,11 @@ class Pipeline:
             stopping = any(b is _STOP for b in batches)
             batches = [b for b in batches if b is not _STOP]
             if batches:
-                self._seal_batches(batches)
+                self._set_sealing(True)
+                try:
+                    self._seal_batches(batches)
+                finally:
+                    self._set_sealing(False)
             if stopping and self._queue.empty():
                 return
 
@@ -301,13 +327,23 @@ class Pipeline:
             log.exception("sealing failed")
             self._finish(batches, StoreUnavailableError(f"internal error while sealing: {exc}"))
 
+    def _set_sealing(self, sealing: bool) -> None:
+        with self._lock:
+            self._sealing = sealing
+            self._lock.notify_all()
+
     def _drain(self) -> LogState:
         """Wait until every sealed record is written (or refused) and published; the
         committed state."""
         with self._lock:
-            while self._pending is not None or self._writing or self._to_publish or self._publishing:
-                self._lock.wait()
-            return self._tip
+            self._draining = True  # the writer must not wait for what cannot come meanwhile
+            self._lock.notify_all()
+            try:
+                while self._pending is not None or self._writing or self._to_publish or self._publishing:
+                    self._lock.wait()
+                return self._tip
+            finally:
+                self._draining = False
 
     def _crosses_partition(self, tip: LogState, sealed_at: int) -> bool:
         """Whether records sealed at `sealed_at` start a new partition after `tip`."""
@@ -348,14 +384,9 @@ class Pipeline:
 
     def _run_writer(self) -> None:
         while True:
-            with self._lock:
-                while self._pending is None and not self._sealing_done:
-                    self._lock.wait()
-                job, self._pending = self._pending, None
-                if job is None:
-                    return
-                self._writing = True
-                self._lock.notify_all()
+            job = self._take()
+            if job is None:
+                return
             error: AuditError | None = None
             try:
                 self._write(job)
@@ -374,6 +405,32 @@ class Pipeline:
             self._finish(job.batches, error)  # the rows are in the store: release the callers
             if stale is not None:
                 self._finish(stale.batches, StoreUnavailableError(_EARLIER_FAILED))
+
+    def _take(self) -> _Job | None:
+        """The next job to write (None once sealing is done and all is written).
+
+        Every INSERT costs the engine a fixed amount of work besides its rows (some 10 ms on
+        the embedded engine), so when more records are already on their way, the writer
+        waits for them a moment (`gather_seconds` at most) to write them in the same INSERT.
+        A caller alone is never kept waiting: then nothing else is on its way.
+        """
+        with self._lock:
+            while self._pending is None and not self._sealing_done:
+                self._lock.wait()
+            deadline = time.monotonic() + self._gather
+            while (
+                self._pending is not None
+                and self._pending.records < self._max_batch
+                and (self._arriving or self._sealing or not self._queue.empty())
+                and not (self._draining or self._sealing_done)
+                and (remaining := deadline - time.monotonic()) > 0
+            ):
+                self._lock.wait(remaining)
+            job, self._pending = self._pending, None
+            if job is not None:
+                self._writing = True
+                self._lock.notify_all()
+            return job
 
     def _write(self, job: _Job) -> None:
         """Write a job's rows and hand its state on to be published; AuditError if the rows

@@ -223,3 +223,28 @@ def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store
     pipeline.stop()
     assert "Restart it" in (pipeline.problem() or "")
     assert [row[0] for row in store.hashes_from(ORIGIN, 0)] == list(range(7))
+
+
+def test_the_writer_waits_for_records_on_their_way_but_never_for_a_lone_caller(store):
+    """Every INSERT costs the engine a fixed amount of work, so records already on their way
+    share the INSERT of what is pending; a caller with nobody else arriving is not delayed."""
+    pipeline = Pipeline(store, LogState.empty(ORIGIN), gather_seconds=60)
+    inserts: list[int] = []
+    real_insert = store.insert_blocks
+
+    def counted(columns, blocks, token):  # type: ignore[no-untyped-def]
+        inserts.append(len(blocks))
+        real_insert(columns, blocks, token)
+
+    store.insert_blocks = counted  # type: ignore[method-assign]
+    pipeline.start()
+    alone = pipeline.submit(items(3, "alone"))
+    assert alone.done.wait(30), "a lone caller waited for the gathering time"
+    with pipeline.arriving():  # another request is being prepared
+        first = pipeline.submit(items(5, "a"))
+        assert not first.done.wait(0.5)  # held for what is on its way
+        second = pipeline.submit(items(5, "b"))
+    assert first.done.wait(30) and second.done.wait(30)
+    pipeline.stop()
+    assert inserts == [1, 2]  # the lone batch alone, then both batches in one INSERT
+    assert [row[0] for row in store.hashes_from(ORIGIN, 0)] == list(range(13))
