@@ -275,16 +275,16 @@ class LogVerifier:
         """
         if first_seq != self._expected_seq:
             raise ValueError(f"feed_hashes got Seq {first_seq}, want {self._expected_seq}")
-        append = self._tree.append
-        targets = self._targets
-        size = self._tree.size
-        for offset in range(0, len(leaf_and_chain), 64):
-            append(leaf_and_chain[offset : offset + 32])
-            size += 1
-            if size in targets:
-                self._prev_chain = leaf_and_chain[offset + 32 : offset + 64]
-                self._check_targets(size)
-        rows = len(leaf_and_chain) // 64
+        start = self._tree.size
+        leaves = [leaf_and_chain[offset : offset + 32] for offset in range(0, len(leaf_and_chain), 64)]
+        done = 0
+        for size in sorted(t for t in self._targets if start < t <= start + len(leaves)):
+            self._tree.extend(leaves[done : size - start])  # up to a signed size, then check it
+            done = size - start
+            self._prev_chain = leaf_and_chain[done * 64 - 32 : done * 64]
+            self._check_targets(size)
+        self._tree.extend(leaves[done:])
+        rows = len(leaves)
         if rows:
             self._prev_chain = leaf_and_chain[-32:]
         self._rows += rows

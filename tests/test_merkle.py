@@ -198,6 +198,31 @@ def test_compact_range_matches_reference_root_for_sizes_0_to_300() -> None:
         assert tree.root() == root_from_leaf_hashes(leaves[:size]), size
 
 
+@pytest.mark.parametrize("start", [0, 1, 5, 64, 4095, 4096, 6000])
+@pytest.mark.parametrize("count", [1, 2, 3, 31, 4096, 4097, 9000])
+def test_compact_range_extend_in_bulk_equals_appending_one_by_one(start: int, count: int) -> None:
+    """extend hashes whole aligned subtrees a level at a time (at most 4,096 leaves): for
+    every alignment of the start and every length, the same range as append, leaf by leaf."""
+    leaves = _random_leaf_hashes(start + count)
+    bulk, single = CompactRange(), CompactRange()
+    bulk.extend(leaves[:start])
+    for leaf in leaves[:start]:
+        single.append(leaf)
+    assert bulk == single
+    bulk.extend(leaves[start:])
+    for leaf in leaves[start:]:
+        single.append(leaf)
+    assert bulk == single and bulk.size == start + count
+
+
+def test_compact_range_extend_in_bulk_matches_the_reference_root() -> None:
+    leaves = _random_leaf_hashes(5000)
+    tree = CompactRange()
+    tree.extend(leaves[:1234])
+    tree.extend(leaves[1234:])
+    assert tree.root() == root_from_leaf_hashes(leaves)
+
+
 def test_compact_range_root_does_not_change_state() -> None:
     tree = CompactRange()
     tree.extend(LEAF_HASHES[:7])
