@@ -212,10 +212,7 @@ class Pipeline:
 
     def submit(self, prepared: Prepared, producer: str = "", masking: str = "") -> Batch:
         """Queue records for sealing; raises BackpressureError or SealerStoppedError."""
-        if self._halted is not None:
-            raise SealerStoppedError(self._halted)
-        if not self._accepting:
-            raise SealerStoppedError("the sealer is shutting down; retry against a running one")
+        self._refuse_if_closed()
         with self._queued_lock:
             if self._queued and self._queued + prepared.count > self._max_queued:
                 raise BackpressureError(f"sealer queue is full ({self._queued} records waiting); retry later")
@@ -230,10 +227,23 @@ class Pipeline:
         batch.wait()
         return batch.first_seq
 
+    def _refuse_if_closed(self) -> None:
+        if self._halted is not None:
+            raise SealerStoppedError(self._halted)
+        if not self._accepting:
+            raise SealerStoppedError("the sealer is shutting down; retry against a running one")
+
     @contextmanager
     def arriving(self) -> Iterator[None]:
-        """Records are on their way (a request being prepared, then submitted): the writer
-        may wait a moment for them, to write them in the same INSERT as what is pending."""
+        """Records are on their way (a request being prepared, then submitted).
+
+        Refused at once (SealerStoppedError, BackpressureError) when the pipeline could not
+        take them anyway, before a worker spends any time on them. Otherwise the writer may
+        wait a moment for them, to write them in the same INSERT as what is pending.
+        """
+        self._refuse_if_closed()
+        if self._queued >= self._max_queued:
+            raise BackpressureError(f"sealer queue is full ({self._queued} records waiting); retry later")
         with self._lock:
             self._arriving += 1
         try:

@@ -248,3 +248,29 @@ def test_the_writer_waits_for_records_on_their_way_but_never_for_a_lone_caller(s
     pipeline.stop()
     assert inserts == [1, 2]  # the lone batch alone, then both batches in one INSERT
     assert [row[0] for row in store.hashes_from(ORIGIN, 0)] == list(range(13))
+
+
+def test_records_are_refused_before_any_work_when_the_queue_is_full(store):
+    import threading
+
+    from sealer.pipeline import BackpressureError, SealerStoppedError
+
+    pipeline = Pipeline(store, LogState.empty(ORIGIN), max_queued_records=5)
+    gate, real_insert = threading.Event(), store.insert_blocks
+
+    def held_insert(columns, blocks, token):  # type: ignore[no-untyped-def]
+        gate.wait()
+        real_insert(columns, blocks, token)
+
+    store.insert_blocks = held_insert  # type: ignore[method-assign]
+    pipeline.start()
+    held = pipeline.submit(items(5))  # written only once the gate opens: the queue is full
+    with pytest.raises(BackpressureError, match="queue is full"), pipeline.arriving():
+        raise AssertionError("a full pipeline let a request be prepared")
+    gate.set()
+    held.wait()
+    with pipeline.arriving():  # room again
+        pipeline.seal(items(2))
+    pipeline.stop()
+    with pytest.raises(SealerStoppedError, match="shutting down"), pipeline.arriving():
+        raise AssertionError("a stopped pipeline let a request be prepared")
