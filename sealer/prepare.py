@@ -41,13 +41,11 @@ class RequestError(AuditError):
     """The request is not an OTLP ExportLogsServiceRequest; sending it again will not help."""
 
 
-# The columns made here, with the types they are sent as (the engine converts to the table's).
-PREPARED_COLUMNS = Columns(
-    RECORD_COLUMNS,
-    ("DateTime64(9)", "String", "String", "UInt8", "String", "UInt8", "String", "String", "String",
-     "Map(String, String)", "String", "String", "String", "Map(String, String)", "Map(String, String)",
-     "String"),
-)  # fmt: skip
+# The columns made here, with the types they are sent as (the engine converts to the table's:
+# LowCardinality dictionaries, for one, are built by the engine, in C++).
+_SENT_AS = {"ObservedTimestamp": "DateTime64(9)", "TraceFlags": "UInt8", "SeverityNumber": "UInt8"}
+_SENT_AS |= dict.fromkeys(("ResourceAttributes", "ScopeAttributes", "LogAttributes"), "Map(String, String)")
+PREPARED_COLUMNS = Columns(RECORD_COLUMNS, tuple(_SENT_AS.get(name, "String") for name in RECORD_COLUMNS))
 
 
 @dataclass(frozen=True)
