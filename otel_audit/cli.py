@@ -30,6 +30,12 @@ DATA_DIR = Path("otel-audit-data")
 DEFAULT_ORIGIN = "otel-audit.local/audit"
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one, as on Linux)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"OTEL_AUDIT_{name}", default)
 
@@ -150,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        default=_env("WORKERS", str(min(4, len(os.sched_getaffinity(0))))),
+        default=_env("WORKERS", str(min(4, _usable_cores()))),
         help="processes that prepare records for sealing, 0 for none (default: one per core "
         "this process may use, at most 4; env OTEL_AUDIT_WORKERS)",
     )

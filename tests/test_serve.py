@@ -223,3 +223,9 @@ def test_defaults_and_environment_a_new_user_gets(tmp_path):
     result = run_cli("verify", "--key", vkey, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: log newcomer.example/audit (fast): 50 records" in result.stdout
+
+
+def test_serve_refuses_a_negative_number_of_workers(tmp_path):
+    result = run_cli("serve", "--workers", "-1", "--store", f"chdb://{tmp_path / 'store'}", cwd=tmp_path)
+    assert result.returncode == 2 and "--workers must be 0" in result.stderr, result.stderr
+    assert not (tmp_path / "store").exists() and not (tmp_path / "otel-audit-data").exists()  # nothing made
