@@ -357,12 +357,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sealer.service import SealerService
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    key_path = args.key or DATA_DIR / "signer.key"
-    if args.key is None and not key_path.exists():
-        _write_key(key_path, SignerKey.generate(args.origin))
-        print(f"created signer key {key_path.resolve()}", file=sys.stderr, flush=True)
-    key = load_signer_key(key_path)
-    if args.checkpoint_interval <= 0:
+    if args.checkpoint_interval <= 0:  # flags first: a refused command leaves nothing behind
         raise ConfigError("--checkpoint-interval must be a positive number of seconds")
     if args.workers < 0:
         raise ConfigError("--workers must be 0 (prepare records in the receiving thread) or more")
@@ -370,6 +365,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("give --tls-cert and --tls-key together")
     if args.tls_client_ca is not None and args.tls_cert is None:
         raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+    key_path = args.key or DATA_DIR / "signer.key"
+    if args.key is None and not key_path.exists():
+        _write_key(key_path, SignerKey.generate(args.origin))
+        print(f"created signer key {key_path.resolve()}", file=sys.stderr, flush=True)
+    key = load_signer_key(key_path)
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     config = ServeConfig(
         store=args.store or default_store(),
