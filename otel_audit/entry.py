@@ -336,9 +336,16 @@ def _field(number: int, payload: bytes) -> bytes:
 
 
 def record_timestamp(record: LogRecord) -> int:
-    """The record's Timestamp column: its time, else its observed time; 0 when it has neither
-    (then the column takes the seal time, record_columns)."""
+    """The record's own time: its time, else its observed time; 0 when it has neither (then
+    the Timestamp column takes the seal time, timestamp_columns)."""
     return record.time_unix_nano or record.observed_time_unix_nano
+
+
+def timestamp_columns(record_time_ns: int, sealed_at_ns: int) -> tuple[int, int]:
+    """Timestamp (ns) and TimestampTime (s): the record's own time (record_timestamp), or the
+    seal time when it has none. The sealer and the verifier both derive them here."""
+    timestamp = record_time_ns or sealed_at_ns
+    return timestamp, timestamp // 1_000_000_000
 
 
 def record_values(shared: tuple, record: LogRecord, own_attributes: dict[str, str]) -> Row:
@@ -366,8 +373,8 @@ def record_values(shared: tuple, record: LogRecord, own_attributes: dict[str, st
 
 def record_columns(shared: tuple, record: LogRecord, seal: Seal, own_attributes: dict[str, str]) -> Row:
     """The derived column values, in DERIVED_COLUMNS order."""
-    timestamp = record_timestamp(record) or seal.sealed_at_ns
-    head = (seal.origin, seal.seq, seal.sealed_at_ns, timestamp, timestamp // 1_000_000_000)
+    times = timestamp_columns(record_timestamp(record), seal.sealed_at_ns)
+    head = (seal.origin, seal.seq, seal.sealed_at_ns, *times)
     return head + record_values(shared, record, own_attributes) + (seal.producer,)
 
 

@@ -42,7 +42,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from backend import native
 from backend.store import Store
 from otel_audit.chain import chain_next
-from otel_audit.entry import SealEncoder
+from otel_audit.entry import SealEncoder, timestamp_columns
 from otel_audit.errors import AuditError, StoreError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 
@@ -53,8 +53,7 @@ from .state import LogState
 log = logging.getLogger(__name__)
 
 # The columns the sealer encodes itself (the rest come prepared: PREPARED_COLUMNS), with the
-# types they are sent as: the engine converts to the table's types (LowCardinality
-# dictionaries, for one, are built by the engine in C++).
+# types they are sent as (the engine converts to the table's, as for PREPARED_COLUMNS).
 SEAL_COLUMNS = native.Columns(
     ("Origin", "Seq", "SealedAt", "Timestamp", "TimestampTime", "Producer", "Entry", "LeafHash", "ChainHash"),
     ("String", "UInt64", "DateTime64(9)", "DateTime64(9)", "DateTime", "String", "String",
@@ -544,14 +543,14 @@ def _block(
 ) -> bytes:
     """A sealed batch's rows as one Native block: its prepared columns, then the seal columns."""
     count, first = len(entries), batch.first_seq
-    timestamps = [t or sealed_at for t in batch.prepared.timestamps]  # no time of its own: the seal's
+    timestamps, seconds = zip(*(timestamp_columns(t, sealed_at) for t in batch.prepared.timestamps))
     seal_columns = SEAL_COLUMNS.encode(
         [
             [origin] * count,
             range(first, first + count),
             [sealed_at] * count,
             timestamps,
-            [t // 1_000_000_000 for t in timestamps],
+            seconds,
             [batch.producer] * count,
             entries,
             leaves,

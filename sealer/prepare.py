@@ -67,8 +67,8 @@ class Prepared:
     """A request's accepted records, in order, as the sealer takes them.
 
     Record i of a group is `frame.entry(befores[i], seal, afters[i])` once sealed.
-    `timestamps` is each record's Timestamp column in nanoseconds, 0 when the record has no
-    time (the sealer then puts the seal time); `columns` is RECORD_COLUMNS, encoded.
+    `timestamps` is each record's own time in nanoseconds (record_timestamp), 0 when it has
+    none (the sealer derives the Timestamp columns); `columns` is RECORD_COLUMNS, encoded.
     """
 
     count: int = 0
