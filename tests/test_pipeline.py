@@ -59,7 +59,8 @@ def test_store_failure_returns_retryable_error_and_leaves_no_gap(store, tmp_path
     store.command("DETACH TABLE otel_audit.logs")  # the store breaks under the sealer
     with pytest.raises(StoreUnavailableError, match="failed"):
         pipeline.seal(items(5, "lost"))
-    assert pipeline.state.size == 10  # nothing was committed, nothing advanced
+    assert _eventually(lambda: pipeline.state.size == 10)  # published once the writer is idle
+    assert pipeline.state.size == 10  # nothing more was committed, nothing advanced
     store.command("ATTACH TABLE otel_audit.logs")
     assert pipeline.seal(items(5, "after")) == 10  # no gap: the failed batch left no trace
     pipeline.stop()
@@ -208,7 +209,7 @@ def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store
         if len(calls) == 2:
             raise RuntimeError("a bug")
 
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, LogState.empty(ORIGIN), publish_records=1)  # each commit on its own
     pipeline.on_commit = failing_on_second_commit
     pipeline.start()
     assert pipeline.seal(items(3)) == 0
@@ -274,3 +275,59 @@ def test_records_are_refused_before_any_work_when_the_queue_is_full(store):
     pipeline.stop()
     with pytest.raises(SealerStoppedError, match="shutting down"), pipeline.arriving():
         raise AssertionError("a stopped pipeline let a request be prepared")
+
+
+@pytest.mark.parametrize("publish_records", [5, 1000])
+def test_a_busy_writer_lets_commits_pile_up_before_reading_them_back(store, publish_records):
+    """Reading column hashes back costs the engine per query, so commits made while the writer
+    is busy are read back together, once enough of them piled up (publish_records) or the
+    writer is idle. Callers are released at commit either way."""
+    import threading
+
+    pipeline = Pipeline(store, LogState.empty(ORIGIN), publish_records=publish_records, publish_seconds=60)
+    reported: list[tuple[int, int]] = []
+    pipeline.on_commit = lambda first, end, hashes: reported.append((first, end))
+    gates = {1: threading.Event(), 2: threading.Event()}  # held INSERTs, by their number
+    inserts: list[int] = []
+    real_insert = store.insert_blocks
+
+    def held_insert(columns, blocks, token):  # type: ignore[no-untyped-def]
+        inserts.append(len(blocks))
+        if len(inserts) - 1 in gates:
+            gates[len(inserts) - 1].wait()
+        real_insert(columns, blocks, token)
+
+    store.insert_blocks = held_insert  # type: ignore[method-assign]
+    pipeline.start()
+    pipeline.submit(items(3, "alone")).wait()
+    assert _eventually(lambda: pipeline.state.size == 3), "an idle writer's commit was not published"
+    second = pipeline.submit(items(5, "b"))  # INSERT 1, held
+    assert _eventually(lambda: len(inserts) == 2)
+    third = pipeline.submit(items(5, "c"))  # pending behind it: INSERT 2, held
+    gates[1].set()
+    second.wait()  # released at commit, while the writer is busy with the third
+    assert _eventually(lambda: len(inserts) == 3)
+    if publish_records == 5:  # enough piled up: read back now
+        assert _eventually(lambda: pipeline.state.size == 8)
+    else:  # too few: kept for the next commit
+        assert not _eventually(lambda: pipeline.state.size > 3, seconds=0.5)
+    gates[2].set()
+    third.wait()
+    assert _eventually(lambda: pipeline.state.size == 13), "an idle writer's commits were not published"
+    pipeline.stop()
+    assert reported == ([(0, 3), (3, 8), (8, 13)] if publish_records == 5 else [(0, 3), (3, 13)])
+    assert store.column_hashes(ORIGIN, 0, 13) == b"".join(
+        store.column_hashes(ORIGIN, first, end) for first, end in reported
+    )
+
+
+def _eventually(condition, seconds: float = 30) -> bool:  # type: ignore[no-untyped-def]
+    """Whether `condition` comes true within `seconds` (polled)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
