@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from math import isfinite
 
+from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
@@ -179,17 +180,50 @@ def _bytes(payload: bytes) -> bytes:
     return varint(len(payload)) + payload
 
 
+# The fields after the attributes that _tail_length knows; a newer opentelemetry-proto with
+# more fields falls back to _marked_spot for every record rather than split wrong.
+_TAIL_IS_KNOWN = sorted(f.number for f in LogRecord.DESCRIPTOR.fields if f.number > 6) == list(range(7, 13))
+
+
 def split_record(record: LogRecord) -> tuple[bytes, bytes]:
     """A producer's record serialized, split where the seal attributes go: (before, after).
 
     The seal attributes are the last entries of `attributes`, and deterministic protobuf
     writes a message's fields in field-number order (unknown fields last), so they go after
-    the producer's own attributes and before the fields numbered above them. To find that
-    spot, an empty attribute is appended for a moment: it encodes as 32 00 exactly there.
-    The first byte where the two serializations differ is the spot, because nothing that
-    may follow the attributes starts with 0x32 (that byte is the attributes' own tag).
+    the producer's own attributes and before the fields numbered above them (7 to 12), which
+    are all scalars whose length is simple arithmetic. Records that carry unknown fields
+    (from a newer producer) are split by `_marked_spot` instead, which asks protobuf.
     """
     whole = record.SerializeToString(deterministic=True)
+    known = _TAIL_IS_KNOWN and not len(UnknownFieldSet(record))
+    spot = len(whole) - _tail_length(record) if known else _marked_spot(record, whole)
+    return whole[:spot], whole[spot:]
+
+
+def _tail_length(record: LogRecord) -> int:
+    """How many bytes LogRecord fields 7 to 12 take: each a one-byte tag and its value, and
+    nothing when it has its default (proto3 writes only what is set)."""
+    length = 0
+    if record.dropped_attributes_count:  # 7: varint
+        length += 1 + len(varint(record.dropped_attributes_count))
+    if record.flags:  # 8: fixed32
+        length += 5
+    for size in (len(record.trace_id), len(record.span_id)):  # 9, 10: bytes
+        if size:
+            length += 1 + len(varint(size)) + size
+    if record.observed_time_unix_nano:  # 11: fixed64
+        length += 9
+    if record.event_name:  # 12: string
+        size = len(record.event_name.encode())
+        length += 1 + len(varint(size)) + size
+    return length
+
+
+def _marked_spot(record: LogRecord, whole: bytes) -> int:
+    """Where the seal attributes go in `whole`, found by protobuf itself: an empty attribute
+    appended for a moment encodes as 32 00 exactly there. The first byte where the two
+    serializations differ is the spot, because nothing that may follow the attributes starts
+    with 0x32 (that byte is the attributes' own tag)."""
     record.attributes.add()
     marked = record.SerializeToString(deterministic=True)
     del record.attributes[-1]
@@ -197,7 +231,7 @@ def split_record(record: LogRecord) -> tuple[bytes, bytes]:
     spot = len(whole) - 1 - (diff.bit_length() - 1) // 8 if diff else len(whole)
     if marked[spot : spot + 2] != b"\x32\x00" or marked[spot + 2 :] != whole[spot:]:
         raise FormatError("record cannot be split for sealing")  # cannot happen; never seal it wrong
-    return whole[:spot], whole[spot:]
+    return spot
 
 
 def reserved_attribute(attributes: Mapping[str, str]) -> str | None:
@@ -316,12 +350,16 @@ def _varint_slow(n: int) -> bytes:
 
 
 _SMALL_VARINTS = tuple(_varint_slow(n) for n in range(1 << 14))  # every length below 16 KiB
+# The first two bytes of a longer varint, by its low 14 bits (both with the continuation bit).
+_LOW_14_BITS = tuple(bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(1 << 14))
 
 
 def varint(n: int) -> bytes:
     """Protobuf's base-128 varint of a non-negative integer (unsigned LEB128, which
-    ClickHouse's Native format uses too)."""
-    return _SMALL_VARINTS[n] if n < 16384 else _varint_slow(n)
+    ClickHouse's Native format uses too), 14 bits a table lookup: Seq takes one per record."""
+    if n < 16384:
+        return _SMALL_VARINTS[n]
+    return _LOW_14_BITS[n & 0x3FFF] + varint(n >> 14)
 
 
 # The Seq attribute up to its value, for each length of the value's varint (1 to 10 bytes).

@@ -36,6 +36,7 @@ from otel_audit.entry import (
     record_columns,
     reserved_attribute,
     split_record,
+    varint,
 )
 from otel_audit.errors import FormatError
 
@@ -214,6 +215,17 @@ ENTRY_CASES = [
         _record(attributes=[_kv("k", _s("\x32\x00" * 40))], event_name="\x32\x00"),
         id="seal-marker-bytes-in-values",
     ),
+    pytest.param(
+        {},
+        _record(
+            dropped_attributes_count=2**32 - 1,
+            flags=2**32 - 1,
+            trace_id=b"t" * 200,
+            span_id=b"s" * 3,
+            event_name="\u00e9" * 100,
+        ),
+        id="fields-after-attributes-extreme",
+    ),
 ]
 
 
@@ -325,6 +337,15 @@ def test_seal_attributes_are_last_and_excluded_from_log_attributes(
     assert _col(decode_entry(entry)[1], "LogAttributes") == expected
 
 
+def test_varint_is_protobufs_at_every_length() -> None:
+    edges = {0, 1, 2**64 - 1} | {2**k + d for k in range(7, 64, 7) for d in (-1, 0, 1)}
+    edges |= {2**k - 1 for k in range(1, 64)} | {0x3FFF << 14, (0x2AAA << 14) | 0x1555}
+    for n in sorted(edges):
+        # field 3 of AnyValue is int_value, a varint (two's complement above 2**63 - 1)
+        encoded = AnyValue(int_value=n if n < 2**63 else n - 2**64).SerializeToString()
+        assert encoded == b"\x18" + varint(n), n
+
+
 @pytest.mark.parametrize("seq", [0, 1, 127, 128, 16383, 16384, 2**35, 2**63 - 1])
 @pytest.mark.parametrize(
     ("producer", "masking"), [("", ""), ("CN=orders,O=Acme", ""), ("", "sha256:ab"), ("p" * 200, "m")]
@@ -342,8 +363,43 @@ def test_seal_attributes_equal_protobuf_encoding(seq: int, producer: str, maskin
     assert seal_attributes(Seal("o", 0, 0)) == zero.SerializeToString(deterministic=True)
 
 
+# Each field after the attributes alone, at the edges of its encoded length.
+_TAIL_FIELDS = [
+    {"dropped_attributes_count": 1},
+    {"dropped_attributes_count": 128},
+    {"flags": 1},
+    {"trace_id": b"\x00"},
+    {"trace_id": b"t" * 127},
+    {"trace_id": b"t" * 128},
+    {"span_id": b"s" * 8},
+    {"observed_time_unix_nano": 1},
+    {"event_name": "e"},
+    {"event_name": "\u2603" * 43},  # 129 bytes in UTF-8
+]
+
+
+@pytest.mark.parametrize(
+    "fields", _TAIL_FIELDS, ids=lambda f: "-".join(f"{k}={len(str(v))}" for k, v in f.items())
+)
+@pytest.mark.parametrize("attributes", [[], [_kv("user", "alice")]], ids=["no-attributes", "attributes"])
+def test_split_record_knows_the_length_of_every_field_after_the_attributes(
+    fields: dict, attributes: list[KeyValue]
+) -> None:
+    record = LogRecord(body=_s("b"), attributes=attributes, **fields)
+    before, after = split_record(record)
+    assert before + after == record.SerializeToString(deterministic=True)
+    assert len(after) == len(LogRecord(**fields).SerializeToString(deterministic=True))
+
+
+@pytest.mark.parametrize("tail_is_known", [True, False], ids=["arithmetic", "protobuf-marker"])
 @pytest.mark.parametrize(("request_fields", "record"), ENTRY_CASES)
-def test_split_record_is_the_serialization_around_the_seal(request_fields: dict, record: LogRecord) -> None:
+def test_split_record_is_the_serialization_around_the_seal(
+    request_fields: dict, record: LogRecord, tail_is_known: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import otel_audit.entry
+
+    assert otel_audit.entry._TAIL_IS_KNOWN  # this protobuf's LogRecord ends at field 12
+    monkeypatch.setattr(otel_audit.entry, "_TAIL_IS_KNOWN", tail_is_known)
     before, after = split_record(record)
     assert before + after == record.SerializeToString(deterministic=True)
     sealed = LogRecord()
