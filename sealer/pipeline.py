@@ -381,17 +381,17 @@ class Pipeline:
         for batch in batches:
             batch.first_seq = seq
             seal = SealEncoder(before.origin, sealed_at, batch.producer, batch.masking)
-            entries, leaves, chains = [], [], []
+            entries: list[bytes] = []
             for frame, befores, afters in batch.prepared.groups:
                 for record_before, record_after in zip(befores, afters):
-                    entry = frame.entry(record_before, seal(seq), record_after)
-                    leaf = hash_leaf(entry)
-                    chain = chain_next(chain, leaf)
-                    tree.append(leaf)
-                    entries.append(entry)
-                    leaves.append(leaf)
-                    chains.append(chain)
+                    entries.append(frame.entry(record_before, seal(seq), record_after))
                     seq += 1
+            leaves = list(map(hash_leaf, entries))
+            chains = []
+            for leaf in leaves:
+                chain = chain_next(chain, leaf)
+                chains.append(chain)
+            tree.extend(leaves)
             blocks.append(_block(batch, before.origin, sealed_at, entries, leaves, chains))
             entry_bytes += sum(map(len, entries))
         after = LogState(before.origin, tree, chain, sealed_at)
