@@ -208,7 +208,8 @@ class Pipeline:
 
     @property
     def state(self) -> LogState:
-        """The last committed state (safe to read from any thread)."""
+        """The last published state: committed, its column hashes handed to on_commit (while
+        the writer is busy, up to publish_seconds behind it). Safe to read from any thread."""
         return self._state
 
     def start(self) -> None:

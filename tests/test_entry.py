@@ -209,6 +209,11 @@ ENTRY_CASES = [
         id="kvlist-body",
     ),
     pytest.param({}, _with_unknown_fields(_record()), id="unknown-fields-top-and-nested"),
+    pytest.param(
+        {},
+        _record(body=AnyValue.FromString(_s("b").SerializeToString() + b"\xa0\x06\x07")),
+        id="unknown-fields-nested-only",
+    ),
     pytest.param({}, _record(attributes=[]), id="no-attributes"),
     pytest.param(
         {},
