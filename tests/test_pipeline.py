@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -28,6 +30,16 @@ def items(n: int, tag: str = "r") -> Prepared:
     for i in range(n):
         scope_logs.log_records.add(body=AnyValue(string_value=f"{tag}{i}"))
     return prepare_request(request.SerializeToString(), Rules())
+
+
+def _eventually(condition, seconds: float = 30) -> bool:  # type: ignore[no-untyped-def]
+    """Whether `condition` comes true within `seconds` (polled)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.fixture
@@ -155,7 +167,6 @@ def test_records_sealed_on_top_of_a_failed_write_are_refused_and_sealing_resumes
     """The sealer works ahead of the writer: when a write fails, whatever was sealed on top
     of it is refused too (retryable), and sealing continues from what was committed."""
     import threading
-    import time
 
     key = SignerKey.generate(ORIGIN)
     pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=1)
@@ -170,16 +181,10 @@ def test_records_sealed_on_top_of_a_failed_write_are_refused_and_sealing_resumes
     store.insert_blocks = held_insert  # type: ignore[method-assign]
     store.command("DETACH TABLE otel_audit.logs")
 
-    def until(condition) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + 30
-        while not condition():
-            assert time.monotonic() < deadline, "the pipeline did not get there"
-            time.sleep(0.01)
-
     failing = pipeline.submit(items(10, "a"))
-    until(lambda: pipeline._pending is None and pipeline._writing)  # the writer holds `failing`
+    assert _eventually(lambda: pipeline._pending is None and pipeline._writing)  # the writer holds `failing`
     on_top = pipeline.submit(items(10, "b"))
-    until(lambda: pipeline._pending is not None)  # `on_top` is sealed, waiting for the writer
+    assert _eventually(lambda: pipeline._pending is not None)  # `on_top` is sealed, waiting for the writer
     gate.set()
     for batch in (failing, on_top):
         assert batch.done.wait(30)
@@ -198,7 +203,6 @@ def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store
     """Rows written but their state not published (a bug in what follows the INSERT): the
     checkpoints could not move past them. The pipeline stops sealing, without ever reusing
     a Seq, and a restart continues from the store."""
-    import time
 
     from sealer.pipeline import SealerStoppedError
 
@@ -214,10 +218,8 @@ def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store
     pipeline.start()
     assert pipeline.seal(items(3)) == 0
     assert pipeline.seal(items(4, "x")) == 3  # written, so acknowledged
-    deadline = time.monotonic() + 30  # the publisher runs beside the writer: wait for it
-    while "Restart it" not in (pipeline.problem() or ""):
-        assert time.monotonic() < deadline, "the pipeline did not halt"
-        time.sleep(0.01)
+    # the publisher runs beside the writer: wait for it
+    assert _eventually(lambda: "Restart it" in (pipeline.problem() or "")), "the pipeline did not halt"
     assert pipeline.state.size == 3  # the failed publication did not move the state
     with pytest.raises(SealerStoppedError, match="Restart it"):
         pipeline.seal(items(2, "y"))
@@ -319,15 +321,3 @@ def test_a_busy_writer_lets_commits_pile_up_before_reading_them_back(store, publ
     assert store.column_hashes(ORIGIN, 0, 13) == b"".join(
         store.column_hashes(ORIGIN, first, end) for first, end in reported
     )
-
-
-def _eventually(condition, seconds: float = 30) -> bool:  # type: ignore[no-untyped-def]
-    """Whether `condition` comes true within `seconds` (polled)."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
