@@ -184,7 +184,7 @@ def test_bad_records_are_refused_per_record_while_another_producer_commits(seale
     failures: list[str] = []
     stop = threading.Event()
 
-    def good_producer() -> None:
+    def good_producer(transport: str) -> None:
         with grpc.insecure_channel(sealer.endpoint) as channel:
             stub = logs_service_pb2_grpc.LogsServiceStub(channel)
             n = 0
@@ -192,16 +192,21 @@ def test_bad_records_are_refused_per_record_while_another_producer_commits(seale
                 req = ExportLogsServiceRequest()
                 scope_logs = req.resource_logs.add().scope_logs.add()
                 for i in range(10):
-                    scope_logs.log_records.add(body=AnyValue(string_value=f"good-{n}-{i}"))
-                try:
-                    response = stub.Export(req, timeout=60)
+                    scope_logs.log_records.add(body=AnyValue(string_value=f"good-{transport}-{n}-{i}"))
+                try:  # UNAVAILABLE, 503 or a rejection would be a failure of isolation
+                    if transport == "grpc":
+                        response = stub.Export(req, timeout=60)
+                    else:
+                        status, raw = _post(sealer, req.SerializeToString(), "application/x-protobuf")
+                        assert status == 200
+                        response = ExportLogsServiceResponse.FromString(raw)
                     assert not response.HasField("partial_success"), response
-                    good_calls.append("ok")
-                except Exception as exc:  # UNAVAILABLE would be a failure of isolation
+                    good_calls.append(transport)
+                except Exception as exc:
                     failures.append(repr(exc))
                 n += 1
 
-    threads = [threading.Thread(target=good_producer) for _ in range(2)]
+    threads = [threading.Thread(target=good_producer, args=(t,)) for t in ("grpc", "http")]
     for thread in threads:
         thread.start()
     expected_bad = 0
@@ -231,7 +236,7 @@ def test_bad_records_are_refused_per_record_while_another_producer_commits(seale
         stop.set()
         for thread in threads:
             thread.join(timeout=120)
-    assert failures == []
+    assert failures == [] and {"grpc", "http"} <= set(good_calls)
     assert sealer.stop() == 0, "".join(sealer.output)
     store = Store.open(sealer.store)
     try:
