@@ -9,10 +9,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from backend import limits
+from backend import limits, native
 from backend.readers import verify_origin
 from backend.store import Store
 from otel_audit.entry import decode_entry, varint
+from otel_audit.errors import StoreDataError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline
@@ -277,3 +278,20 @@ def test_the_data_error_codes_are_the_engines(tmp_path) -> None:
     finally:
         store.close()
     assert dict(names) == limits.DATA_ERRORS
+
+
+@pytest.mark.parametrize(
+    ("type_name", "largest"),
+    [
+        ("DateTime", limits.TIMESTAMP_TIME_MAX_S),
+        ("DateTime64(9)", limits.LATEST_DATETIME64_NS),
+        ("UInt8", limits.UINT8_MAX),
+    ],
+)
+def test_the_limits_are_the_column_types_own(type_name: str, largest: int) -> None:
+    """The block encoder takes each limit and refuses one more, as a StoreDataError (which
+    the pipeline turns into a refusal of that batch alone)."""
+    columns = native.Columns(("Value",), (type_name,))
+    assert columns.encode([[largest]])
+    with pytest.raises(StoreDataError, match="column Value"):
+        columns.encode([[largest + 1]])
