@@ -16,6 +16,8 @@ record holds can fail the INSERT it would share with other producers' records:
   scope is refused: they would all show that key beside the real producer);
 - a value the store cannot hold (backend/limits.py: times after 2106, severity outside a
   byte), or a trace or span id of the wrong length;
+- a record, resource or scope that protobuf cannot decode (invalid UTF-8, nested too deep):
+  only it is refused, not the request around it (sealer/salvage.py);
 - by default, audit events without an actor, action or outcome (otel_audit/attributes.py).
 """
 
@@ -45,6 +47,7 @@ from otel_audit.entry import (
 from otel_audit.errors import AuditError, StoreDataError
 
 from .masking import Masking
+from .salvage import salvage
 
 
 class RequestError(AuditError):
@@ -68,7 +71,8 @@ class Rules:
 
 @dataclass(frozen=True)
 class Rejection:
-    reason: str  # the metric's label: reserved_attribute | out_of_range | invalid_id | incomplete_audit_event
+    # the metric's label: undecodable, reserved_attribute, out_of_range, invalid_id, incomplete_audit_event
+    reason: str
     message: str
 
 
@@ -92,10 +96,14 @@ class Prepared:
 def prepare_request(raw: bytes, rules: Rules) -> Prepared:
     """Decode a serialized ExportLogsServiceRequest and prepare its records (RequestError if
     it cannot be decoded)."""
+    broken: dict[str, str] = {}  # what protobuf refused, by path (sealer/salvage.py)
     try:
         request = ExportLogsServiceRequest.FromString(raw)
     except DecodeError as exc:
-        raise RequestError(f"request is not a valid OTLP ExportLogsServiceRequest: {exc}") from None
+        try:
+            request, broken = salvage(raw)
+        except DecodeError:
+            raise RequestError(f"request is not a valid OTLP ExportLogsServiceRequest: {exc}") from None
     out = Prepared()
     rows = []
     for r, resource_logs in enumerate(request.resource_logs):
@@ -104,15 +112,19 @@ def prepare_request(raw: bytes, rules: Rules) -> Prepared:
                 continue
             context = Context(resource_logs, scope_logs)
             where = f"resource_logs[{r}].scope_logs[{s}]"
-            shared = _shared_rejection(context, f"resource_logs[{r}]", where)
+            shared = _shared_rejection(context, f"resource_logs[{r}]", where, broken)
             if shared is not None:
                 out.rejected += [shared] * len(scope_logs.log_records)
                 continue
             befores: list[bytes] = []
             afters: list[bytes] = []
             for i, record in enumerate(scope_logs.log_records):
+                path = f"{where}.log_records[{i}]"
+                if path in broken:
+                    out.rejected.append(Rejection("undecodable", f"{path}: {broken[path]}"))
+                    continue
                 attributes = attributes_as_map(record.attributes)
-                rejection = _rejection(record, attributes, rules, f"{where}.log_records[{i}]")
+                rejection = _rejection(record, attributes, rules, path)
                 if rejection is not None:
                     out.rejected.append(rejection)
                     continue
@@ -138,9 +150,14 @@ def prepare_request(raw: bytes, rules: Rules) -> Prepared:
 _RESERVED = "uses the reserved otel_audit. prefix, which only the sealer may set"
 
 
-def _shared_rejection(context: Context, resource: str, scope: str) -> Rejection | None:
-    """Why every record of a ScopeLogs is refused (its resource or scope carries a reserved
-    key), or None."""
+def _shared_rejection(
+    context: Context, resource: str, scope: str, broken: dict[str, str]
+) -> Rejection | None:
+    """Why every record of a ScopeLogs is refused (its resource or scope cannot be decoded,
+    or carries a reserved key), or None."""
+    for where in (resource, scope):
+        if where in broken:
+            return Rejection("undecodable", f"{where}: {broken[where]}; every record under it is refused")
     resource_attrs, scope_attrs = context.shared[2], context.shared[6]  # see _shared_columns
     for where, attributes in ((f"{resource}.resource", resource_attrs), (f"{scope}.scope", scope_attrs)):
         key = reserved_attribute(attributes)

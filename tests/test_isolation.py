@@ -226,6 +226,21 @@ def test_bad_records_are_refused_per_record_while_another_producer_commits(seale
                         assert answer.partial_success.rejected_log_records == 1
                         assert f"log_records[1].{message}" in answer.partial_success.error_message
                     expected_bad += 3  # each call's good neighbour
+                # a record protobuf cannot decode (invalid UTF-8), in protobuf over both receivers
+                raw = _request({"severity_text": "~~"}, body=f"bad-{round_}").SerializeToString()
+                raw = raw.replace(b"~~", b"\xff\xfe")
+                export = channel.unary_unary(
+                    "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                    request_serializer=None,
+                    response_deserializer=ExportLogsServiceResponse.FromString,
+                )
+                status, http_raw = _post(sealer, raw, "application/x-protobuf")
+                assert status == 200
+                for answer in (export(raw, timeout=60), ExportLogsServiceResponse.FromString(http_raw)):
+                    assert answer.partial_success.rejected_log_records == 1
+                    assert "log_records[1]: cannot be decoded" in answer.partial_success.error_message
+                    assert "UTF-8" in answer.partial_success.error_message
+                expected_bad += 2
                 # a reserved key in the resource: both its records refused, naming the resource
                 request = _request({}, resource_key="otel_audit.origin", body=f"bad-{round_}")
                 status, raw = _post(sealer, _otlp_json(request), "application/json")

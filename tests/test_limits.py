@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from backend import limits, native
@@ -18,6 +18,7 @@ from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline
 from sealer.prepare import Prepared, RequestError, Rules, prepare_request
+from sealer.salvage import salvage
 from sealer.state import LogState
 
 ORIGIN = "limits.example/audit"
@@ -153,7 +154,7 @@ def test_trace_flags_keep_only_the_trace_flags_byte() -> None:
     assert prepared.rejected == [] and prepared.count == 3
 
 
-# -- what protobuf refuses: the whole request, not retryable ---------------------------------
+# -- what protobuf refuses: only the piece that holds it -------------------------------------
 
 
 def _nested(depth: int) -> AnyValue:
@@ -191,30 +192,96 @@ def test_the_deepest_body_protobuf_parses_seals_and_its_entry_decodes_again() ->
         decode_entry(entry)
 
 
-def test_a_body_nested_past_protobufs_limit_is_a_bad_request() -> None:
-    # Built by hand: protobuf will not build a message deeper than it parses.
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited protobuf field, built by hand: protobuf will not build a message it
+    would refuse to parse."""
+    return tag + varint(len(payload)) + payload
+
+
+def _raw_request(*resources: bytes) -> bytes:
+    return b"".join(_field(b"\x0a", resource) for resource in resources)  # resource_logs (1)
+
+
+def _raw_resource(
+    *records: bytes, resource: bytes = b"", scope: bytes = b"", schema_url: bytes = b""
+) -> bytes:
+    """A ResourceLogs of one ScopeLogs of `records` (serialized LogRecords)."""
+    scope_logs = (_field(b"\x0a", scope) if scope else b"") + b"".join(_field(b"\x12", r) for r in records)
+    scope_logs += _field(b"\x1a", schema_url) if schema_url else b""
+    return (_field(b"\x0a", resource) if resource else b"") + _field(b"\x12", scope_logs)
+
+
+def _good(body: str) -> bytes:
+    return LogRecord(body=AnyValue(string_value=body)).SerializeToString()
+
+
+def _too_deep() -> bytes:
+    """A record whose body is one array level deeper than protobuf parses in a request."""
     body = AnyValue(string_value="x").SerializeToString()
     for _ in range(_deepest_body() + 1):
-        array = b"\x0a" + _len(body) + body  # ArrayValue.values (1)
-        body = b"\x2a" + _len(array) + array  # AnyValue.array_value (5)
-    record_bytes = b"\x2a" + _len(body) + body  # LogRecord.body (5)
-    scope = b"\x12" + _len(record_bytes) + record_bytes  # ScopeLogs.log_records (2)
-    resource = b"\x12" + _len(scope) + scope  # ResourceLogs.scope_logs (2)
-    raw = b"\x0a" + _len(resource) + resource  # ExportLogsServiceRequest.resource_logs (1)
+        body = _field(b"\x2a", _field(b"\x0a", body))  # AnyValue.array_value (5), values (1)
+    return _field(b"\x2a", body)  # LogRecord.body (5)
+
+
+def _bad_utf8() -> bytes:
+    return LogRecord(severity_text="ok").SerializeToString().replace(b"ok", b"\xff\xfe")
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"), [(_bad_utf8, "UTF-8"), (_too_deep, "MaxDepth")], ids=["invalid_utf8", "too_deep"]
+)
+def test_a_record_protobuf_cannot_decode_is_refused_alone(bad, words) -> None:
+    """One such record in a Collector's request of many producers' records refuses only it."""
+    raw = _raw_request(_raw_resource(_good("before"), bad(), _good("after")), _raw_resource(_good("other")))
+    with pytest.raises(Exception, match=words):
+        ExportLogsServiceRequest.FromString(raw)  # protobuf refuses the whole request
+    prepared = prepare_request(raw, Rules())
+    assert prepared.count == 3
+    assert [r.reason for r in prepared.rejected] == ["undecodable"]
+    assert prepared.rejected[0].message.startswith(f"{RECORD}: cannot be decoded: ")
+    assert words in prepared.rejected[0].message
+    clean = prepare_request(
+        _raw_request(_raw_resource(_good("before"), _good("after")), _raw_resource(_good("other"))), Rules()
+    )
+    assert prepared.groups == clean.groups and prepared.columns == clean.columns  # sealed the same
+
+
+@pytest.mark.parametrize(
+    ("part", "where"),
+    [
+        ({"resource": _field(b"\x0a", _field(b"\x0a", b"\xff"))}, "resource_logs[0]: cannot be decoded"),
+        ({"scope": _field(b"\x0a", b"\xc3")}, "resource_logs[0].scope_logs[0]: cannot be decoded"),
+        ({"schema_url": b"\xff"}, "resource_logs[0].scope_logs[0]: cannot be decoded"),
+    ],
+    ids=["resource_attribute_key", "scope_name", "scope_schema_url"],
+)
+def test_a_resource_or_scope_protobuf_cannot_decode_refuses_the_records_under_it(part, where) -> None:
+    raw = _raw_request(_raw_resource(_good("a"), _good("b"), **part), _raw_resource(_good("other")))
+    prepared = prepare_request(raw, Rules())
+    assert prepared.count == 1 and len(prepared.rejected) == 2
+    assert all(r.message.startswith(where) for r in prepared.rejected)
+    assert "every record under it is refused" in prepared.rejected[0].message
+
+
+def test_a_request_whose_frame_is_broken_is_refused_whole() -> None:
+    raw = _raw_request(_raw_resource(_good("a")))
     with pytest.raises(RequestError, match="not a valid OTLP"):
-        prepare_request(raw, Rules())
+        prepare_request(raw[:-1], Rules())
 
 
-def _len(payload: bytes) -> bytes:
-    return varint(len(payload))
-
-
-def test_invalid_utf8_in_a_string_field_is_a_bad_request() -> None:
-    record = LogRecord(severity_text="ok").SerializeToString().replace(b"ok", b"\xff\xfe")
-    scope = b"\x12" + _len(record) + record
-    resource = b"\x12" + _len(scope) + scope
-    with pytest.raises(RequestError, match="UTF-8"):
-        prepare_request(b"\x0a" + _len(resource) + resource, Rules())
+def test_salvaging_a_valid_request_gives_what_protobuf_parses() -> None:
+    """The frame's field numbers are logs.proto's: a valid request (here with its resource
+    split in two occurrences, which protobuf merges) comes out the same."""
+    req = request(time_unix_nano=5, trace_id=bytes(range(16)))
+    req.resource_logs[0].schema_url = "https://example/resource"
+    req.resource_logs[0].scope_logs[0].schema_url = "https://example/scope"
+    req.resource_logs[0].scope_logs[0].scope.name = "scope"
+    key_values = [_field(b"\x0a", KeyValue(key=k).SerializeToString()) for k in "ab"]  # attributes (1)
+    split = _raw_resource(_good("x"), resource=key_values[0]) + _field(b"\x0a", key_values[1])
+    for raw_request in (req.SerializeToString(), _raw_request(split)):
+        rebuilt, broken = salvage(raw_request)
+        assert broken == {} and rebuilt == ExportLogsServiceRequest.FromString(raw_request)
+    assert [kv.key for kv in rebuilt.resource_logs[0].resource.attributes] == ["a", "b"]
 
 
 # -- the reserved otel_audit. prefix ---------------------------------------------------------
