@@ -18,10 +18,13 @@ that type (docs: sql-reference/data-types):
 Not limits, on purpose: TraceFlags (`UInt8`) holds the trace-flags byte of OTLP's fixed32
 `flags` (LOG_RECORD_FLAGS_TRACE_FLAGS_MASK, 0xFF), as the Collector's exporter stores it; the
 other bits are reserved by OTLP and kept in the entry. Strings and maps are bounded by the
-receivers' message limit (16 MiB), far below the Native format's 1 GiB string and array
-limits (format_binary_max_string_size, format_binary_max_array_size). Nesting is bounded by
-protobuf's parser (a message nested deeper than 100 levels is not a request), and an entry
-is one level shallower than the request it came in, so every sealed entry decodes again.
+receivers' message limit (16 MiB, sealer/config.py): even rendered as JSON (a Body or an
+attribute value that is an array or a map; a control character becomes a six-byte backslash-u00XX
+escape) no value comes near the Native format's 1 GiB string and array limits
+(format_binary_max_string_size, format_binary_max_array_size). Nesting is bounded by
+protobuf's parser (no more than 100 messages deep; sealer/salvage.py refuses a record past
+it alone), and an entry is one level shallower than the request it came in, so every sealed
+entry decodes again.
 
 `DATA_ERRORS` are the engine's error codes that say the rows themselves are bad (a value it
 cannot parse or convert, out of its type's range): sending them again cannot help. Every
