@@ -367,10 +367,11 @@ class Pipeline:
             if again:
                 self._seal_batches(batches)  # on top of what it committed
         except AuditError as exc:
-            self._finish(batches, exc)
+            self._finish([b for b in batches if not b.done.is_set()], exc)  # _seal refuses some
         except Exception as exc:  # a bug must not leave callers waiting forever
             log.exception("sealing failed")
-            self._finish(batches, StoreUnavailableError(f"internal error while sealing: {exc}"))
+            error = StoreUnavailableError(f"internal error while sealing: {exc}")
+            self._finish([b for b in batches if not b.done.is_set()], error)
 
     def _set_sealing(self, sealing: bool) -> None:
         with self._lock:

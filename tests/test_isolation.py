@@ -113,6 +113,50 @@ def test_a_bad_batch_is_refused_alone_and_every_other_batch_commits(store, tmp_p
     assert bodies == [(0, 805)]
 
 
+class _BreaksAfterARefusal(Store):
+    """The real store, whose table goes away right after it refuses rows as bad data: an
+    outage while the writer writes the refused group batch by batch."""
+
+    def insert_blocks(self, columns, blocks, token) -> None:  # type: ignore[no-untyped-def]
+        try:
+            super().insert_blocks(columns, blocks, token)
+        except StoreDataError:
+            if not getattr(self, "broken", False):
+                self.broken = True
+                self.command("DETACH TABLE otel_audit.logs")
+            raise
+
+
+def test_an_outage_while_a_refused_group_is_rewritten_fails_the_rest_retryably(tmp_path) -> None:
+    store = _BreaksAfterARefusal.open(f"chdb://{tmp_path / 'store'}")
+    store.ensure_schema()
+    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=1)
+    pipeline.start()
+    try:
+        batches = []
+        for b in range(10):  # the good ones after the bad one can only be written after it
+            if b == 5:
+                batches.append(pipeline.submit(refused_by_engine(2)))
+            batches.append(pipeline.submit(items(10, f"g{b}-")))
+        outcomes = []
+        for batch in batches:  # every caller is answered: none waits forever
+            try:
+                batch.wait()
+                outcomes.append("committed")
+            except RequestError:
+                outcomes.append("refused")
+            except StoreUnavailableError:
+                outcomes.append("retry")
+        assert "retry" in outcomes and outcomes.count("committed") <= 5
+        store.command("ATTACH TABLE otel_audit.logs")
+        committed = 10 * outcomes.count("committed")
+        assert pipeline.seal(items(5, "after")) == committed  # no gap, nothing doubled
+    finally:
+        pipeline.stop()
+    _verify(store, pipeline, tmp_path, committed + 5)
+    store.close()
+
+
 def test_insert_errors_are_classified_by_the_engines_code(store) -> None:
     good = items(1, "x")
     bad = refused_by_engine(1)
