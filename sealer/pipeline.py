@@ -498,7 +498,8 @@ class Pipeline:
                 del remaining[:1]
         except Exception as exc:  # a bug must not leave callers waiting forever
             log.exception("writing refused batches one by one failed")
-            self._finish(remaining, StoreUnavailableError(f"internal error while writing: {exc}"))
+            error = StoreUnavailableError(f"internal error while writing: {exc}")
+            self._finish([b for b in remaining if not b.done.is_set()], error)
         finally:
             with self._lock:
                 self._tip = self._written
