@@ -10,15 +10,18 @@ a loop over its rows.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.datatypes.registry import get_from_name
+from clickhouse_connect.driver.exceptions import DataError
 from clickhouse_connect.driver.insert import InsertContext
 
 from otel_audit.entry import varint
+from otel_audit.errors import StoreDataError
 
 
 def _string(text: str) -> bytes:
@@ -38,7 +41,8 @@ class Columns:
         return [(n, _string(n) + _string(t), get_from_name(t)) for n, t in zip(self.names, self.types)]
 
     def encode(self, values: Sequence[Sequence[object]]) -> bytes:
-        """The columns' part of a block: one sequence of values per column, in `names` order."""
+        """The columns' part of a block: one sequence of values per column, in `names` order.
+        StoreDataError if a value does not fit its column's type (backend/limits.py)."""
         if len(values) != len(self.names):
             raise ValueError(f"{len(values)} columns of values for {len(self.names)} columns")
         context = InsertContext("", self.names, [w for _, _, w in self._writers])
@@ -46,7 +50,12 @@ class Columns:
         for (name, header, writer), column in zip(self._writers, values):
             out += header
             context.start_column(name)
-            writer.write_column(column, out, context)
+            try:
+                writer.write_column(column, out, context)
+            except (DataError, ValueError, OverflowError, TypeError, struct.error) as exc:
+                raise StoreDataError(
+                    f"column {name}: a value its type {writer.name} cannot hold ({exc})"
+                ) from None
         return bytes(out)
 
 

@@ -17,10 +17,11 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from otel_audit.entry import DERIVED_COLUMNS
-from otel_audit.errors import ConfigError, StoreError, StoreUnavailableError
+from otel_audit.errors import ConfigError, StoreDataError, StoreError, StoreUnavailableError
 
 from .cluster import INSERT_SETTINGS, check_name
 from .columns import COLUMN_HASH_SQL
+from .limits import is_data_error
 
 LOGS = "otel_audit.logs"
 CHECKPOINTS = "otel_audit.checkpoints"
@@ -140,7 +141,9 @@ class Store:
 
         A retry with the same token after an unclear failure is dropped by ClickHouse
         instead of duplicating the rows (non_replicated_deduplication_window). The engine
-        squashes the blocks into one part.
+        squashes the blocks into one part. StoreDataError when the engine's error code says
+        the rows themselves are bad (backend/limits.py: DATA_ERRORS), StoreUnavailableError
+        for every other failure.
         """
         try:
             self.client.raw_insert(
@@ -151,6 +154,8 @@ class Store:
                 settings=self._settings(insert_deduplication_token=token),
             )
         except (ClickHouseError, OSError) as exc:
+            if is_data_error(getattr(exc, "code", None)):  # the rows are bad: a retry cannot help
+                raise StoreDataError(f"insert into {LOGS} refused the rows: {exc}") from exc
             raise StoreUnavailableError(f"insert into {LOGS} failed: {exc}") from exc
 
     def insert_checkpoint(

@@ -387,7 +387,10 @@ def timestamp_columns(record_time_ns: int, sealed_at_ns: int) -> tuple[int, int]
 
 
 def record_values(shared: tuple, record: LogRecord, own_attributes: dict[str, str]) -> Row:
-    """The RECORD_COLUMNS values of a record."""
+    """The RECORD_COLUMNS values of a record. TraceFlags is the trace-flags byte of `flags`
+    (OTLP's LOG_RECORD_FLAGS_TRACE_FLAGS_MASK). The sealer no longer seals a severity
+    outside 0..255 (backend/limits.py); the clamp stays so that entries sealed before that
+    still derive the columns they were stored with."""
     service, resource_schema, resource_attrs, scope_schema, scope_name, scope_version, scope_attrs = shared
     return (
         record.observed_time_unix_nano,

@@ -37,6 +37,11 @@ class StoreUnavailableError(StoreError):
     """A store operation failed in a way that may succeed when retried."""
 
 
+class StoreDataError(StoreError):
+    """The store cannot take these rows: a value it cannot hold (backend/limits.py).
+    Sending the same rows again will not help."""
+
+
 @dataclass(frozen=True)
 class Finding:
     """One integrity failure found by the verifier, located by Seq.

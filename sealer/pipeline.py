@@ -27,6 +27,14 @@ move and the callers get a retryable error. If even the tail cannot be read, the
 keeps both possibilities and settles them before it writes anything else. A group sealed on
 top of one that failed is refused too (retryable), and the sealer starts again from what was
 really committed once the writer has drained.
+
+One batch's data never fails another's. Each batch's rows are encoded apart, so one that
+does not fit the store's column types is refused alone while its group is sealed (prepare.py
+checks every record against the store's limits before this, backend/limits.py; this is the
+defence behind it). If the store nevertheless refuses a group's rows as bad data (its error
+code says so: StoreDataError), the writer seals and writes each batch of the group, and of
+what was sealed on top of it, alone, on top of what is committed: the culprit alone is
+refused (not retryable), the others commit, and the sealer seals on from there.
 """
 
 from __future__ import annotations
@@ -47,11 +55,11 @@ from backend import native
 from backend.store import Store
 from otel_audit.chain import chain_next
 from otel_audit.entry import SealEncoder, timestamp_columns
-from otel_audit.errors import AuditError, StoreError, StoreUnavailableError
+from otel_audit.errors import AuditError, StoreDataError, StoreError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 
 from .metrics import SealerMetrics
-from .prepare import PREPARED_COLUMNS, Prepared
+from .prepare import PREPARED_COLUMNS, Prepared, RequestError
 from .state import LogState
 
 log = logging.getLogger(__name__)
@@ -72,6 +80,14 @@ class BackpressureError(StoreUnavailableError):
 
 class SealerStoppedError(StoreUnavailableError):
     """The pipeline is not accepting records (stopping, or halted by a store divergence)."""
+
+
+class RefusedByStoreError(RequestError):
+    """The store cannot hold this batch's records (StoreDataError); sending them again will
+    not help. Only this batch is refused: the others of its group are written without it."""
+
+    def __init__(self, cause: StoreDataError) -> None:
+        super().__init__(f"records refused, the store cannot hold them (do not retry): {cause}")
 
 
 @dataclass
@@ -181,6 +197,8 @@ class Pipeline:
         self._accepting = False
         self._halted: str | None = None
         self._uncertain: _Uncertain | None = None
+        self._rerunning = False  # the writer writes a refused group batch by batch (_write_alone)
+        self._reruns = 0  # how many times it did: a sealer that saw another number seals again
         self._sealer = threading.Thread(target=self._run_sealer, name="sealer-seal", daemon=True)
         self._writer = threading.Thread(target=self._run_writer, name="sealer-write", daemon=True)
         self._publisher = threading.Thread(target=self._run_publisher, name="sealer-publish", daemon=True)
@@ -320,9 +338,11 @@ class Pipeline:
             if self._halted is not None:
                 raise SealerStoppedError(self._halted)
             with self._lock:  # the writer takes at most max_batch records at once
-                while self._pending is not None and self._pending.records >= self._max_batch:
+                while self._rerunning or (
+                    self._pending is not None and self._pending.records >= self._max_batch
+                ):
                     self._lock.wait()
-                tip = self._tip
+                tip, reruns = self._tip, self._reruns
             sealed_at = max(self._clock(), tip.sealed_at_ns)
             if self._crosses_partition(tip, sealed_at):
                 tip = self._drain()  # the boundary checkpoint signs exactly what precedes it
@@ -330,20 +350,28 @@ class Pipeline:
                 if self._crosses_partition(tip, sealed_at):
                     self.on_partition_boundary()  # AuditError: these batches fail, retryable
             job = self._seal(batches, tip, sealed_at)
+            batches = job.batches  # the others are refused already
+            if not batches:
+                return
             with self._lock:
-                if self._tip is not tip:  # the writer failed what this was sealed on
-                    raise StoreUnavailableError(_EARLIER_FAILED)
-                self._tip = job.after
-                if self._pending is None:
-                    self._pending = job
-                else:
-                    self._pending.extend(job)
-                self._lock.notify_all()
+                again = self._reruns != reruns or self._rerunning  # the writer re-ran a refused group
+                if not again:
+                    if self._tip is not tip:  # the writer failed what this was sealed on
+                        raise StoreUnavailableError(_EARLIER_FAILED)
+                    self._tip = job.after
+                    if self._pending is None:
+                        self._pending = job
+                    else:
+                        self._pending.extend(job)
+                    self._lock.notify_all()
+            if again:
+                self._seal_batches(batches)  # on top of what it committed
         except AuditError as exc:
-            self._finish(batches, exc)
+            self._finish([b for b in batches if not b.done.is_set()], exc)  # _seal refuses some
         except Exception as exc:  # a bug must not leave callers waiting forever
             log.exception("sealing failed")
-            self._finish(batches, StoreUnavailableError(f"internal error while sealing: {exc}"))
+            error = StoreUnavailableError(f"internal error while sealing: {exc}")
+            self._finish([b for b in batches if not b.done.is_set()], error)
 
     def _set_sealing(self, sealing: bool) -> None:
         with self._lock:
@@ -373,30 +401,38 @@ class Pipeline:
 
     def _seal(self, batches: list[Batch], before: LogState, sealed_at: int) -> _Job:
         """Seal batches on top of `before`: each record's Seq, entry, leaf and chain hash,
-        and one Native block per batch."""
+        and one Native block per batch. A batch whose block cannot be encoded is refused
+        (its callers released) and left out: the job holds the others."""
         tree = before.tree.copy()
         chain = before.chain_head
         seq = before.size
-        blocks = []
+        sealed, blocks = [], []
         entry_bytes = 0
         for batch in batches:
             batch.first_seq = seq
             seal = SealEncoder(before.origin, sealed_at, batch.producer, batch.masking)
             entries: list[bytes] = []
             for frame, befores, afters in batch.prepared.groups:
-                for record_before, record_after in zip(befores, afters):
-                    entries.append(frame.entry(record_before, seal(seq), record_after))
-                    seq += 1
+                for i, (record_before, record_after) in enumerate(zip(befores, afters), len(entries)):
+                    entries.append(frame.entry(record_before, seal(seq + i), record_after))
             leaves = list(map(hash_leaf, entries))
             chains = []
+            link = chain
             for leaf in leaves:
-                chain = chain_next(chain, leaf)
-                chains.append(chain)
+                link = chain_next(link, leaf)
+                chains.append(link)
+            try:
+                blocks.append(_block(batch, before.origin, sealed_at, entries, leaves, chains))
+            except StoreDataError as exc:  # this batch alone: Seq and chain go on without it
+                self._finish([batch], RefusedByStoreError(exc))
+                continue
+            sealed.append(batch)
+            seq += len(entries)
+            chain = link
             tree.extend(leaves)
-            blocks.append(_block(batch, before.origin, sealed_at, entries, leaves, chains))
             entry_bytes += sum(map(len, entries))
         after = LogState(before.origin, tree, chain, sealed_at)
-        return _Job(batches, before, after, blocks, entry_bytes)
+        return _Job(sealed, before, after, blocks, entry_bytes)
 
     # -- writer thread -------------------------------------------------------------------
 
@@ -408,6 +444,9 @@ class Pipeline:
             error: AuditError | None = None
             try:
                 self._write(job)
+            except StoreDataError:
+                self._write_alone(job)  # releases every caller of the job and of what followed
+                continue
             except AuditError as exc:
                 error = exc
             except Exception as exc:  # a bug must not leave callers waiting forever
@@ -423,6 +462,50 @@ class Pipeline:
             self._finish(job.batches, error)  # the rows are in the store: release the callers
             if stale is not None:
                 self._finish(stale.batches, StoreUnavailableError(_EARLIER_FAILED))
+
+    def _write_alone(self, failed: _Job) -> None:
+        """The store refused a job's rows as bad data: seal and write each of its batches, and
+        of those sealed on top of it, alone on top of what is committed, so that only the
+        culprit is refused. The sealer waits meanwhile (`_rerunning`), then seals on top.
+
+        Every batch keeps the job's seal time (the latest of them): the sealer checked it
+        against the partition boundary when it sealed them first."""
+        with self._lock:
+            self._rerunning = True
+            self._reruns += 1
+            stale, self._pending = self._pending, None
+        later = stale.batches if stale is not None else []
+        sealed_at = (stale or failed).after.sealed_at_ns
+        log.warning(
+            "the store refused the rows of Seq %d..%d as bad data; writing its %d batches one by one",
+            failed.before.size,
+            failed.after.size - 1,
+            len(failed.batches) + len(later),
+        )
+        remaining = failed.batches + later  # each is released as soon as it is decided
+        try:
+            while remaining:
+                job = self._seal(remaining[:1], self._written, sealed_at)  # may refuse it itself
+                try:
+                    if job.batches:
+                        self._write(job)
+                        self._finish(job.batches, None)
+                except StoreDataError as exc:
+                    self._finish(job.batches, RefusedByStoreError(exc))
+                except AuditError as exc:  # the store is down now: the rest may be retried
+                    self._finish(remaining, exc)
+                    remaining = []
+                del remaining[:1]
+        except Exception as exc:  # a bug must not leave callers waiting forever
+            log.exception("writing refused batches one by one failed")
+            error = StoreUnavailableError(f"internal error while writing: {exc}")
+            self._finish([b for b in remaining if not b.done.is_set()], error)
+        finally:
+            with self._lock:
+                self._tip = self._written
+                self._rerunning = False
+                self._writing = False
+                self._lock.notify_all()
 
     def _take(self) -> _Job | None:
         """The next job to write (None once sealing is done and all is written).

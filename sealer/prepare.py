@@ -7,8 +7,18 @@ core instead of queueing for the sealer's one interpreter lock. What is left for
 is short: give each record its Seq, splice the seal attributes into its bytes (otel_audit/
 entry.py: EntryFrame, SealEncoder), hash and chain it, and encode the seal columns.
 
-Records with reserved ``otel_audit.*`` attributes, and (by default) audit events without an
-actor, action or outcome (otel_audit/attributes.py), are rejected here, each with its reason.
+Records are rejected here, each with its reason and the path of the field it names
+(``resource_logs[0].scope_logs[0].log_records[3].time_unix_nano: ...``), so that nothing one
+record holds can fail the INSERT it would share with other producers' records:
+
+- a reserved ``otel_audit.*`` key (only the sealer sets those) as a record attribute, as the
+  event name, or in the resource or scope attributes (then every record of that resource or
+  scope is refused: they would all show that key beside the real producer);
+- a value the store cannot hold (backend/limits.py: times after 2106, severity outside a
+  byte), or a trace or span id of the wrong length;
+- a record, resource or scope that protobuf cannot decode (invalid UTF-8, nested too deep):
+  only it is refused, not the request around it (sealer/salvage.py);
+- by default, audit events without an actor, action or outcome (otel_audit/attributes.py).
 """
 
 from __future__ import annotations
@@ -20,10 +30,12 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
+from backend import limits
 from backend.native import Columns
 from otel_audit import attributes as attr
 from otel_audit.entry import (
     RECORD_COLUMNS,
+    SEAL_PREFIX,
     Context,
     EntryFrame,
     attributes_as_map,
@@ -32,9 +44,10 @@ from otel_audit.entry import (
     reserved_attribute,
     split_record,
 )
-from otel_audit.errors import AuditError
+from otel_audit.errors import AuditError, StoreDataError
 
 from .masking import Masking
+from .salvage import salvage
 
 
 class RequestError(AuditError):
@@ -58,7 +71,8 @@ class Rules:
 
 @dataclass(frozen=True)
 class Rejection:
-    reason: str  # the metric's label: reserved_attribute | incomplete_audit_event
+    # the metric's label: undecodable, reserved_attribute, out_of_range, invalid_id, incomplete_audit_event
+    reason: str
     message: str
 
 
@@ -82,22 +96,35 @@ class Prepared:
 def prepare_request(raw: bytes, rules: Rules) -> Prepared:
     """Decode a serialized ExportLogsServiceRequest and prepare its records (RequestError if
     it cannot be decoded)."""
+    broken: dict[str, str] = {}  # what protobuf refused, by path (sealer/salvage.py)
     try:
         request = ExportLogsServiceRequest.FromString(raw)
     except DecodeError as exc:
-        raise RequestError(f"request is not a valid OTLP ExportLogsServiceRequest: {exc}") from None
+        try:
+            request, broken = salvage(raw)
+        except DecodeError:
+            raise RequestError(f"request is not a valid OTLP ExportLogsServiceRequest: {exc}") from None
     out = Prepared()
     rows = []
-    for resource_logs in request.resource_logs:
-        for scope_logs in resource_logs.scope_logs:
+    for r, resource_logs in enumerate(request.resource_logs):
+        for s, scope_logs in enumerate(resource_logs.scope_logs):
             if not scope_logs.log_records:
                 continue
             context = Context(resource_logs, scope_logs)
+            where = f"resource_logs[{r}].scope_logs[{s}]"
+            shared = _shared_rejection(context, f"resource_logs[{r}]", where, broken)
+            if shared is not None:
+                out.rejected += [shared] * len(scope_logs.log_records)
+                continue
             befores: list[bytes] = []
             afters: list[bytes] = []
-            for record in scope_logs.log_records:
+            for i, record in enumerate(scope_logs.log_records):
+                path = f"{where}.log_records[{i}]"
+                if path in broken:
+                    out.rejected.append(Rejection("undecodable", f"{path}: {broken[path]}"))
+                    continue
                 attributes = attributes_as_map(record.attributes)
-                rejection = _rejection(record, attributes, rules)
+                rejection = _rejection(record, attributes, rules, path)
                 if rejection is not None:
                     out.rejected.append(rejection)
                     continue
@@ -113,24 +140,91 @@ def prepare_request(raw: bytes, rules: Rules) -> Prepared:
                 out.groups.append((context.frame, befores, afters))
     out.count = len(rows)
     if rows:
-        out.columns = PREPARED_COLUMNS.encode(list(zip(*rows)))
+        try:
+            out.columns = PREPARED_COLUMNS.encode(list(zip(*rows)))
+        except StoreDataError as exc:  # a limit _out_of_range does not know: refuse this request
+            raise RequestError(f"request holds a value the store cannot hold: {exc}") from None
     return out
 
 
-def _rejection(record: LogRecord, attributes: dict[str, str], rules: Rules) -> Rejection | None:
+_RESERVED = "uses the reserved otel_audit. prefix, which only the sealer may set"
+
+
+def _shared_rejection(
+    context: Context, resource: str, scope: str, broken: dict[str, str]
+) -> Rejection | None:
+    """Why every record of a ScopeLogs is refused (its resource or scope cannot be decoded,
+    or carries a reserved key), or None."""
+    for where in (resource, scope):
+        if where in broken:
+            return Rejection("undecodable", f"{where}: {broken[where]}; every record under it is refused")
+    resource_attrs, scope_attrs = context.shared[2], context.shared[6]  # see _shared_columns
+    for where, attributes in ((f"{resource}.resource", resource_attrs), (f"{scope}.scope", scope_attrs)):
+        key = reserved_attribute(attributes)
+        if key is not None:
+            return Rejection(
+                "reserved_attribute",
+                f"{where}.attributes: key {key!r} {_RESERVED}; every record under it is refused",
+            )
+    return None
+
+
+def _rejection(record: LogRecord, attributes: dict[str, str], rules: Rules, path: str) -> Rejection | None:
     """Why a record is refused, or None; masks an accepted record's attributes in place."""
     key = reserved_attribute(attributes)
     if key is not None:
-        return Rejection(
-            "reserved_attribute",
-            f"attribute {key!r} uses the reserved otel_audit. prefix, which only the sealer may set",
-        )
+        return Rejection("reserved_attribute", f"{path}.attributes: key {key!r} {_RESERVED}")
+    if record.event_name.startswith(SEAL_PREFIX):
+        return Rejection("reserved_attribute", f"{path}.event_name: {record.event_name!r} {_RESERVED}")
+    problem = _out_of_range(record, path) or _invalid_id(record, path)
+    if problem is not None:
+        return problem
     if rules.masking is not None:
         rules.masking.apply(record, attributes)
     missing = attr.missing_fields(record.event_name, attributes)
     if missing and rules.incomplete == "reject":
         return Rejection(
             "incomplete_audit_event",
-            f"audit event without {', '.join(missing)} (required: actor, action, outcome)",
+            f"{path}: audit event without {', '.join(missing)} (required: actor, action, outcome)",
         )
+    return None
+
+
+def _out_of_range(record: LogRecord, path: str) -> Rejection | None:
+    """A value of the record that a column it is stored in cannot hold (backend/limits.py)."""
+    latest = limits.LATEST_TIMESTAMP_NS
+    if (
+        record.time_unix_nano <= latest
+        and record.observed_time_unix_nano <= latest
+        and 0 <= record.severity_number <= limits.UINT8_MAX
+    ):
+        return None  # the common case, in a few comparisons
+    # The record's own time becomes Timestamp and TimestampTime (entry.record_timestamp): its
+    # time_unix_nano, else its observed_time_unix_nano.
+    timed = "time_unix_nano" if record.time_unix_nano else "observed_time_unix_nano"
+    checks = (
+        (timed, limits.timestamp_error(record_timestamp(record))),
+        (
+            "observed_time_unix_nano",
+            limits.datetime64_error(record.observed_time_unix_nano, "ObservedTimestamp"),
+        ),
+        ("severity_number", limits.uint8_error(record.severity_number, "SeverityNumber")),
+    )
+    for name, error in checks:
+        if error is not None:
+            return Rejection("out_of_range", f"{path}.{name}: {error}")
+    return None
+
+
+# OTLP (opentelemetry-proto logs.proto): a trace id is 16 bytes, a span id 8, or empty.
+_ID_BYTES = {"trace_id": 16, "span_id": 8}
+
+
+def _invalid_id(record: LogRecord, path: str) -> Rejection | None:
+    for name, value in (("trace_id", record.trace_id), ("span_id", record.span_id)):
+        size = _ID_BYTES[name]
+        if value and len(value) != size:
+            return Rejection(
+                "invalid_id", f"{path}.{name}: {len(value)} bytes; OTLP {name}s are {size} bytes, or empty"
+            )
     return None
