@@ -467,11 +467,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
         if report.unsigned_records:
             print(f"note: {report.unsigned_records} newest records are not yet covered by a checkpoint")
-        if anchor_dir is None:
-            print(
-                "note: no anchor directory given; truncation behind the store's own checkpoints "
-                "cannot be detected"
-            )
+        for note in report.notes:
+            print(f"note: {note}")
+        for warning in report.warnings:
+            print(f"WARNING: {warning}")
         for finding in report.findings:
             print(f"  {finding}")
         if report.findings_dropped:
