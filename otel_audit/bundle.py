@@ -369,10 +369,10 @@ _LOCAL_MAGIC = b"PK\x03\x04"
 _END_RECORD = struct.Struct("<4s4H2LH")  # APPNOTE 4.3.16
 _END_MAGIC = b"PK\x05\x06"
 _CENTRAL_HEADER_SIZE = 46  # APPNOTE 4.3.12, before the name, extra field and comment
-_CENTRAL_LENGTHS = struct.Struct("<3H")  # at offset 28 of a central record: name, extra, comment
+_CENTRAL_LENGTHS, _CENTRAL_LENGTHS_AT = struct.Struct("<3H"), 28  # name, extra, comment lengths
 
 
-def member_limit(name: str, entries: int) -> int:
+def _member_limit(name: str, entries: int) -> int:
     """The most bytes a member of this name holds in a bundle otel-audit writes (`entries`:
     how many entries the bundle holds). The readable files are held to the size of the
     rendering they must equal, when they are compared."""
@@ -434,7 +434,8 @@ def _structure_problem(data: bytes, infos: Sequence[zipfile.ZipInfo]) -> str | N
         return "its central directory does not end where the end record begins (bytes before the zip?)"
     position = cd_offset
     for info in infos:  # each record's own lengths: zipfile reads names from a bounded buffer
-        lengths = _CENTRAL_LENGTHS.unpack_from(data, position + 28) if position + 46 <= start else None
+        fits = position + _CENTRAL_HEADER_SIZE <= start
+        lengths = _CENTRAL_LENGTHS.unpack_from(data, position + _CENTRAL_LENGTHS_AT) if fits else None
         name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
         if lengths != (len(name), len(info.extra), len(info.comment)):
             return f"the central directory record of {info.filename} has wrong name, extra or comment lengths"
@@ -471,7 +472,7 @@ class _Reader:
             entries = sum(i.filename.startswith("entries/") for i in infos)
             refused = {}
             for info in infos:
-                problem = _member_problem(data, info, member_limit(info.filename, entries))
+                problem = _member_problem(data, info, _member_limit(info.filename, entries))
                 if problem is not None:
                     refused[info.filename] = problem
         except _ZIP_ERRORS as exc:
