@@ -145,8 +145,14 @@ def _verifier(store: Store, key: VerifierKey, anchor_dir: Path | None) -> LogVer
     verifier = LogVerifier(key.name, key)
     for cp in store.checkpoints(key.name):
         verifier.add_stored_checkpoint(cp.tree_size, cp.root_hash, cp.chain_head, cp.note, cp.compact_range)
-    if anchor_dir is not None:
+    if anchor_dir is None:
+        verifier.anchors_absent("no anchor directory was given")
+    elif not anchor_dir.is_dir():
+        verifier.anchors_absent(f"the anchor directory {anchor_dir} does not exist")
+    else:
         anchors, problems = read_anchors(anchor_dir, key.name)
+        if not anchors:
+            verifier.anchors_absent(f"the anchor directory {anchor_dir} holds no anchor of {key.name}")
         for anchor in anchors:
             verifier.add_anchor(anchor)
         for problem in problems:

@@ -8,7 +8,8 @@ Layout, one folder per origin (the origin percent-encoded):
     <dir>/<origin>/<tree size, 20 digits>.checkpoint   one file per checkpoint, never rewritten
     <dir>/<origin>/latest.checkpoint                   a copy of the newest one
 Files are written to a temporary name, fsynced, then renamed, so a crash never leaves a
-half-written anchor.
+half-written anchor. They are private whatever the process umask: files 0600, the folders
+this module creates 0700 (like the signer key).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .errors import AuditError, ConfigError
 from .note import SignedNote
 
 LATEST = "latest.checkpoint"
+FILE_MODE, DIR_MODE = 0o600, 0o700
 
 
 def origin_dir(anchor_dir: Path, origin: str) -> Path:
@@ -31,7 +33,9 @@ def origin_dir(anchor_dir: Path, origin: str) -> Path:
 
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # a .tmp left by a crash keeps its mode through O_CREAT
+    with open(fd, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -46,13 +50,25 @@ def _write_atomically(path: Path, text: str) -> None:
 def write_anchor(anchor_dir: Path, origin: str, tree_size: int, note_text: str) -> Path:
     folder = origin_dir(anchor_dir, origin)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_private_dirs(folder)
         path = folder / f"{tree_size:020d}.checkpoint"
         _write_atomically(path, note_text)
         _write_atomically(folder / LATEST, note_text)
     except OSError as exc:
         raise ConfigError(f"cannot write anchor in {folder}: {exc}") from exc
     return path
+
+
+def _make_private_dirs(folder: Path) -> None:
+    """Create the folder and its missing parents 0700; folders that exist are left as they are
+    (the anchor directory may be a mount the operator set up)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by another writer
+        path.chmod(DIR_MODE)  # mkdir's mode passes through the umask
 
 
 @dataclass(frozen=True)

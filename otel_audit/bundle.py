@@ -5,6 +5,7 @@ A bundle is one zip file, byte-for-byte the same for the same records and checkp
 
     README.txt                           how to check it by hand (not covered by any proof)
     manifest.json                        the records it holds, and where each one's files are
+                                         (checked: see Manifest)
     query.json                           the search that selected them (not covered by any proof)
     keys.txt                             the verifier keys, one per line
     checkpoints/<origin>.checkpoint      the signed checkpoint the proofs lead to
@@ -15,7 +16,9 @@ A bundle is one zip file, byte-for-byte the same for the same records and checkp
 
 `verify_bundle` checks every entry's leaf hash, every proof against the signed root, the
 signature under the key the caller trusts, and re-renders the readable files from the
-entries to compare them byte for byte. What no proof covers is reported as unproven. A
+entries to compare them byte for byte. It checks every field of the manifest against those
+files, and reads every member through one reader (`_Reader`) that turns whatever a damaged
+zip raises into a finding naming the member. What no proof covers is reported as unproven. A
 bundle proves that each record it holds is in the log, unaltered; it cannot prove that the
 query found every matching record (anyone holding the store can re-run query.json).
 """
@@ -28,8 +31,11 @@ import json
 import multiprocessing
 import os
 import pickle
+import struct
 import tempfile
 import zipfile
+import zlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +44,7 @@ from urllib.parse import quote
 
 from .checkpoint import Checkpoint
 from .entry import decode_entry
-from .errors import AuditError
+from .errors import AuditError, FormatError
 from .merkle import hash_leaf
 from .note import SignedNote, VerifierKey
 from .readable import Rows, readable_files, record_dict, render_rows
@@ -74,6 +80,94 @@ class BundleRecord:
     seq: int
     entry: bytes
     proof: TlogProof
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """One record the manifest lists; its file paths follow from origin and seq."""
+
+    origin: str
+    seq: int
+    leaf_hash: str  # hex
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "origin": self.origin,
+            "seq": self.seq,
+            "leaf_hash": self.leaf_hash,
+            "entry": entry_path(self.origin, self.seq),
+            "proof": proof_path(self.origin, self.seq),
+        }
+
+
+_MANIFEST_KEYS = {"format", "checkpoints", "records"}
+_RECORD_KEYS = {"origin", "seq", "leaf_hash", "entry", "proof"}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json: the bundle's index (which records, in the order the readable files list
+    them). It is checked, not trusted: `parse` accepts only what `serialize` writes, every
+    path must be the one its origin and seq give, and `verify_bundle` checks each leaf hash
+    against its entry and that every entry, proof and checkpoint in the bundle is listed."""
+
+    origins: tuple[str, ...]  # the logs whose checkpoints the bundle holds, sorted
+    records: tuple[ManifestRecord, ...]
+
+    def serialize(self) -> str:
+        manifest = {
+            "format": FORMAT,
+            "checkpoints": {origin: checkpoint_path(origin) for origin in self.origins},
+            "records": [r.as_dict() for r in self.records],
+        }
+        return json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n"
+
+    @classmethod
+    def parse(cls, text: str) -> Manifest:
+        """Strictly: the exact keys, types and paths `serialize` writes, byte for byte."""
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise FormatError(f"not JSON: {exc}") from None
+        _keys(raw, _MANIFEST_KEYS, "the manifest")
+        if raw["format"] != FORMAT:
+            raise FormatError(f"format is {raw['format']!r}, expected {FORMAT!r}")
+        listed = raw["checkpoints"]
+        if not isinstance(listed, dict):
+            raise FormatError("checkpoints is not a JSON object")
+        for origin, path in listed.items():
+            if path != checkpoint_path(origin):
+                raise FormatError(
+                    f"checkpoints[{origin!r}] is {path!r}, expected {checkpoint_path(origin)!r}"
+                )
+        if not isinstance(raw["records"], list):
+            raise FormatError("records is not a list")
+        records = []
+        for i, item in enumerate(raw["records"]):
+            _keys(item, _RECORD_KEYS, f"records[{i}]")
+            origin, seq, leaf = item["origin"], item["seq"], item["leaf_hash"]
+            if not isinstance(origin, str) or type(seq) is not int or seq < 0 or not isinstance(leaf, str):
+                raise FormatError(f"records[{i}]: origin must be text, seq a number >= 0, leaf_hash text")
+            for name, path in (("entry", entry_path(origin, seq)), ("proof", proof_path(origin, seq))):
+                if item[name] != path:
+                    raise FormatError(f"records[{i}].{name} is {item[name]!r}, expected {path!r}")
+            records.append(ManifestRecord(origin, seq, leaf))
+        manifest = cls(tuple(listed), tuple(records))
+        if len({(r.origin, r.seq) for r in records}) != len(records):
+            raise FormatError("a record is listed twice")
+        if set(manifest.origins) != {r.origin for r in records}:
+            raise FormatError("checkpoints must list exactly the logs of the records")
+        if manifest.serialize() != text:
+            raise FormatError("not written the way otel-audit writes it (key order, spacing or escapes)")
+        return manifest
+
+
+def _keys(value: object, expected: set[str], what: str) -> None:
+    if not isinstance(value, dict):
+        raise FormatError(f"{what} is not a JSON object")
+    if set(value) != expected:
+        extra, missing = sorted(set(value) - expected), sorted(expected - set(value))
+        raise FormatError(f"{what}: unexpected keys {extra}, missing keys {missing}")
 
 
 def _render(entries: Sequence[bytes]) -> Rows:
@@ -179,24 +273,14 @@ def write_bundle(
     written first, while it finishes."""
     if rendering is None:
         rendering = Rendering([r.entry for r in records])
-    manifest = {
-        "format": FORMAT,
-        "checkpoints": {origin: checkpoint_path(origin) for origin in sorted(checkpoints)},
-        "records": [
-            {
-                "origin": r.origin,
-                "seq": r.seq,
-                "leaf_hash": hash_leaf(r.entry).hex(),
-                "entry": entry_path(r.origin, r.seq),
-                "proof": proof_path(r.origin, r.seq),
-            }
-            for r in records
-        ],
-    }
+    manifest = Manifest(
+        tuple(sorted(checkpoints)),
+        tuple(ManifestRecord(r.origin, r.seq, hash_leaf(r.entry).hex()) for r in records),
+    )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         _add(archive, README, _readme(len(records), checkpoints).encode())
-        _add(archive, MANIFEST, (json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n").encode())
+        _add(archive, MANIFEST, manifest.serialize().encode())
         _add(archive, QUERY, (json.dumps(dict(query), indent=1, sort_keys=True) + "\n").encode())
         _add(archive, KEYS, "".join(k.serialize() + "\n" for k in keys).encode())
         for origin in sorted(checkpoints):
@@ -259,23 +343,166 @@ class BundleReport:
         }
 
 
-class _Reader:
-    """Reads bundle members, turning any unreadable one into a finding."""
+# Everything zipfile and zlib raise on a damaged archive: a bad CRC, magic number or header
+# (BadZipFile), a flipped compression method or version (NotImplementedError), a flipped
+# encryption flag (RuntimeError), a broken deflate stream (zlib.error, EOFError), a name that
+# does not decode (UnicodeDecodeError, a ValueError), a short header (struct.error).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    ValueError,
+    struct.error,
+    OverflowError,
+)
+_KIB, _MIB = 1 << 10, 1 << 20
+MAX_ENTRY_BYTES = 32 * _MIB  # one record of an OTLP request; the receivers take 16 MiB at most
+_MAX_EXPANSION = 100  # members together, over the bundle's size: text deflated at level 1 is ~5x
+_REFUSED_FLAGS = 0x1 | 0x20 | 0x40  # encrypted, compressed patch, strong encryption (APPNOTE 4.4.4)
+_DATA_DESCRIPTOR = 0x8  # sizes and CRC follow the data; the local header holds zeros
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # APPNOTE 4.3.7, as zipfile reads it
+_LOCAL_MAGIC = b"PK\x03\x04"
+_END_RECORD = struct.Struct("<4s4H2LH")  # APPNOTE 4.3.16
+_END_MAGIC = b"PK\x05\x06"
+_CENTRAL_HEADER_SIZE = 46  # APPNOTE 4.3.12, before the name, extra field and comment
+_CENTRAL_LENGTHS, _CENTRAL_LENGTHS_AT = struct.Struct("<3H"), 28  # name, extra, comment lengths
 
-    def __init__(self, archive: zipfile.ZipFile, report: BundleReport) -> None:
+
+def _member_limit(name: str, entries: int) -> int:
+    """The most bytes a member of this name holds in a bundle otel-audit writes (`entries`:
+    how many entries the bundle holds). The readable files are held to the size of the
+    rendering they must equal, when they are compared."""
+    if name.startswith("entries/"):
+        return MAX_ENTRY_BYTES
+    if name.startswith(("proofs/", "checkpoints/")) or name == KEYS:
+        return 256 * _KIB  # a checkpoint note (at most 100 signatures) and 64 hashes
+    if name == MANIFEST:
+        return 64 * _KIB + 8 * _KIB * entries  # a record's line holds its origin three times
+    if name in READABLE:
+        return 64 * _MIB + 64 * _KIB * entries
+    return _MIB  # README.txt, query.json and anything else
+
+
+def _local_header_problem(data: bytes, info: zipfile.ZipInfo) -> str | None:
+    """What a member's local header says differently from the central directory, which is
+    what zipfile trusts: two readers must never see two different bundles."""
+    start = info.header_offset
+    header = data[start : start + _LOCAL_HEADER.size]
+    if len(header) < _LOCAL_HEADER.size:
+        return "truncated local header"
+    fields = _LOCAL_HEADER.unpack(header)
+    if fields[0] != _LOCAL_MAGIC:
+        return "bad magic number for its local header"
+    version, flags, method, time, date, crc, compressed, size = fields[1:3], *fields[3:10]
+    local: dict[str, object] = {"version needed": version, "flags": flags, "compression method": method}
+    central: dict[str, object] = {
+        "version needed": (info.extract_version, info.reserved),
+        "flags": info.flag_bits,
+        "compression method": info.compress_type,
+    }
+    local["date and time"], central["date and time"] = (date, time), _dos_date_time(info.date_time)
+    if not flags & _DATA_DESCRIPTOR:
+        local["CRC-32"], central["CRC-32"] = crc, info.CRC
+        if (compressed, size) != (0xFFFFFFFF, 0xFFFFFFFF):  # else in a zip64 extra field
+            local["sizes"], central["sizes"] = (compressed, size), (info.compress_size, info.file_size)
+    differ = [name for name in local if local[name] != central[name]]
+    return f"its local header and the central directory differ in {', '.join(differ)}" if differ else None
+
+
+def _structure_problem(data: bytes, infos: Sequence[zipfile.ZipInfo]) -> str | None:
+    """What in the archive's end record and central directory zipfile does not check: counts
+    and lengths that other zip readers rely on, and bytes before or after the archive."""
+    start = data.rfind(_END_MAGIC, max(0, len(data) - _END_RECORD.size - 0xFFFF))
+    if start < 0 or len(data) < start + _END_RECORD.size:
+        return "no end of central directory record"
+    _, disk, cd_disk, on_disk, count, cd_size, cd_offset, comment = _END_RECORD.unpack(
+        data[start : start + _END_RECORD.size]
+    )
+    if (disk, cd_disk) != (0, 0):
+        return "its end record says it spans disks; a bundle is one file"
+    if start + _END_RECORD.size + comment != len(data):
+        return "its end record's comment length does not match the bytes after it"
+    if 0xFFFF in (on_disk, count) or 0xFFFFFFFF in (cd_size, cd_offset):
+        return None  # zip64: zipfile read the counts and offsets from the zip64 record
+    if on_disk != count or count != len(infos):
+        return f"its end record counts {count} members ({on_disk} on this disk), not {len(infos)}"
+    if cd_offset + cd_size != start:
+        return "its central directory does not end where the end record begins (bytes before the zip?)"
+    position = cd_offset
+    for info in infos:  # each record's own lengths: zipfile reads names from a bounded buffer
+        fits = position + _CENTRAL_HEADER_SIZE <= start
+        lengths = _CENTRAL_LENGTHS.unpack_from(data, position + _CENTRAL_LENGTHS_AT) if fits else None
+        name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        if lengths != (len(name), len(info.extra), len(info.comment)):
+            return f"the central directory record of {info.filename} has wrong name, extra or comment lengths"
+        position += _CENTRAL_HEADER_SIZE + sum(lengths)
+    if position != start:
+        return f"its central directory records end at {position}, its end record at {start}"
+    return None
+
+
+def _dos_date_time(date_time: tuple[int, int, int, int, int, int]) -> tuple[int, int]:
+    year, month, day, hour, minute, second = date_time
+    return (year - 1980) << 9 | month << 5 | day, hour << 11 | minute << 5 | second // 2
+
+
+class _Reader:
+    """The one place a bundle's zip is opened and read. Every error zipfile or zlib can raise,
+    and whatever a bundle otel-audit writes never holds (encrypted or oddly compressed
+    members, two members of one name, sizes no member can have, local headers that disagree
+    with the central directory), becomes a finding that names the member."""
+
+    def __init__(self, archive: zipfile.ZipFile, refused: dict[str, str], report: BundleReport) -> None:
         self.archive = archive
         self.report = report
         self.names = set(archive.namelist())
         self.used: set[str] = set()
+        self._refused = refused  # member -> why it is not read
 
-    def read(self, name: str, kind: str) -> bytes | None:
+    @classmethod
+    def open(cls, data: bytes, report: BundleReport) -> _Reader | None:
+        """The reader, or None (with the finding that says why) if the zip is unusable."""
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+            infos = archive.infolist()
+            entries = sum(i.filename.startswith("entries/") for i in infos)
+            refused = {}
+            for info in infos:
+                problem = _member_problem(data, info, _member_limit(info.filename, entries))
+                if problem is not None:
+                    refused[info.filename] = problem
+        except _ZIP_ERRORS as exc:
+            report.findings.append(BundleFinding("bundle", "bundle", f"not a readable zip file: {exc}"))
+            return None
+        problem = _structure_problem(data, infos) or _archive_problem(infos, len(data))
+        if problem is not None:
+            archive.close()
+            report.findings.append(BundleFinding("bundle", "bundle", problem))
+            return None
+        return cls(archive, refused, report)
+
+    def close(self) -> None:
+        self.archive.close()
+
+    def read(self, name: str, kind: str, limit: int | None = None) -> bytes | None:
         self.used.add(name)
         if name not in self.names:
             self.report.findings.append(BundleFinding(kind, name, "missing from the bundle"))
             return None
+        problem = self._refused.get(name)
+        size = self.archive.getinfo(name).file_size
+        if problem is None and limit is not None and size > limit:
+            problem = f"declares {size} bytes, more than it can hold ({limit})"
+        if problem is not None:
+            self.report.findings.append(BundleFinding(kind, name, f"refused unread: {problem}"))
+            return None
         try:
             return self.archive.read(name)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:  # e.g. "Bad CRC-32"
+        except _ZIP_ERRORS as exc:
             self.report.findings.append(BundleFinding(kind, name, f"unreadable: {exc}"))
             return None
 
@@ -289,64 +516,99 @@ class _Reader:
             self.report.findings.append(BundleFinding(kind, name, "is not UTF-8 text"))
             return None
 
+    def read_the_rest(self) -> list[str]:
+        """Read every member not read yet (a damaged README is a damaged bundle too); the names."""
+        rest = sorted(self.names - self.used)
+        for name in rest:
+            self.read(name, "bundle")
+        return rest
+
+
+def _archive_problem(infos: Sequence[zipfile.ZipInfo], size: int) -> str | None:
+    twice = sorted(name for name, n in Counter(i.filename for i in infos).items() if n > 1)
+    if twice:
+        return f"holds two members named {', '.join(twice)}: which one is the bundle's is ambiguous"
+    declared = sum(i.file_size for i in infos)
+    if declared > _MAX_EXPANSION * size + 64 * _MIB:
+        return f"its members declare {declared} bytes from {size}: more than a bundle expands to"
+    return None
+
+
+def _member_problem(data: bytes, info: zipfile.ZipInfo, limit: int) -> str | None:
+    if info.flag_bits & _REFUSED_FLAGS:
+        return f"encrypted or patched (flag bits {info.flag_bits:#06x}); bundles never are"
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        return f"compression method {info.compress_type}; bundles use only 0 (stored) and 8 (deflate)"
+    if info.file_size > limit:
+        return f"declares {info.file_size} bytes, more than such a member holds ({limit})"
+    if info.volume != 0:
+        return f"says it starts on disk {info.volume}; a bundle is one file"
+    kind = info.external_attr >> 16 & 0o170000
+    if info.create_system == 3 and kind not in (0, 0o100000):
+        return f"is not a regular file (Unix file type {kind:#o}: a link or device when unzipped)"
+    return _local_header_problem(data, info)
+
 
 def verify_bundle(data: bytes, trusted: Sequence[VerifierKey]) -> BundleReport:
     """Check a bundle against the keys the caller trusts (never against the bundle's own)."""
     report = BundleReport()
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        report.findings.append(BundleFinding("bundle", "bundle", f"not a readable zip file: {exc}"))
+    reader = _Reader.open(data, report)
+    if reader is None:
         return report
-    with archive:
-        reader = _Reader(archive, report)
-        manifest = _manifest(reader)
-        if manifest is None:
-            return report
-        keys = {k.name: k for k in trusted}
-        _check_keys(reader, trusted)
-        checkpoints = _checkpoints(reader, manifest, keys)
-        decoded: list[dict[str, object] | None] = []
-        for item in manifest["records"]:
-            decoded.append(_check_record(reader, item, checkpoints, keys))
-        report.records = len(decoded)
-        report.records_verified = sum(d is not None for d in decoded)
-        proven = sorted((d["origin"], d["seq"]) for d in decoded if d is not None)
-        for origin, seq in proven:  # contiguous runs: a run holds every record of its Seq range
-            runs = report.ranges.setdefault(str(origin), [])
-            if runs and runs[-1][1] + 1 == seq:
-                runs[-1] = (runs[-1][0], int(seq))  # type: ignore[call-overload]
-            else:
-                runs.append((int(seq), int(seq)))  # type: ignore[call-overload]
-        query = _query(reader)
-        if all(d is not None for d in decoded):
-            _check_readable(reader, [d for d in decoded if d is not None], _title(query))
-        else:
-            report.unproven.extend(n for n in READABLE if n in reader.names)
-            reader.used.update(READABLE)
-        report.unproven[:0] = [
-            f"{README}: instructions, not covered by any proof",
-            f"{QUERY}: the query that selected the records; a bundle cannot prove it found every match",
-            f"{MANIFEST}: the list of records; each listed record is proven, the list's completeness is not",
-        ]
-        for name in sorted(reader.names - reader.used - {README}):
-            report.unproven.append(f"{name}: not part of the bundle format, not covered by any proof")
+    try:
+        _verify(reader, trusted)
+    finally:
+        reader.close()
     return report
 
 
-def _manifest(reader: _Reader) -> dict | None:
+def _verify(reader: _Reader, trusted: Sequence[VerifierKey]) -> None:
+    report = reader.report
+    manifest = _manifest(reader)
+    if manifest is None:
+        reader.read_the_rest()
+        return
+    keys = {k.name: k for k in trusted}
+    _check_keys(reader, trusted)
+    checkpoints = _checkpoints(reader, manifest, keys)
+    decoded = [_check_record(reader, item, checkpoints, keys) for item in manifest.records]
+    report.records = len(decoded)
+    report.records_verified = sum(d is not None for d in decoded)
+    proven = sorted((r.origin, r.seq) for r, d in zip(manifest.records, decoded) if d is not None)
+    for origin, seq in proven:  # contiguous runs: a run holds every record of its Seq range
+        runs = report.ranges.setdefault(origin, [])
+        if runs and runs[-1][1] + 1 == seq:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    query = _query(reader)
+    if all(d is not None for d in decoded):
+        _check_readable(reader, [d for d in decoded if d is not None], _title(query))
+    else:
+        report.unproven.extend(n for n in READABLE if n in reader.names)
+        reader.used.update(READABLE)
+    for name in sorted(reader.names - reader.used):
+        if name.startswith(("entries/", "proofs/", "checkpoints/")):
+            report.findings.append(
+                BundleFinding("manifest", name, f"is not listed in {MANIFEST}: the bundle was altered")
+            )
+    report.unproven[:0] = [
+        f"{README}: instructions, not covered by any proof",
+        f"{QUERY}: the query that selected the records; a bundle cannot prove it found every match",
+        f"{MANIFEST}: the list of records, checked against them; the list's completeness is not proven",
+    ]
+    for name in reader.read_the_rest():
+        if name != README and not name.startswith(("entries/", "proofs/", "checkpoints/")):
+            report.unproven.append(f"{name}: not part of the bundle format, not covered by any proof")
+
+
+def _manifest(reader: _Reader) -> Manifest | None:
     text = reader.text(MANIFEST, "manifest")
     if text is None:
         return None
     try:
-        manifest = json.loads(text)
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"format is {manifest.get('format')!r}, expected {FORMAT!r}")
-        for item in manifest["records"]:
-            if not isinstance(item["origin"], str) or not isinstance(item["seq"], int):
-                raise ValueError("record without origin and seq")
-        return manifest
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return Manifest.parse(text)
+    except FormatError as exc:
         reader.report.findings.append(BundleFinding("manifest", MANIFEST, f"unusable: {exc}"))
         return None
 
@@ -370,10 +632,10 @@ def _check_keys(reader: _Reader, trusted: Sequence[VerifierKey]) -> None:
             )
 
 
-def _checkpoints(reader: _Reader, manifest: dict, keys: Mapping[str, VerifierKey]) -> dict[str, str]:
+def _checkpoints(reader: _Reader, manifest: Manifest, keys: Mapping[str, VerifierKey]) -> dict[str, str]:
     """Origin -> note text of each checkpoint that is validly signed by a trusted key."""
     good = {}
-    for origin in sorted({item["origin"] for item in manifest["records"]}):
+    for origin in manifest.origins:
         name = checkpoint_path(origin)
         note_text = reader.text(name, "checkpoint")
         if note_text is None:
@@ -402,9 +664,9 @@ def _checkpoints(reader: _Reader, manifest: dict, keys: Mapping[str, VerifierKey
 
 
 def _check_record(
-    reader: _Reader, item: dict, checkpoints: Mapping[str, str], keys: Mapping[str, VerifierKey]
+    reader: _Reader, item: ManifestRecord, checkpoints: Mapping[str, str], keys: Mapping[str, VerifierKey]
 ) -> dict[str, object] | None:
-    origin, seq = item["origin"], item["seq"]
+    origin, seq = item.origin, item.seq
     where = f"{origin} Seq {seq}"
     findings = reader.report.findings
     entry = reader.read(entry_path(origin, seq), "entry")
@@ -412,7 +674,7 @@ def _check_record(
     if entry is None or proof_text is None:
         return None
     leaf = hash_leaf(entry)
-    if item.get("leaf_hash") != leaf.hex():
+    if item.leaf_hash != leaf.hex():
         findings.append(
             BundleFinding("entry", where, "entry bytes do not hash to the leaf hash the manifest lists")
         )
@@ -441,7 +703,7 @@ def _check_record(
 
 def _check_readable(reader: _Reader, decoded: list[dict[str, object]], title: str) -> None:
     for name, expected in readable_files(render_rows(decoded), title).items():
-        actual = reader.read(name, "readable")
+        actual = reader.read(name, "readable", limit=2 * len(expected) + _MIB)
         if actual is None or actual == expected:
             continue
         lines, want = actual.split(b"\n"), expected.split(b"\n")
@@ -495,6 +757,11 @@ Or by hand, for any record:
 4. The readable files. records.jsonl (for programs), records.csv and records.html
    (for people) are renderings of the entries; verify-bundle renders the entries again
    and compares them byte for byte.
+5. The manifest. manifest.json lists the records in the order the readable files show
+   them. It is checked, not trusted: verify-bundle refuses it unless every field is what
+   the files it names prove (each leaf_hash that of its entry, each path the one its
+   origin and seq give, no key added or renamed), and refuses any entry, proof or
+   checkpoint file it does not list. It cannot prove that the list is complete.
 
 What this proves: every record listed is in the log, unaltered, at its Seq, in a tree
 the key holder signed. What it does not prove: that the query in query.json found every

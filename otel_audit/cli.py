@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the CLI imports the store only for the commands that need i
     from backend.commands import Result
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+PRIVATE_UMASK = 0o077  # what the store's engine, anchors and exports create is the user's alone
 DATA_DIR = Path("otel-audit-data")
 DEFAULT_ORIGIN = "otel-audit.local/audit"
 
@@ -301,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         "migrate": cmd_migrate,
         "archive": cmd_archive,
     }
+    if "store" in vars(args):  # every command that may open the embedded store (--store)
+        os.umask(PRIVATE_UMASK)  # before the engine creates a file: store, anchors, data dir
     try:
         if args.command in READ_COMMANDS:
             return cmd_read(args)
@@ -467,11 +470,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
         if report.unsigned_records:
             print(f"note: {report.unsigned_records} newest records are not yet covered by a checkpoint")
-        if anchor_dir is None:
-            print(
-                "note: no anchor directory given; truncation behind the store's own checkpoints "
-                "cannot be detected"
-            )
+        for note in report.notes:
+            print(f"note: {note}")
+        for warning in report.warnings:
+            print(f"WARNING: {warning}")
         for finding in report.findings:
             print(f"  {finding}")
         if report.findings_dropped:

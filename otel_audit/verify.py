@@ -19,7 +19,13 @@ a cascade:
 - at every stored or anchored checkpoint the Merkle root of the leaves computed from the
   entries equals the signed root (`root`), the signed chain head equals the stored chain
   (`chain_head`), and the note carries a valid signature by the key (`signature`);
-- the store holds at least as many records as the newest checkpoint signs (`truncated`).
+- the store holds at least as many records as the newest checkpoint signs (`truncated`);
+- the anchors keep up with the store's checkpoints (`unanchored`). The checkpointer inserts
+  each checkpoint into the store before it writes the anchor, so a crash between the two
+  leaves the newest stored checkpoint, and only that one, without its anchor: one stored tree
+  size above the newest anchor is accepted with a note, two or more fail (anchors deleted,
+  or never written). No anchor at all is a warning, not a failure: nothing outside the
+  database then proves the log was not rolled back, which the report says plainly.
 
 A row rewritten together with its hashes and every later chain hash is still caught by the
 signed root, and located between the last checkpoint that matches and the first that does not.
@@ -65,6 +71,8 @@ class Report:
     signed_size: int = 0
     findings: list[Finding] = field(default_factory=list)
     findings_dropped: int = 0
+    warnings: list[str] = field(default_factory=list)  # weaker proof than asked for, not tampering
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -89,6 +97,8 @@ class Report:
             "expired_records": self.expired_records,
             "findings": [f.as_dict() for f in self.findings],
             "findings_dropped": self.findings_dropped,
+            "warnings": self.warnings,
+            "notes": self.notes,
         }
 
 
@@ -105,8 +115,12 @@ class LogVerifier:
         self._tree_broken = False  # set by a hole in Seq: roots after it cannot be checked
         self._signed: dict[int, Checkpoint] = {}  # valid checkpoints by tree size
         self._anchored: list[tuple[str, Checkpoint]] = []  # valid anchors: (source, checkpoint)
+        self._stored_sizes: set[int] = set()  # tree sizes of the valid stored checkpoints
+        self._no_anchors = "no anchor of this log could be verified"
 
     def _find(self, kind: str, message: str, first: int | None = None, last: int | None = None) -> None:
+        if first is not None and last is not None and last < first:
+            raise AssertionError(f"bug: a {kind} finding for the reversed range Seq {first}..{last}")
         if len(self.report.findings) >= MAX_FINDINGS:
             self.report.findings_dropped += 1
             return
@@ -143,6 +157,7 @@ class LogVerifier:
                 "checkpoint", f"{source}: TreeSize/RootHash/ChainHead columns differ from its signed note"
             )
         self._add_target(SignedTarget(source, checkpoint, compact_range))
+        self._stored_sizes.add(tree_size)
         self.report.checkpoints_verified += 1
 
     def add_anchor(self, anchor: Anchor) -> None:
@@ -177,6 +192,7 @@ class LogVerifier:
         for size in [size for size in self._targets if size < start.tree_size]:
             del self._targets[size]
         self._anchored = [(s, c) for s, c in self._anchored if c.tree_size >= start.tree_size]
+        self._stored_sizes = {size for size in self._stored_sizes if size >= start.tree_size}
         self._check_targets(start.tree_size)  # the boundary's own checkpoints and anchors
         return True
 
@@ -198,6 +214,10 @@ class LogVerifier:
             f"tree size {new.tree_size}, built from the store's tree nodes, does not verify: "
             "otel_audit.tree_nodes was altered, so proofs served from it will fail",
         )
+
+    def anchors_absent(self, reason: str) -> None:
+        """Why no anchor was read (no directory given, or it does not exist), for the warning."""
+        self._no_anchors = reason
 
     def add_anchor_problem(self, problem: AnchorProblem) -> None:
         self._find("anchor", f"anchor {problem.path}: {problem.message}")
@@ -230,6 +250,8 @@ class LogVerifier:
                     continue
                 self._find("missing", "rows are missing (deleted)", self._expected_seq, seq - 1)
                 self._tree_broken = True  # no root can be recomputed past a hole
+                for size in [t for t in targets if self._expected_seq < t <= seq]:
+                    del targets[size]  # signed sizes inside the hole: the hole is their finding
                 follows = False  # the previous row is gone: its chain hash is unknown
             leaf = hash_leaf(entry)
             if leaf != leaf_hash:
@@ -356,4 +378,33 @@ class LogVerifier:
                 size - 1,
             )
         self._targets.clear()
+        self._check_anchored()
         return self.report
+
+    def _check_anchored(self) -> None:
+        """The anchors must keep up with the store's checkpoints (see the module docstring)."""
+        if not self._stored_sizes and not self.report.records:
+            return
+        if not self._anchored:
+            self.report.warnings.append(
+                f"{self._no_anchors}: nothing outside the database proves that the log was not "
+                "rolled back or truncated (with its checkpoints); keep the anchor directory on "
+                "storage the database administrators cannot rewrite, and pass it with --anchor-dir"
+            )
+            return
+        anchored = max(c.tree_size for _, c in self._anchored)
+        ahead = sorted(size for size in self._stored_sizes if size > anchored)
+        if len(ahead) == 1:
+            self.report.notes.append(
+                f"the newest checkpoint (tree size {ahead[0]}) has no anchor yet; the sealer stores a "
+                "checkpoint before it writes its anchor, so a crash between the two explains one"
+            )
+        elif ahead:
+            self._find(
+                "unanchored",
+                f"the store holds {len(ahead)} checkpoints (tree sizes {ahead[0]}..{ahead[-1]}) newer "
+                f"than the newest anchor (tree size {anchored}); at most the newest one can lack its "
+                "anchor: anchors were deleted, or the sealer could not write them (see its log)",
+                anchored,
+                ahead[-1] - 1,
+            )

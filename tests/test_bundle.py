@@ -15,7 +15,7 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
-from otel_audit.bundle import BundleRecord, entry_path, proof_path, verify_bundle, write_bundle
+from otel_audit.bundle import BundleRecord, Manifest, entry_path, proof_path, verify_bundle, write_bundle
 from otel_audit.checkpoint import Checkpoint
 from otel_audit.entry import Context, Seal
 from otel_audit.merkle import CompactRange, hash_leaf
@@ -166,13 +166,12 @@ def test_dropped_entry_is_caught() -> None:
 
 
 def test_record_dropped_from_the_manifest_is_caught_by_the_readable_files() -> None:
-    members = _members(BUNDLE)
-    manifest = json.loads(members["manifest.json"])
-    manifest["records"] = [r for r in manifest["records"] if r["seq"] != 17]
+    manifest = Manifest.parse(_members(BUNDLE)["manifest.json"].decode())
+    manifest = Manifest(manifest.origins, tuple(r for r in manifest.records if r.seq != 17))
     tampered = _rewrite(
         BUNDLE,
-        manifest_DOT_json=json.dumps(manifest).encode(),
-        **{entry_path(ORIGIN, 17).replace("/", "__").replace(".", "_DOT_"): None},
+        manifest_DOT_json=manifest.serialize().encode(),
+        **{p(ORIGIN, 17).replace("/", "__").replace(".", "_DOT_"): None for p in (entry_path, proof_path)},
     )
     report = verify_bundle(tampered, [KEY.verifier()])
     assert {f.kind for f in report.findings} == {"readable"}
@@ -289,3 +288,188 @@ def test_a_worker_that_cannot_write_a_temporary_file_returns_its_rows_directly(m
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
     part = bundle._render_part(0, 7)
     assert bundle._read_part(part) == bundle._render(entries[:7])
+
+
+# -- a corrupt zip is a finding, never a traceback ------------------------------------------
+
+_LOCAL = {"version": 4, "flags": 6, "method": 8, "crc": 14, "csize": 18}  # APPNOTE 4.3.7
+_CENTRAL = {"version": 6, "flags": 8, "method": 10, "crc": 16, "csize": 20, "eattr": 38}  # 4.3.12
+
+
+def _header_offsets(bundle: bytes, name: str) -> tuple[int, int]:
+    """Where the member's local header and its central directory record start."""
+    with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
+        local = archive.getinfo(name).header_offset
+    central = bundle.index(b"PK\x01\x02", bundle.rindex(b"PK\x05\x06") - 46 * 16 - 2000)
+    while bundle[central + 46 : central + 46 + len(name)] != name.encode():
+        central = bundle.index(b"PK\x01\x02", central + 4)
+    return local, central
+
+
+def _patch(bundle: bytes, name: str, field: str, value: int, where: str = "both") -> bytes:
+    """The bundle with one header field of a member set, in its local header, central record or both."""
+    local, central = _header_offsets(bundle, name)
+    out = bytearray(bundle)
+    width = 4 if field in ("crc", "csize", "eattr") else 2
+    for base, fields, place in ((local, _LOCAL, "local"), (central, _CENTRAL, "central")):
+        if where in (place, "both") and field in fields:
+            out[base + fields[field] : base + fields[field] + width] = value.to_bytes(width, "little")
+    return bytes(out)
+
+
+def _exit_code(bundle: bytes, tmp_path, capsys) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    """`otel-audit verify-bundle` in this process: an exception would fail the test."""
+    from otel_audit.cli import main
+
+    path = tmp_path / "flipped.bundle"
+    path.write_bytes(bundle)
+    code = main(["verify-bundle", str(path), "--key", KEY.verifier().serialize()])
+    return code, capsys.readouterr().out
+
+
+def test_every_flip_of_a_header_byte_and_a_sample_of_the_rest_is_refused_or_harmless(
+    tmp_path,  # type: ignore[no-untyped-def]
+    capsys,
+) -> None:
+    """Single-bit flips all over a bundle: exit 1 with findings, or exit 0 only when every
+    member still reads back exactly as written (a flip in a permission bit, say). Every byte
+    outside the members' data (headers, central directory, end record) and a seeded sample
+    of the data bytes."""
+    import random
+
+    with zipfile.ZipFile(io.BytesIO(BUNDLE)) as archive:
+        infos = archive.infolist()
+    data_bytes = set()
+    for info in infos:
+        start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+        data_bytes.update(range(start, start + info.compress_size))
+    headers = [at for at in range(len(BUNDLE)) if at not in data_bytes]
+    rng = random.Random(12)
+    positions = headers + rng.sample(sorted(data_bytes), 300)
+    original = _members(BUNDLE)
+    refused = 0
+    for i, at in enumerate(positions):
+        flipped = BUNDLE[:at] + bytes([BUNDLE[at] ^ (1 << rng.randrange(8))]) + BUNDLE[at + 1 :]
+        report = verify_bundle(flipped, [KEY.verifier()])
+        if i % 10 == 0:  # the command's own output and exit code, for a tenth of them
+            code, out = _exit_code(flipped, tmp_path, capsys)
+            assert (code, out.split(":")[0]) == ((0, "OK") if report.ok else (1, "FAILED")), (at, out)
+        if report.ok:
+            assert _members(flipped) == original, f"a flip at byte {at} changed a member yet verified"
+        else:
+            refused += 1
+    assert refused > len(positions) // 2  # most flips break something: the check is not vacuous
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where", "message"),
+    [
+        ("method", 99, "both", "compression method 99"),  # NotImplementedError in zipfile
+        ("method", 12, "both", "compression method 12"),  # bzip2: not a bundle's
+        ("flags", 1, "both", "encrypted"),  # RuntimeError: password required
+        ("flags", 0x40, "both", "encrypted"),  # strong encryption: NotImplementedError
+        ("version", 148, "central", "zip file version"),  # NotImplementedError at open
+        ("crc", 1, "local", "differ in CRC-32"),  # zipfile reads only the central one
+        ("method", 0, "local", "differ in compression method"),
+        ("eattr", 0o120777 << 16, "central", "not a regular file"),  # a symlink when unzipped
+    ],
+)
+def test_each_kind_of_damaged_header_is_named(field: str, value: int, where: str, message: str) -> None:
+    report = verify_bundle(_patch(BUNDLE, MANIFEST_NAME, field, value, where), [KEY.verifier()])
+    assert not report.ok
+    assert any(message in f.message for f in report.findings), report.findings
+    assert all(f.where in (MANIFEST_NAME, "bundle") for f in report.findings), report.findings
+
+
+MANIFEST_NAME = "manifest.json"
+
+
+def _data_start(bundle: bytes, name: str) -> int:
+    with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
+        info = archive.getinfo(name)
+    return info.header_offset + 30 + len(name.encode()) + len(info.extra)
+
+
+def test_a_broken_and_a_truncated_deflate_stream_are_named() -> None:
+    start = _data_start(BUNDLE, MANIFEST_NAME)
+    invalid = BUNDLE[:start] + b"\x07" + BUNDLE[start + 1 :]  # BTYPE 11: zlib.error (RFC 1951 3.2.3)
+    report = verify_bundle(invalid, [KEY.verifier()])
+    assert [(f.kind, f.where) for f in report.findings] == [("manifest", MANIFEST_NAME)]
+    assert "invalid block type" in report.findings[0].message
+    with zipfile.ZipFile(io.BytesIO(BUNDLE)) as archive:
+        size = archive.getinfo(MANIFEST_NAME).compress_size
+    cut = _patch(BUNDLE, MANIFEST_NAME, "csize", size // 2)  # the stream ends early: EOFError
+    report = verify_bundle(cut, [KEY.verifier()])
+    assert [(f.kind, f.where) for f in report.findings] == [("manifest", MANIFEST_NAME)]
+    assert "unreadable" in report.findings[0].message
+
+
+def _zip(members: list[tuple[str, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def test_duplicate_names_oversized_members_and_bombs_are_refused_unread() -> None:
+    import warnings
+
+    members = list(_members(BUNDLE).items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate it is told to write
+        twice = _zip([*members, (MANIFEST_NAME, members[1][1])])
+    assert [f.message for f in verify_bundle(twice, [KEY.verifier()]).findings] == [
+        "holds two members named manifest.json: which one is the bundle's is ambiguous"
+    ]
+    big_readme = _zip([(n, (b"\0" * (2 << 20) if n == "README.txt" else d)) for n, d in members])
+    report = verify_bundle(big_readme, [KEY.verifier()])
+    assert [(f.where, f.message[:34]) for f in report.findings] == [
+        ("README.txt", "refused unread: declares 2097152 b")
+    ]
+    bomb = _zip([*members, *((f"entries/x/{i}.binpb", b"\0" * (30 << 20)) for i in range(3))])
+    report = verify_bundle(bomb, [KEY.verifier()])
+    assert [f.kind for f in report.findings] == ["bundle"]
+    assert "more than a bundle expands to" in report.findings[0].message
+
+
+# -- the manifest is checked -----------------------------------------------------------------
+
+
+def _manifest_edit(edit: str, new: str) -> bytes:
+    text = _members(BUNDLE)[MANIFEST_NAME].decode()
+    assert edit in text
+    return _replace(BUNDLE, MANIFEST_NAME, text.replace(edit, new, 1).encode())
+
+
+@pytest.mark.parametrize(
+    ("edit", "new", "message"),
+    [
+        ('"entry":"entries/', '"entry":"entries/../', "records[0].entry is"),  # a changed path
+        ('"proof":"proofs/', '"proof":"proofz/', "records[0].proof is"),
+        ('"leaf_hash":', '"leaf_hasi":', "unexpected keys ['leaf_hasi'], missing keys ['leaf_hash']"),
+        ('"checkpoints":', '"checkpoint5":', "unexpected keys ['checkpoint5']"),
+        ('.checkpoint"}', '.checkpoinu"}', "checkpoints['bundle.example/audit'] is"),
+        ('"seq":3}', '"seq":3.0}', "seq a number"),
+        ('"format":', '"extra":1,"format":', "unexpected keys ['extra']"),
+        ('{"checkpoints"', '{ "checkpoints"', "not written the way otel-audit writes it"),
+    ],
+)
+def test_a_manifest_with_a_changed_field_is_refused_naming_it(edit: str, new: str, message: str) -> None:
+    report = verify_bundle(_manifest_edit(edit, new), [KEY.verifier()])
+    assert [(f.kind, f.where) for f in report.findings] == [("manifest", MANIFEST_NAME)]
+    assert message in report.findings[0].message
+
+
+def test_an_entry_the_manifest_does_not_list_is_refused() -> None:
+    manifest = Manifest.parse(_members(BUNDLE)[MANIFEST_NAME].decode())
+    fewer = Manifest(manifest.origins, manifest.records[:-1])
+    report = verify_bundle(_replace(BUNDLE, MANIFEST_NAME, fewer.serialize().encode()), [KEY.verifier()])
+    assert {("manifest", entry_path(ORIGIN, 31)), ("manifest", proof_path(ORIGIN, 31))} <= _kinds(report)
+
+
+def test_the_writer_and_the_checker_agree_on_the_manifest() -> None:
+    text = _members(BUNDLE)[MANIFEST_NAME].decode()
+    manifest = Manifest.parse(text)
+    assert manifest.serialize() == text
+    assert [r.seq for r in manifest.records] == PICKED and manifest.origins == (ORIGIN,)

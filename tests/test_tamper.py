@@ -85,6 +85,7 @@ def test_untouched_copy_verifies(copy):
     code, report = verify(*copy)
     assert code == 0 and report["records"] == RECORDS and report["signed_size"] == RECORDS
     assert report["checkpoints_verified"] >= 3 and report["anchors_verified"] >= 3
+    assert report["warnings"] == [] and report["notes"] == []
 
 
 @pytest.mark.parametrize(
@@ -232,3 +233,82 @@ def test_a_corrupt_anchor_file_is_named(copy):
     assert code == 1 and any(
         f["kind"] == "anchor" and anchors[0].path.name in f["message"] for f in report["findings"]
     )
+
+
+def test_rows_deleted_across_a_checkpoint_are_one_missing_range_never_a_reversed_one(copy):
+    """Seq 50..149 deleted, across the checkpoint at 100: that checkpoint's root cannot be
+    recomputed, which the missing range already says; it is no `truncated` Seq 300..99."""
+    sql(
+        copy[0], "ALTER TABLE otel_audit.logs DELETE WHERE Seq BETWEEN 50 AND 149 SETTINGS mutations_sync = 2"
+    )
+    code, report = verify(*copy)
+    assert code == 1
+    assert [(f["kind"], f["first_seq"], f["last_seq"]) for f in report["findings"]] == [("missing", 50, 149)]
+
+
+def test_deleted_and_reordered_rows_give_ranges_in_order(copy):
+    sql(
+        copy[0],
+        "ALTER TABLE otel_audit.logs DELETE WHERE Seq BETWEEN 150 AND 210 SETTINGS mutations_sync = 2",
+        "CREATE TABLE otel_audit.swap AS otel_audit.logs",
+        "INSERT INTO otel_audit.swap SELECT * REPLACE (if(Seq = 30, 250, 30) AS Seq) "
+        "FROM otel_audit.logs WHERE Seq IN (30, 250)",
+        "ALTER TABLE otel_audit.logs DELETE WHERE Seq IN (30, 250) SETTINGS mutations_sync = 2",
+        "INSERT INTO otel_audit.logs SELECT * FROM otel_audit.swap",
+    )
+    code, report = verify(*copy)
+    assert code == 1 and ("missing", 150) in kinds_at(report)
+    for finding in report["findings"]:
+        if finding["first_seq"] is not None and finding["last_seq"] is not None:
+            assert finding["first_seq"] <= finding["last_seq"], finding
+
+
+def _keep_anchors(workdir: Path, key: SignerKey, drop_newest: int) -> list[int]:
+    """Delete the newest anchors (and point latest.checkpoint at the newest one left, as an
+    intruder would); the tree sizes anchored before (those of the stored checkpoints), newest last."""
+    anchors, _ = read_anchors(workdir / "anchors", key.name)
+    numbered = sorted(
+        {a.checkpoint.tree_size: a for a in anchors if a.path.name != "latest.checkpoint"}.items()
+    )
+    for _, anchor in numbered[len(numbered) - drop_newest :]:
+        anchor.path.unlink()
+    kept = numbered[len(numbered) - drop_newest - 1][1]
+    (kept.path.parent / "latest.checkpoint").write_text(kept.path.read_text())
+    return [size for size, _ in numbered]
+
+
+@pytest.mark.parametrize("how", ["missing", "empty"])
+def test_no_anchors_is_a_plain_warning(copy, how):
+    workdir, key = copy
+    if how == "missing":
+        shutil.rmtree(workdir / "anchors")
+    else:
+        for path in (workdir / "anchors").rglob("*.checkpoint"):
+            path.unlink()
+    code, report = verify(workdir, key)
+    assert code == 0 and report["anchors_verified"] == 0
+    [warning] = report["warnings"]
+    assert ("does not exist" if how == "missing" else "holds no anchor of tamper.example/audit") in warning
+    assert "nothing outside the database proves that the log was not rolled back" in warning
+    text = run_cli("verify", "--store", f"chdb://{workdir / 'store'}", "--key", key.verifier().serialize(),
+                   "--anchor-dir", str(workdir / "anchors"))  # fmt: skip
+    assert text.returncode == 0 and "\nWARNING: " in text.stdout and "rolled back" in text.stdout
+
+
+def test_newest_anchors_deleted_while_the_store_holds_their_checkpoints_fails(copy):
+    workdir, key = copy
+    sizes = _keep_anchors(workdir, key, drop_newest=2)
+    code, report = verify(workdir, key)
+    assert code == 1
+    assert [(f["kind"], f["first_seq"], f["last_seq"]) for f in report["findings"]] == [
+        ("unanchored", sizes[-3], sizes[-1] - 1)
+    ]
+
+
+def test_only_the_newest_anchor_missing_is_a_crash_between_store_and_anchor(copy):
+    workdir, key = copy
+    sizes = _keep_anchors(workdir, key, drop_newest=1)
+    code, report = verify(workdir, key)
+    assert code == 0 and report["warnings"] == []
+    [note] = report["notes"]
+    assert f"the newest checkpoint (tree size {sizes[-1]}) has no anchor yet" in note
