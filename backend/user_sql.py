@@ -122,15 +122,18 @@ class QueryLimits:
 
 def run_user_sql(dsn: str, sql: str, fmt: str, limits: QueryLimits) -> bytes:
     """Check `sql` against the allow-list, then run it read-only within `limits`."""
-    with _session(dsn, QueryLimits()) as checker:
-        canonical, has_format = check(checker, sql)
-        if not has_format:
-            _check_format(checker, fmt)
-    with _session(dsn, limits) as session:
-        try:
+    # The checks run the analyzer (which evaluates constant scalar subqueries) within the
+    # same time and memory limits; the result limits would cut EXPLAIN's own output.
+    check_limits = replace(limits, result_rows=QueryLimits.result_rows, result_bytes=QueryLimits.result_bytes)
+    try:
+        with _session(dsn, check_limits) as checker:
+            canonical, has_format = check(checker, sql)
+            if not has_format:
+                _check_format(checker, fmt)
+        with _session(dsn, limits) as session:
             return session.raw_query(canonical, fmt=None if has_format else fmt)
-        except (ClickHouseError, OSError) as exc:
-            raise _failure(exc, limits) from None
+    except (ClickHouseError, OSError) as exc:
+        raise _failure(exc, limits) from None
 
 
 def check(session: Client, sql: str) -> tuple[str, bool]:
@@ -280,10 +283,7 @@ _FORMAT_LINE = re.compile(r"\n Identifier (\w+)$")
 
 def _check_ast_dump(session: Client, canonical: str) -> bool:
     """DESCRIBE, EXISTS TABLE and SHOW CREATE TABLE of an allowed table; whether a FORMAT is given."""
-    try:
-        dump = session.raw_query(f"EXPLAIN AST {canonical}").decode().rstrip("\n")
-    except (ClickHouseError, OSError) as exc:
-        raise _failure(exc, QueryLimits()) from None
+    dump = session.raw_query(f"EXPLAIN AST {canonical}").decode().rstrip("\n")
     fmt = None
     describe = _DESCRIBE.match(dump)
     if describe:
@@ -315,10 +315,7 @@ _TABLE_FUNCTION_LINE = re.compile(r"^\s*TABLE_FUNCTION id: \d+.*$", re.MULTILINE
 
 def _check_query_tree(session: Client, select: str) -> None:
     """Every table and table function the analyzer resolves the query to must be allowed."""
-    try:
-        tree = session.raw_query(f"EXPLAIN QUERY TREE {select}", fmt="TSVRaw").decode()
-    except (ClickHouseError, OSError) as exc:
-        raise _failure(exc, QueryLimits()) from None
+    tree = session.raw_query(f"EXPLAIN QUERY TREE {select}", fmt="TSVRaw").decode()
     for line in _TABLE_LINE.findall(tree):
         names = re.findall(r", table_name: ([^,\s]+)", line)
         if not names:
@@ -333,10 +330,7 @@ def _check_query_tree(session: Client, select: str) -> None:
 
 def _value(session: Client, sql: str, text: str) -> object:
     """One value of a query of ours about the user's text, passed as a bound parameter."""
-    try:
-        return session.query(sql, parameters={"q": text}).result_rows[0][0]
-    except (ClickHouseError, OSError) as exc:
-        raise _failure(exc, QueryLimits()) from None
+    return session.query(sql, parameters={"q": text}).result_rows[0][0]
 
 
 def _syntax_tree(session: Client, canonical: str) -> dict | None:
@@ -346,10 +340,10 @@ def _syntax_tree(session: Client, canonical: str) -> dict | None:
         text = session.query("SELECT parseQueryToJSON({q:String})", parameters={"q": canonical}).result_rows[
             0
         ][0]
-    except (ClickHouseError, OSError) as exc:
+    except ClickHouseError as exc:
         if getattr(exc, "code", None) == BAD_ARGUMENTS:
             return None
-        raise _failure(exc, QueryLimits()) from None
+        raise
     tree = json.loads(text)
     return tree if isinstance(tree, dict) else None
 
@@ -374,8 +368,8 @@ def _failure(exc: Exception, limits: QueryLimits) -> ConfigError | StoreError:
             f"query stopped: the result is larger than {limits.result_rows} rows or "
             f"{limits.result_bytes} bytes (max_result_rows, max_result_bytes); add a LIMIT or aggregate"
         )
-    if code == SYNTAX_ERROR:
-        return ConfigError(f"query failed: {text}")
+    if code == SYNTAX_ERROR:  # said of our formatQuery() call: the user's text, not ours
+        return ConfigError(f"query failed: {text.split(': In scope SELECT formatQuery(')[0]}")
     return StoreError(f"query failed: {text}")
 
 

@@ -58,13 +58,15 @@ def listener() -> Iterator[_Listener]:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealer]:
-    """A serve with a tokens file, 30 records, and a table an administrator made in `default`."""
+    """A serve with a tokens file, 30 records, and a table and a function (SQL UDF) an
+    administrator made."""
     workdir = tmp_path_factory.mktemp("query")
     store = Store.open(f"chdb://{workdir / 'store'}")
     try:
         migrate(store)
         store.command("CREATE TABLE default.admin_notes (note String) ENGINE = MergeTree ORDER BY note")
         store.command(f"INSERT INTO default.admin_notes VALUES ('{ADMIN_NOTE}')")
+        store.command("CREATE FUNCTION read_any_file AS (path) -> file(path)")
     finally:
         store.close()
     add_token(workdir / "tokens", "orders")
@@ -143,6 +145,7 @@ REFUSED = [
     ("remote", "SELECT * FROM remote('127.0.0.1', system.one)", "table function remote()"),
     ("executable", "SELECT * FROM executable('x.sh', 'TSV', 'a String')", "table function executable()"),
     ("dictionary-table-function", "SELECT * FROM dictionary('d')", "table function dictionary()"),
+    ("sql-udf", "SELECT read_any_file('{key}')", "function read_any_file()"),
     ("dictGet", "SELECT dictGet('default.d', 'v', toUInt64(1))", "function dictGet()"),
     ("kill", "KILL QUERY WHERE 1", "KillQueryQuery"),
     ("set", "SET max_execution_time = 0", "SetQuery"),
@@ -281,6 +284,13 @@ def test_the_cli_through_the_socket(running: Sealer) -> None:
         assert rc == 2 and f"{flags[0]} must be a whole number from 1 to" in err, err
     rc, out, err = cli(running, "SELECT count() FROM otel_audit.logs WHERE Seq < 30", "--format", "TSV")
     assert (rc, out) == (0, "30\n"), err
+
+
+def test_a_format_is_a_name_from_the_engine(through_socket: Ask) -> None:
+    """--format goes into the SQL text: only an output format's name is accepted."""
+    with pytest.raises(AuditError, match="unknown output format"):
+        through_socket("SELECT 1", "TSV; SELECT file('signer.key')")
+    assert through_socket("SELECT 1", "JSONEachRow") == b'{"1":1}\n'
 
 
 def test_the_sealer_keeps_sealing_after_refusals(running: Sealer, through_socket: Ask) -> None:
