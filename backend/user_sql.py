@@ -4,13 +4,14 @@
 describe them, and nothing else. Three layers, each the engine's own:
 
 1. The engine's parser decides what the statement is and what it touches. The SQL is
-   formatted by the engine (`formatQuery`, one statement only) and that canonical text is
-   what is checked and what runs. Its syntax tree (`parseQueryToJSON`, or for DESCRIBE,
-   EXISTS and SHOW CREATE the `EXPLAIN AST` dump, matched whole) is checked against an
-   allow-list: statement kinds, tables, table functions; no INTO OUTFILE, no SETTINGS, no
-   function that reads files, dictionaries or models or calls out (the engine's catalog,
-   system.functions, says which). Then the engine's analyzer (`EXPLAIN QUERY TREE`) resolves
-   every table the query reads, and each must be in the allowed set.
+   formatted by the engine (`formatQuerySingleLine`, one statement only) and that canonical
+   text is what is checked and what runs. Its syntax tree (`parseQueryToJSON`, which must
+   format back to the same text; for DESCRIBE, EXISTS and SHOW CREATE the `EXPLAIN AST`
+   dump, matched whole) is checked against an allow-list: statement kinds, tables, table
+   functions; no INTO OUTFILE, no SETTINGS, no function that reads files, dictionaries or
+   models or calls out (the engine's catalog, system.functions, says which). Then the
+   engine's analyzer (`EXPLAIN QUERY TREE`) resolves every table the query reads, and each
+   must be in the allowed set.
 2. The query runs on a session of its own with `readonly = 1` (no writes, no DDL, no
    temporary tables, no SET or SETTINGS, no table functions but numbers()/zeros()) and fixed
    limits on time, memory and result size (`QueryLimits`), set before `readonly` so the
@@ -139,10 +140,12 @@ def run_user_sql(dsn: str, sql: str, fmt: str, limits: QueryLimits) -> bytes:
 def check(session: Client, sql: str) -> tuple[str, bool]:
     """The canonical text of `sql` if `query` may run it, and whether it names its FORMAT;
     otherwise ConfigError saying what is refused."""
-    canonical = str(_value(session, "SELECT formatQuery({q:String})", sql))  # one statement only
+    canonical = str(_value(session, "SELECT formatQuerySingleLine({q:String})", sql))  # one statement
     tree = _syntax_tree(session, canonical)
     if tree is None:
         return canonical, _check_ast_dump(session, canonical)
+    if _format_tree(session, tree) != canonical:  # what is checked below must be all that runs
+        raise refused("the engine's syntax tree of this statement does not describe all of it")
     kind = tree.get("type")
     refs = _Refs()
     selects: list[dict] = []
@@ -166,9 +169,8 @@ def check(session: Client, sql: str) -> tuple[str, bool]:
         raise refused(f"{kind} statements are not allowed")
     refs.check(session)
     for select in selects:
-        bare = {k: v for k, v in select.items() if k != "format_ast"}
         _check_query_tree(
-            session, str(_value(session, "SELECT formatQueryFromJSON({q:String})", json.dumps(bare)))
+            session, _format_tree(session, {k: v for k, v in select.items() if k != "format_ast"})
         )
     return canonical, bool(refs.formats)
 
@@ -333,6 +335,11 @@ def _value(session: Client, sql: str, text: str) -> object:
     return session.query(sql, parameters={"q": text}).result_rows[0][0]
 
 
+def _format_tree(session: Client, tree: dict) -> str:
+    """The SQL text of a syntax tree, formatted by the engine as formatQuerySingleLine() does."""
+    return str(_value(session, "SELECT formatQueryFromJSON({q:String})", json.dumps(tree)))
+
+
 def _syntax_tree(session: Client, canonical: str) -> dict | None:
     """The engine's syntax tree of the statement as JSON; None for the kinds it cannot
     describe that way (DESCRIBE, EXISTS, SHOW CREATE, INSERT ... VALUES, ...)."""
@@ -368,8 +375,8 @@ def _failure(exc: Exception, limits: QueryLimits) -> ConfigError | StoreError:
             f"query stopped: the result is larger than {limits.result_rows} rows or "
             f"{limits.result_bytes} bytes (max_result_rows, max_result_bytes); add a LIMIT or aggregate"
         )
-    if code == SYNTAX_ERROR:  # said of our formatQuery() call: the user's text, not ours
-        return ConfigError(f"query failed: {text.split(': In scope SELECT formatQuery(')[0]}")
+    if code == SYNTAX_ERROR:  # said of our formatQuerySingleLine() call: the user's text, not ours
+        return ConfigError(f"query failed: {text.split(': In scope SELECT formatQuerySingleLine(')[0]}")
     return StoreError(f"query failed: {text}")
 
 

@@ -201,6 +201,8 @@ ALLOWED = [
     ("json-each-row", "SELECT Seq FROM otel_audit.logs WHERE Seq < 2 ORDER BY Seq FORMAT JSONEachRow", "TSV",
      '{"Seq":0}\n{"Seq":1}\n'),
     ("csv", "SELECT Seq, 'a,b' FROM otel_audit.logs WHERE Seq = 3", "CSV", '3,"a,b"\n'),
+    ("window", "SELECT Seq, row_number() OVER (ORDER BY Seq DESC) AS r FROM logs WHERE Seq < 2 ORDER BY Seq",
+     "TSV", "0\t2\n1\t1\n"),
     ("numbers", "SELECT sum(number) FROM numbers(10)", "TSV", "45\n"),
     ("readonly", "SELECT getSetting('readonly'), getSetting('max_execution_time')", "TSV", "1\t60\n"),
     ("exists", "EXISTS TABLE otel_audit.logs", "TSV", "1\n"),
