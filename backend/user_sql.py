@@ -68,6 +68,7 @@ REFUSED_FUNCTIONS = ("file", "joinGet", "joinGetOrNull", "catboostEvaluate", "mo
                      "naiveBayesClassifier", "naiveBayesClassifierWithProb",
                      "naiveBayesClassifierWithAllProbs", "generateSerialID")  # fmt: skip
 _SELECTS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery")
+_SELECT_NODES = frozenset({*_SELECTS, "SelectQuery", "TablesInSelectQuery"})  # and its parts
 _IN_FUNCTIONS = frozenset(
     {"in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn", "globalNullIn", "globalNotNullIn"}
 )
@@ -188,6 +189,7 @@ class _Refs:
     tables: set[tuple[str, ...]] = field(default_factory=set)
     ctes: set[str] = field(default_factory=set)
     formats: set[str] = field(default_factory=set)
+    depth: int = 0  # 0 at the statement itself
 
     def walk(self, node: object) -> None:
         if isinstance(node, list):
@@ -196,7 +198,9 @@ class _Refs:
             return
         if not isinstance(node, dict):
             return
-        kind = node.get("type")
+        kind = str(node.get("type"))
+        if self.depth and kind.endswith("Query") and kind not in _SELECT_NODES and kind != "SetQuery":
+            raise refused(f"{kind} inside another statement is not allowed")
         if kind == "SetQuery":
             names = ", ".join(str(c.get("name")) for c in node.get("changes") or [])
             raise refused(f"settings changes are not allowed (SETTINGS {names})")
@@ -213,6 +217,7 @@ class _Refs:
                 parts = args[1].get("name_parts")
                 if parts:  # `x IN db.table`: a table read as a set
                     self.tables.add(tuple(parts))
+        self.depth += 1
         for key, value in node.items():
             if key == "table_function" and isinstance(value, dict):
                 self.table_functions.add(str(value.get("name")))
@@ -221,6 +226,7 @@ class _Refs:
                 self.formats.add(str(value.get("name")))
             else:
                 self.walk(value)
+        self.depth -= 1
 
     def check(self, session: Client) -> None:
         for name in sorted(self.table_functions - ALLOWED_TABLE_FUNCTIONS):

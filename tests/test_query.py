@@ -162,6 +162,7 @@ REFUSED = [
     ("show-other-database", "SHOW TABLES FROM default", "SHOW TABLES FROM default"),
     ("show-databases", "SHOW DATABASES", "SHOW DATABASES"),
     ("use", "USE default", "UseQuery"),
+    ("explain-as-table", "SELECT * FROM (EXPLAIN SELECT file('{key}'))", "not allowed"),
     ("two-statements", "SELECT 1; SELECT file('{key}')", "Multi-statements"),
     ("insert", "INSERT INTO otel_audit.logs (Seq) VALUES (99999)", "Insert"),
     ("drop", "DROP TABLE otel_audit.logs", "DropQuery"),
