@@ -149,7 +149,10 @@ def run_query(store: Store, params: Params) -> Result:
     if not isinstance(sql, str) or not sql.strip():
         raise ConfigError("give the SQL to run, e.g. otel-audit query 'SELECT count() FROM otel_audit.logs'")
     fmt = str(params.get("format") or "PrettyCompactMonoBlock")
-    limits = QueryLimits.lowered(dict(params.get("limits") or {}))  # type: ignore[call-overload]
+    requested = params.get("limits") or {}
+    if not isinstance(requested, dict):
+        raise ConfigError("limits must be a mapping of limit names to numbers")
+    limits = QueryLimits.lowered(requested)
     return Result(run_user_sql(store.dsn, sql, fmt, limits))
 
 
