@@ -25,6 +25,7 @@ from .evidence import Search, consistency_proof, default_origin, export, inclusi
 from .migrations import check_readable
 from .producers import producer_report
 from .store import LOGS, Store
+from .user_sql import QueryLimits, run_user_sql
 
 Params = Mapping[str, object]
 
@@ -148,7 +149,11 @@ def run_query(store: Store, params: Params) -> Result:
     if not isinstance(sql, str) or not sql.strip():
         raise ConfigError("give the SQL to run, e.g. otel-audit query 'SELECT count() FROM otel_audit.logs'")
     fmt = str(params.get("format") or "PrettyCompactMonoBlock")
-    return Result(store.read_only_query(sql, fmt))
+    requested = params.get("limits") or {}
+    if not isinstance(requested, dict):
+        raise ConfigError("limits must be a mapping of limit names to numbers")
+    limits = QueryLimits.lowered(requested)
+    return Result(run_user_sql(store.dsn, sql, fmt, limits))
 
 
 @dataclass

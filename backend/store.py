@@ -83,10 +83,13 @@ class Store:
     def open(cls, dsn: str, read_only: bool = False, cluster: str | None = None) -> Store:
         """A connection; `read_only` ones run with readonly = 2 for their whole session.
 
-        readonly = 2 refuses every write and DDL and any change of `readonly` itself, yet lets
-        queries carry their own settings. It is set once per connection, never per query:
+        They carry the read commands' own queries, which pass per-query settings (e.g.
+        max_block_size): readonly = 2 refuses every write and DDL and any change of
+        `readonly` itself, yet allows those. It is set once per connection, never per query:
         the embedded driver applies per-query settings with SET and restores them after, and
         a restore of readonly = 1 fails, which would leave a shared connection read-only.
+        A user's SQL never runs here: backend/user_sql.py gives it a readonly = 1 session of
+        its own.
         """
         scheme = urlsplit(dsn).scheme
         if scheme not in ("chdb", "http", "https"):
@@ -382,21 +385,6 @@ class Store:
     ) -> list[tuple]:
         """Rows of a query of ours, with bound parameters."""
         return self._query(sql, parameters, column_formats)
-
-    def read_only_query(self, sql: str, fmt: str) -> bytes:
-        """A user's SQL, on a read-only connection: the engine refuses any write or DDL."""
-        if not self.read_only:
-            raise StoreError("user SQL runs only on a read-only connection (Store.open(..., read_only=True))")
-        try:
-            return self.client.raw_query(sql, fmt=fmt)
-        except (ClickHouseError, OSError) as exc:
-            text = str(exc)
-            if "READONLY" in text or "Code: 164" in text:
-                raise ConfigError(
-                    "query refused: `otel-audit query` is read-only (SELECT, SHOW, DESCRIBE, EXISTS); "
-                    "the log is append-only and only the sealer writes to it"
-                ) from None
-            raise StoreError(f"query failed: {text.strip()}") from None
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -282,13 +282,27 @@ def _add_read_commands(sub: argparse._SubParsersAction, located: argparse.Argume
     )
     status.add_argument("--json", action="store_true", help="print JSON")
 
-    query = sub.add_parser("query", parents=[located], help="read-only SQL against the store")
+    query = sub.add_parser(
+        "query", parents=[located], help="read-only SQL over the otel_audit tables (see README: Query)"
+    )
     query.add_argument("sql", help="e.g. 'SELECT ServiceName, count() FROM otel_audit.logs GROUP BY 1'")
     query.add_argument(
         "--format",
         default="PrettyCompactMonoBlock",
-        help="ClickHouse output format (e.g. TSVWithNames, JSONEachRow)",
+        help="ClickHouse output format (e.g. TSVWithNames, JSONEachRow); a FORMAT clause in the SQL wins",
     )
+    # Each limit's default is also its ceiling (backend/user_sql.py QueryLimits): these only lower it.
+    for name, what in QUERY_LIMITS.items():
+        query.add_argument(
+            "--max-" + name.replace("_", "-"),
+            dest=f"limit_{name}",
+            type=int,
+            help=f"stop the query beyond this many {what} (lower than the default only)",
+        )
+
+
+QUERY_LIMITS = {"seconds": "seconds", "memory_bytes": "bytes of memory", "result_rows": "result rows",
+                "result_bytes": "result bytes"}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -515,6 +529,9 @@ def _read_params(args: argparse.Namespace) -> dict[str, object]:
     for name in ("limit", "json", "seq", "tree_size", "old", "new", "sql", "format"):
         if hasattr(args, name):
             params[name] = getattr(args, name)
+    if args.command == "query":
+        limits = {name: getattr(args, f"limit_{name}") for name in QUERY_LIMITS}
+        params["limits"] = {name: value for name, value in limits.items() if value is not None}
     if args.command == "status":
         anchor_dir = args.anchor_dir or (
             Path(default_anchor_dir()) if Path(default_anchor_dir()).is_dir() else None

@@ -348,7 +348,7 @@ def test_read_commands_through_a_running_sealer_never_touch_its_writes(sealer: S
         "SELECT 1 SETTINGS readonly = 0",
     ]:
         run_cli("query", "--store", sealer.store, sql)
-    assert query(sealer, "SELECT getSetting('readonly')") == "2\n"
+    assert query(sealer, "SELECT getSetting('readonly')") == "1\n"
     send_audit_events(sealer.endpoint, 10, start=10)
     assert post(sealer.http_endpoint, SPEC_LOGS_JSON.encode(), "application/json")[0] == 200
     assert sealer.stop() == 0, "".join(sealer.output)
