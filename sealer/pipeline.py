@@ -47,9 +47,10 @@ from backend import native
 from backend.store import Store
 from otel_audit.chain import chain_next
 from otel_audit.entry import SealEncoder, timestamp_columns
-from otel_audit.errors import AuditError, StoreError, StoreUnavailableError
+from otel_audit.errors import AuditError, JournalError, StoreError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 
+from .journal import Journal, catch_up
 from .metrics import SealerMetrics
 from .prepare import PREPARED_COLUMNS, Prepared
 from .state import LogState
@@ -109,6 +110,7 @@ class _Job:
     after: LogState
     blocks: list[bytes]  # the rows, as Native blocks
     entry_bytes: int
+    entries: list[bytes]  # their entries, for the journal
 
     @property
     def records(self) -> int:
@@ -118,6 +120,7 @@ class _Job:
         self.batches += later.batches
         self.blocks += later.blocks
         self.entry_bytes += later.entry_bytes
+        self.entries += later.entries
         self.after = later.after
 
     @property
@@ -144,8 +147,10 @@ class Pipeline:
         publish_seconds: float = 0.5,
         clock: Callable[[], int] = time.time_ns,
         metrics: SealerMetrics | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._store = store
+        self._journal = journal  # the durable copy of what is acknowledged (sealer/journal.py)
         # Column hashes are read back on a connection of their own, beside the next INSERT.
         self._reader = Store.open(store.dsn, cluster=store.cluster)
         self._state = state  # published: committed, and its column hashes reported
@@ -379,6 +384,7 @@ class Pipeline:
         seq = before.size
         blocks = []
         entry_bytes = 0
+        all_entries: list[bytes] = []
         for batch in batches:
             batch.first_seq = seq
             seal = SealEncoder(before.origin, sealed_at, batch.producer, batch.masking)
@@ -395,8 +401,9 @@ class Pipeline:
             tree.extend(leaves)
             blocks.append(_block(batch, before.origin, sealed_at, entries, leaves, chains))
             entry_bytes += sum(map(len, entries))
+            all_entries += entries
         after = LogState(before.origin, tree, chain, sealed_at)
-        return _Job(batches, before, after, blocks, entry_bytes)
+        return _Job(batches, before, after, blocks, entry_bytes, all_entries)
 
     # -- writer thread -------------------------------------------------------------------
 
@@ -451,13 +458,15 @@ class Pipeline:
             return job
 
     def _write(self, job: _Job) -> None:
-        """Write a job's rows and hand its state on to be published; AuditError if the rows
-        are not in the store."""
+        """Write a job's rows, hand its state on to be published, then copy them to the
+        journal; AuditError if the rows are not in the store or not in the journal."""
         if self._halted is not None:
             raise SealerStoppedError(self._halted)
         self._settle_uncertain()
         if job.before is not self._written:
             raise StoreUnavailableError(_EARLIER_FAILED)
+        if self._journal is not None and self._journal.broken:  # at most one job unjournaled
+            self._to_journal(job.before.size, None)
         try:
             for attempt in self._retrying:
                 with attempt:
@@ -470,10 +479,31 @@ class Pipeline:
             self._settle_uncertain()
             if self._written is not job.after:
                 raise
+            self._to_journal(job.before.size, job)
             return
         self._committed(job.after)
         if self._metrics is not None:
             self._metrics.bytes_sealed.inc(job.entry_bytes)
+        self._to_journal(job.before.size, job)
+
+    def _to_journal(self, first: int, job: _Job | None) -> None:
+        """Append `job` (committed, Seq from `first`) to the journal, after any committed rows
+        it lacks, copied from the store. Called after the INSERT and before the callers are
+        released: then every acknowledged record is in the journal, and every journal record
+        was committed once. If it fails the rows are in the store, and the callers get a
+        retryable error (a retry duplicates them, never loses them)."""
+        journal = self._journal
+        if journal is None:
+            return
+        try:
+            catch_up(journal, self._store, first)
+            if job is not None:
+                journal.append(first, job.entries, job.before.chain_head, job.after.chain_head)
+        except (JournalError, StoreUnavailableError) as exc:
+            log.error("journal: %s", exc)
+            raise StoreUnavailableError(
+                f"the records were stored but could not be copied to the journal ({exc}); retry"
+            ) from None
 
     def _committed(self, after: LogState) -> None:
         """The rows up to `after` are in the store: write on from there, and publish it."""
