@@ -377,6 +377,9 @@ def prune_segments(folder: Path, signed_size: int, keep: Keep, now: float) -> li
             deleted.append(path)
         else:
             break
+    for stale in folder.glob(f"*{_SUFFIX}.failed-*"):  # set aside after a failed write
+        if now - stale.stat().st_mtime > keep.seconds:
+            stale.unlink()
     if deleted:
         _fsync_dir(folder)
         log.info("journal: deleted %d segments up to %s", len(deleted), deleted[-1].name)
