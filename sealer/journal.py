@@ -17,7 +17,7 @@ A segment is a header (magic, first Seq, origin, CRC-32) and frames. A frame is 
 commit, Seq [first, first + count):
     "JRF1" | CRC-32 of the rest | first u64 | count u32 | payload length u64 |
     chain head before | chain head after | Ed25519 signature | payload
-(little-endian), the payload each entry as a u32 length and its bytes. The CRC finds a torn
+(little-endian), the payload the entries' lengths (u32 each), then the entries. The CRC finds a torn
 write (cut at open); the signature, by the log's key over the origin, the Seq range and the
 two chain heads (which commit to every entry), lets `restore` refuse a forged journal even
 for records no checkpoint signs yet. Segments are allocated whole (posix_fallocate) when
@@ -36,8 +36,10 @@ import itertools
 import logging
 import os
 import struct
+import sys
 import time
 import zlib
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +95,10 @@ class Frame:
         return self.first + len(self.entries)
 
     def encode(self) -> bytes:
-        payload = b"".join(_LENGTH.pack(len(e)) + e for e in self.entries)
+        lengths = array("I", map(len, self.entries))
+        if sys.byteorder == "big":
+            lengths.byteswap()
+        payload = lengths.tobytes() + b"".join(self.entries)
         rest = _FRAME_HEAD.pack(
             FRAME_MAGIC, 0, self.first, len(self.entries), len(payload),
             self.chain_before, self.chain_after, self.signature,
@@ -126,13 +131,16 @@ def _decode_frames(data: bytes, offset: int) -> tuple[list[Frame], int]:
         end = offset + _FRAME_HEAD.size + size
         if magic != FRAME_MAGIC or end > len(data) or zlib.crc32(data[offset + 8 : end]) != crc:
             break
-        entries = []
         position = offset + _FRAME_HEAD.size
-        while position < end:
-            (length,) = _LENGTH.unpack_from(data, position)
-            entries.append(data[position + 4 : position + 4 + length])
-            position += 4 + length
-        if len(entries) != count or position != end:
+        lengths = array("I", data[position : position + 4 * count])
+        if sys.byteorder == "big":
+            lengths.byteswap()
+        position += 4 * count
+        entries = []
+        for length in lengths:
+            entries.append(data[position : position + length])
+            position += length
+        if position != end:
             break  # cannot happen with a matching CRC unless written wrong; treat as torn
         frames.append(Frame(first, tuple(entries), before, after, signature))
         offset = end

@@ -62,8 +62,14 @@ def restore(store: Store, journal_dir: Path, key: VerifierKey, anchor_dir: Path 
     integrity problem) if the journal does not hold it or does not check out."""
     origin = key.name
     signed = _signed_checkpoints(store, key, anchor_dir)
-    frames = list(read_frames(journal_dir, origin))
-    journal_end = frames[-1].end if frames else 0
+    known = missing_ranges(store, origin, max(signed, default=0))
+    count, _, high = store.seq_range(origin)
+    tail = high + 1 if count else 0
+    frames, journal_end = [], 0
+    for frame in read_frames(journal_dir, origin):  # a week of segments: keep only what may be needed
+        journal_end = frame.end
+        if frame.end > tail or _overlaps(frame.first, frame.end, known):
+            frames.append(frame)
     missing = missing_ranges(store, origin, max([journal_end, *signed]))
     if not missing:
         return Restored(())
@@ -122,11 +128,9 @@ def _journal_records(
 ) -> dict[int, _Record]:
     """The journal's records of the missing ranges, from frames whose signature and chain
     check out; JournalError naming what it lacks."""
-    starts = [first for first, _ in missing]
     records: dict[int, _Record] = {}
     for frame in frames:
-        i = bisect.bisect_right(starts, frame.end - 1) - 1  # the last range starting in it
-        if i < 0 or missing[i][1] <= frame.first:  # sorted, disjoint: no range overlaps it
+        if not _overlaps(frame.first, frame.end, missing):
             continue
         leaves, chains = frame.check(origin, key)
         for offset, seq in enumerate(range(frame.first, frame.end)):
@@ -140,6 +144,12 @@ def _journal_records(
                 f"{len(lacking)} of them (from Seq {lacking[0]}); nothing was restored"
             )
     return records
+
+
+def _overlaps(first: int, end: int, ranges: list[tuple[int, int]]) -> bool:
+    """Whether [first, end) meets one of these sorted, disjoint ranges."""
+    i = bisect.bisect_right([a for a, _ in ranges], end - 1) - 1  # the last one starting before end
+    return i >= 0 and ranges[i][1] > first
 
 
 def _check_chain(store: Store, origin: str, first: int, end: int, records: dict[int, _Record]) -> None:

@@ -12,7 +12,7 @@ from otel_audit.chain import CHAIN_START, chain_next
 from otel_audit.errors import ConfigError, JournalError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 from otel_audit.note import SignerKey
-from sealer.journal import SPARE, Frame, Journal, Keep, journal_dir, prune_segments, read_frames
+from sealer.journal import SPARE, Frame, Journal, Keep, catch_up, journal_dir, prune_segments, read_frames
 from sealer.pipeline import Pipeline
 from sealer.state import LogState
 
@@ -180,3 +180,31 @@ def test_a_journal_that_cannot_be_written_fails_the_callers_retryably_and_catche
     frames = list(read_frames(tmp_path / "journal", KEY.name))
     assert [e for f in frames for e in f.entries] == stored_entries(store, KEY.name)
     assert frames[-1].end == 12
+
+
+def test_rows_committed_before_a_crash_and_not_journaled_are_copied_from_the_store(store, tmp_path):
+    journal = Journal(tmp_path / "journal", KEY)
+    pipeline = Pipeline(store, LogState.empty(KEY.name), journal=journal)
+    pipeline.start()
+    pipeline.seal(items(20, "j"))
+    pipeline.stop()
+    unjournaled = Pipeline(store, pipeline.state)  # as if the sealer died between INSERT and append
+    unjournaled.start()
+    unjournaled.seal(items(7, "u"))
+    unjournaled.stop()
+    catch_up(journal, store, 27)
+    frames = list(read_frames(tmp_path / "journal", KEY.name))
+    assert [e for f in frames for e in f.entries] == stored_entries(store, KEY.name)
+    for frame in frames:
+        frame.check(KEY.name, KEY.verifier())
+
+
+def test_a_segment_started_just_before_a_crash_continues_the_journal(tmp_path):
+    journal = Journal(tmp_path, KEY, segment_bytes=512)
+    append(journal, 0, [bytes(300)])
+    journal._roll(1, 10)  # the crash: a fresh segment, no frame in it yet
+    journal.close()
+    reopened = Journal(tmp_path, KEY, segment_bytes=512)
+    assert reopened.end == 1
+    append(reopened, 1, [b"x"])
+    assert [f.first for f in read_frames(tmp_path, KEY.name)] == [0, 1]

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
+import threading
+import time
+import urllib.request
 
+import grpc
 import pytest
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from backend.readers import verify_origin
 from backend.store import Store
@@ -21,7 +28,7 @@ from sealer.recovery import recover
 from sealer.restore import restore
 from sealer.state import LogState
 
-from .conftest import run_cli, start_sealer
+from .conftest import Sealer, metrics_url, run_cli, start_sealer
 from .producers import send_audit_events
 from .test_pipeline import items
 
@@ -187,14 +194,46 @@ def test_restore_exits_1_on_a_tampered_journal(tmp_path, signer_key):
     assert "does not hold" in result.stderr  # the torn (damaged) frame is not counted as held
 
 
+def _sealed(sealer: Sealer) -> float:
+    with urllib.request.urlopen(metrics_url(sealer) + "/metrics", timeout=30) as response:
+        text = response.read().decode()
+    found = re.search(r"^otel_audit_records_sealed_total ([\d.e+]+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def _keep_sending(endpoint: str, stop: threading.Event) -> None:
+    """Export 200-record requests over a raw OTLP/gRPC stub until `stop` (the sealer is killed
+    under it: those calls fail, and are not retried)."""
+    request = logs_service_pb2.ExportLogsServiceRequest()
+    scope_logs = request.resource_logs.add().scope_logs.add()
+    for i in range(200):
+        record = scope_logs.log_records.add(event_name="audit", body=AnyValue(string_value=f"e{i}"))
+        for key, value in (("user.id", "u"), ("audit.action", "a"), ("audit.outcome", "success")):
+            record.attributes.add(key=key, value=AnyValue(string_value=value))
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = logs_service_pb2_grpc.LogsServiceStub(channel)
+        while not stop.is_set():
+            with contextlib.suppress(grpc.RpcError):
+                stub.Export(request, timeout=10)
+
+
 @pytest.mark.integration
-def test_a_restart_after_kill_9_signs_the_recovered_log_before_it_listens(tmp_path, signer_key):
+def test_a_restart_after_kill_9_under_load_signs_the_recovered_log_before_it_listens(tmp_path, signer_key):
     first = start_sealer(tmp_path, signer_key, interval="3600")  # no checkpoint before the kill
-    send_audit_events(first.endpoint, 400)  # acknowledged
+    stop = threading.Event()
+    sender = threading.Thread(target=_keep_sending, args=(first.endpoint, stop), daemon=True)
+    sender.start()
+    deadline = time.monotonic() + 120
+    while _sealed(first) < 2000 and time.monotonic() < deadline:  # under load
+        time.sleep(0.05)
     first.stop(signal.SIGKILL)
+    stop.set()
+    sender.join()
     assert latest_anchor(first.anchor_dir, signer_key.name) is None
     second = start_sealer(tmp_path, signer_key, interval="3600")  # returns once it listens
+    recovered = int(re.search(r"continues at Seq (\d+)", "".join(second.output)).group(1))  # type: ignore[union-attr]
+    assert recovered >= 2000
     anchor = latest_anchor(second.anchor_dir, signer_key.name)
-    assert anchor is not None and anchor.checkpoint.tree_size == 400
+    assert anchor is not None and anchor.checkpoint.tree_size == recovered  # before any new record
     second.stop(signal.SIGKILL)
     assert second.verify().returncode == 0
