@@ -264,7 +264,8 @@ class Journal:
         self.chain_head = CHAIN_START
         self.broken = False  # the last write failed: the next append starts a fresh segment
         try:
-            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.folder.mkdir(mode=0o700, exist_ok=True)
             os.chmod(self.folder, 0o700)
             self._open_last()
         except OSError as exc:

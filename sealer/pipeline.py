@@ -1,15 +1,17 @@
 """The sealing pipeline: group commit of Export calls into one INSERT each.
 
 Receivers hand over prepared requests (sealer/prepare.py: the per-record work that does not
-need a Seq, done by the sealing workers). Three threads then work in a row, so that Python
-seals the next group while ClickHouse (which releases the GIL) writes the previous one:
+need a Seq, done by the sealing workers). Three threads (four with a journal) then work in a
+row, so that Python seals the next group while ClickHouse (which releases the GIL) writes the
+previous one:
 
 - the *sealer* takes every batch waiting, gives each record its Seq, seal time, leaf hash and
   chain hash on top of the state the previous group will leave (its *speculative* state),
   and encodes the seal columns beside the prepared ones;
-- the *writer* writes each sealed group with a single INSERT and only then releases its
-  callers. One sealer means one order: Seq is contiguous and the chain has no forks,
-  whichever receiver a record came through. When more records are already on their way
+- the *writer* writes each sealed group with a single INSERT; then the *journaler* appends
+  it to the journal (sealer/journal.py: one fsync a group, beside the next INSERT) and only
+  then releases its callers. One sealer means one order: Seq is contiguous and the chain has
+  no forks, whichever receiver a record came through. When more records are already on their way
   (`arriving`), it waits for them a moment, to share the INSERT's fixed cost;
 - the *publisher* reads back the column hashes of the rows just written (backend/columns.py),
   on a connection of its own while the writer goes on with the next INSERT, hands them to
@@ -188,6 +190,12 @@ class Pipeline:
         self._uncertain: _Uncertain | None = None
         self._sealer = threading.Thread(target=self._run_sealer, name="sealer-seal", daemon=True)
         self._writer = threading.Thread(target=self._run_writer, name="sealer-write", daemon=True)
+        # The journaler appends each committed job to the journal, then releases its callers,
+        # while the writer goes on with the next INSERT: its fsync costs the writer nothing.
+        # At most one job waits for it, so at most two committed jobs are not yet journaled.
+        self._journal_queue: queue.Queue[_Job | None] = queue.Queue(maxsize=1)
+        self._journal_lock = threading.Lock()  # one thread at a time uses the journal
+        self._journaler = threading.Thread(target=self._run_journaler, name="sealer-journal", daemon=True)
         self._publisher = threading.Thread(target=self._run_publisher, name="sealer-publish", daemon=True)
         # Called with (first Seq, end Seq, column hashes or None) before a commit is published.
         self.on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None
@@ -221,6 +229,8 @@ class Pipeline:
         self._accepting = True
         self._publisher.start()
         self._writer.start()
+        if self._journal is not None:
+            self._journaler.start()
         self._sealer.start()
 
     def submit(self, prepared: Prepared, producer: str = "", masking: str = "") -> Batch:
@@ -277,6 +287,9 @@ class Pipeline:
             self._lock.notify_all()
         if self._writer.is_alive():
             self._writer.join()
+        if self._journaler.is_alive():
+            self._journal_queue.put(None)
+            self._journaler.join()
         with self._lock:
             self._writing_done = True
             self._lock.notify_all()
@@ -427,7 +440,10 @@ class Pipeline:
                     self._tip = self._written
                 self._writing = False
                 self._lock.notify_all()
-            self._finish(job.batches, error)  # the rows are in the store: release the callers
+            if error is None and self._journal is not None:
+                self._journal_queue.put(job)  # the journaler releases the callers
+            else:
+                self._finish(job.batches, error)  # the rows are in the store: release the callers
             if stale is not None:
                 self._finish(stale.batches, StoreUnavailableError(_EARLIER_FAILED))
 
@@ -465,8 +481,9 @@ class Pipeline:
         self._settle_uncertain()
         if job.before is not self._written:
             raise StoreUnavailableError(_EARLIER_FAILED)
-        if self._journal is not None and self._journal.broken:  # at most one job unjournaled
-            self._to_journal(job.before.size, None)
+        if self._journal is not None and self._journal.broken:  # the journal catches up first
+            with self._journal_lock:
+                self._to_journal(job.before.size, None)
         try:
             for attempt in self._retrying:
                 with attempt:
@@ -479,12 +496,28 @@ class Pipeline:
             self._settle_uncertain()
             if self._written is not job.after:
                 raise
-            self._to_journal(job.before.size, job)
             return
         self._committed(job.after)
         if self._metrics is not None:
             self._metrics.bytes_sealed.inc(job.entry_bytes)
-        self._to_journal(job.before.size, job)
+
+    # -- journaler thread ----------------------------------------------------------------
+
+    def _run_journaler(self) -> None:
+        while True:
+            job = self._journal_queue.get()
+            if job is None:
+                return
+            error: AuditError | None = None
+            try:
+                with self._journal_lock:
+                    self._to_journal(job.before.size, job)
+            except AuditError as exc:
+                error = exc
+            except Exception as exc:  # a bug must not leave callers waiting forever
+                log.exception("journaling sealed records failed")
+                error = StoreUnavailableError(f"internal error while journaling: {exc}")
+            self._finish(job.batches, error)
 
     def _to_journal(self, first: int, job: _Job | None) -> None:
         """Append `job` (committed, Seq from `first`) to the journal, after any committed rows
@@ -495,6 +528,8 @@ class Pipeline:
         journal = self._journal
         if journal is None:
             return
+        if job is not None and journal.end is not None and journal.end >= job.after.size:
+            return  # copied from the store already, by a catch-up the writer ran
         try:
             catch_up(journal, self._store, first)
             if job is not None:

@@ -77,13 +77,14 @@ def restore(store: Store, journal_dir: Path, key: VerifierKey, anchor_dir: Path 
     for first, end in missing:
         _check_chain(store, origin, first, end, records)
     _check_tree(store, origin, key, missing, records, signed)
+    inserts = []  # every entry decoded and checked before the first row is written
     for first, end in missing:
         for at in range(first, end, INSERT_ROWS):
             stop = min(end, at + INSERT_ROWS)
             block = rows_block(origin, range(at, stop), [records[seq] for seq in range(at, stop)])
-            store.insert_blocks(
-                INSERT_COLUMNS, [block], f"restore:{origin}:{at}-{stop - 1}:{records[stop - 1].chain.hex()}"
-            )
+            inserts.append((block, f"restore:{origin}:{at}-{stop - 1}:{records[stop - 1].chain.hex()}"))
+    for block, token in inserts:
+        store.insert_blocks(INSERT_COLUMNS, [block], token)
     return Restored(tuple(missing))
 
 
