@@ -235,5 +235,8 @@ def test_a_restart_after_kill_9_under_load_signs_the_recovered_log_before_it_lis
     assert recovered >= 2000
     anchor = latest_anchor(second.anchor_dir, signer_key.name)
     assert anchor is not None and anchor.checkpoint.tree_size == recovered  # before any new record
+    journal = str(tmp_path / "otel-audit-data" / "journal")
+    busy = run_cli("restore", "--journal", journal, "--key", second.verifier_key, "--store", second.store)
+    assert busy.returncode == 2 and "stop `otel-audit serve`" in busy.stderr  # one owner of a store
     second.stop(signal.SIGKILL)
     assert second.verify().returncode == 0
