@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import subprocess
 
 import pytest
 
@@ -208,3 +210,46 @@ def test_a_segment_started_just_before_a_crash_continues_the_journal(tmp_path):
     assert reopened.end == 1
     append(reopened, 1, [b"x"])
     assert [f.first for f in read_frames(tmp_path, KEY.name)] == [0, 1]
+
+
+@pytest.fixture
+def small_fs(tmp_path):  # type: ignore[no-untyped-def]
+    """A 1 MiB tmpfs of the test's own, to fill."""
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+def _fill(directory) -> None:  # type: ignore[no-untyped-def]
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        with contextlib.suppress(OSError):  # until No space left on device
+            while True:
+                os.write(fd, bytes(4096))
+    finally:
+        os.close(fd)
+
+
+def test_appends_go_on_into_space_allocated_ahead_when_the_disk_fills(small_fs):
+    journal = Journal(small_fs / "journal", KEY, segment_bytes=256 * 1024)
+    append(journal, 0, [b"first"])  # a segment and the spare after it are allocated
+    _fill(small_fs)
+    seq = 1
+    while seq < 300:  # 300 x 1.2 KiB: through the rest of this segment and the whole spare
+        append(journal, seq, [bytes(1024)])
+        seq += 1
+    with pytest.raises(JournalError, match="No space left"):  # nothing allocated ahead now
+        while True:
+            append(journal, seq, [bytes(1024)])
+            seq += 1
+    (small_fs / "filler").unlink()
+    append(journal, seq, [b"after"])  # usable again once there is room
+    journal.close()
+    frames = list(read_frames(small_fs / "journal", KEY.name))
+    assert [f.first for f in frames] == list(range(seq + 1))
