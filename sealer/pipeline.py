@@ -1,17 +1,16 @@
 """The sealing pipeline: group commit of Export calls into one INSERT each.
 
 Receivers hand over prepared requests (sealer/prepare.py: the per-record work that does not
-need a Seq, done by the sealing workers). Three threads (four with a journal) then work in a
-row, so that Python seals the next group while ClickHouse (which releases the GIL) writes the
-previous one:
+need a Seq, done by the sealing workers). Three threads then work in a row, so that Python
+seals the next group while ClickHouse (which releases the GIL) writes the previous one:
 
 - the *sealer* takes every batch waiting, gives each record its Seq, seal time, leaf hash and
   chain hash on top of the state the previous group will leave (its *speculative* state),
   and encodes the seal columns beside the prepared ones;
-- the *writer* writes each sealed group with a single INSERT; then the *journaler* appends
-  it to the journal (sealer/journal.py: one fsync a group, beside the next INSERT) and only
-  then releases its callers. One sealer means one order: Seq is contiguous and the chain has
-  no forks, whichever receiver a record came through. When more records are already on their way
+- the *writer* writes each sealed group with a single INSERT, appends it to the journal
+  (sealer/journal.py: one fsync a group) and only then releases its callers. One sealer
+  means one order: Seq is contiguous and the chain has no forks, whichever receiver a
+  record came through. When more records are already on their way
   (`arriving`), it waits for them a moment, to share the INSERT's fixed cost;
 - the *publisher* reads back the column hashes of the rows just written (backend/columns.py),
   on a connection of its own while the writer goes on with the next INSERT, hands them to
@@ -49,7 +48,7 @@ from backend import native
 from backend.store import Store
 from otel_audit.chain import chain_next
 from otel_audit.entry import SealEncoder, timestamp_columns
-from otel_audit.errors import AuditError, JournalError, StoreError, StoreUnavailableError
+from otel_audit.errors import AuditError, StoreError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 
 from .journal import Journal, catch_up
@@ -88,6 +87,7 @@ class Batch:
     error: AuditError | None = None
     first_seq: int = -1
     queued_at: float = field(default_factory=time.monotonic)
+    entries: list[bytes] = field(default_factory=list)  # once sealed: for the journal
 
     def wait(self) -> None:
         self.done.wait()
@@ -112,7 +112,6 @@ class _Job:
     after: LogState
     blocks: list[bytes]  # the rows, as Native blocks
     entry_bytes: int
-    entries: list[bytes]  # their entries, for the journal
 
     @property
     def records(self) -> int:
@@ -122,7 +121,6 @@ class _Job:
         self.batches += later.batches
         self.blocks += later.blocks
         self.entry_bytes += later.entry_bytes
-        self.entries += later.entries
         self.after = later.after
 
     @property
@@ -190,12 +188,6 @@ class Pipeline:
         self._uncertain: _Uncertain | None = None
         self._sealer = threading.Thread(target=self._run_sealer, name="sealer-seal", daemon=True)
         self._writer = threading.Thread(target=self._run_writer, name="sealer-write", daemon=True)
-        # The journaler appends each committed job to the journal, then releases its callers,
-        # while the writer goes on with the next INSERT: its fsync costs the writer nothing.
-        # At most one job waits for it, so at most two committed jobs are not yet journaled.
-        self._journal_queue: queue.Queue[_Job | None] = queue.Queue(maxsize=1)
-        self._journal_lock = threading.Lock()  # one thread at a time uses the journal
-        self._journaler = threading.Thread(target=self._run_journaler, name="sealer-journal", daemon=True)
         self._publisher = threading.Thread(target=self._run_publisher, name="sealer-publish", daemon=True)
         # Called with (first Seq, end Seq, column hashes or None) before a commit is published.
         self.on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None
@@ -229,8 +221,6 @@ class Pipeline:
         self._accepting = True
         self._publisher.start()
         self._writer.start()
-        if self._journal is not None:
-            self._journaler.start()
         self._sealer.start()
 
     def submit(self, prepared: Prepared, producer: str = "", masking: str = "") -> Batch:
@@ -287,9 +277,6 @@ class Pipeline:
             self._lock.notify_all()
         if self._writer.is_alive():
             self._writer.join()
-        if self._journaler.is_alive():
-            self._journal_queue.put(None)
-            self._journaler.join()
         with self._lock:
             self._writing_done = True
             self._lock.notify_all()
@@ -397,7 +384,6 @@ class Pipeline:
         seq = before.size
         blocks = []
         entry_bytes = 0
-        all_entries: list[bytes] = []
         for batch in batches:
             batch.first_seq = seq
             seal = SealEncoder(before.origin, sealed_at, batch.producer, batch.masking)
@@ -407,6 +393,7 @@ class Pipeline:
                     entries.append(frame.entry(record_before, seal(seq), record_after))
                     seq += 1
             leaves = list(map(hash_leaf, entries))
+            batch.entries = entries
             chains = []
             for leaf in leaves:
                 chain = chain_next(chain, leaf)
@@ -414,9 +401,8 @@ class Pipeline:
             tree.extend(leaves)
             blocks.append(_block(batch, before.origin, sealed_at, entries, leaves, chains))
             entry_bytes += sum(map(len, entries))
-            all_entries += entries
         after = LogState(before.origin, tree, chain, sealed_at)
-        return _Job(batches, before, after, blocks, entry_bytes, all_entries)
+        return _Job(batches, before, after, blocks, entry_bytes)
 
     # -- writer thread -------------------------------------------------------------------
 
@@ -440,10 +426,7 @@ class Pipeline:
                     self._tip = self._written
                 self._writing = False
                 self._lock.notify_all()
-            if error is None and self._journal is not None:
-                self._journal_queue.put(job)  # the journaler releases the callers
-            else:
-                self._finish(job.batches, error)  # the rows are in the store: release the callers
+            self._finish(job.batches, error)  # the rows are in the store: release the callers
             if stale is not None:
                 self._finish(stale.batches, StoreUnavailableError(_EARLIER_FAILED))
 
@@ -474,16 +457,15 @@ class Pipeline:
             return job
 
     def _write(self, job: _Job) -> None:
-        """Write a job's rows, hand its state on to be published, then copy them to the
+        """Write a job's rows, hand its state on to be published and append them to the
         journal; AuditError if the rows are not in the store or not in the journal."""
         if self._halted is not None:
             raise SealerStoppedError(self._halted)
         self._settle_uncertain()
         if job.before is not self._written:
             raise StoreUnavailableError(_EARLIER_FAILED)
-        if self._journal is not None and self._journal.broken:  # the journal catches up first
-            with self._journal_lock:
-                self._to_journal(job.before.size, None)
+        if self._journal is not None and self._journal.broken:  # at most one job unjournaled
+            self._to_journal(job.before.size, None)
         try:
             for attempt in self._retrying:
                 with attempt:
@@ -496,28 +478,12 @@ class Pipeline:
             self._settle_uncertain()
             if self._written is not job.after:
                 raise
+            self._to_journal(job.before.size, job)
             return
         self._committed(job.after)
         if self._metrics is not None:
             self._metrics.bytes_sealed.inc(job.entry_bytes)
-
-    # -- journaler thread ----------------------------------------------------------------
-
-    def _run_journaler(self) -> None:
-        while True:
-            job = self._journal_queue.get()
-            if job is None:
-                return
-            error: AuditError | None = None
-            try:
-                with self._journal_lock:
-                    self._to_journal(job.before.size, job)
-            except AuditError as exc:
-                error = exc
-            except Exception as exc:  # a bug must not leave callers waiting forever
-                log.exception("journaling sealed records failed")
-                error = StoreUnavailableError(f"internal error while journaling: {exc}")
-            self._finish(job.batches, error)
+        self._to_journal(job.before.size, job)
 
     def _to_journal(self, first: int, job: _Job | None) -> None:
         """Append `job` (committed, Seq from `first`) to the journal, after any committed rows
@@ -528,13 +494,12 @@ class Pipeline:
         journal = self._journal
         if journal is None:
             return
-        if job is not None and journal.end is not None and journal.end >= job.after.size:
-            return  # copied from the store already, by a catch-up the writer ran
         try:
             catch_up(journal, self._store, first)
             if job is not None:
-                journal.append(first, job.entries, job.before.chain_head, job.after.chain_head)
-        except (JournalError, StoreUnavailableError) as exc:
+                entries = [entry for batch in job.batches for entry in batch.entries]
+                journal.append(first, entries, job.before.chain_head, job.after.chain_head)
+        except AuditError as exc:  # JournalError, or the store while catching up
             log.error("journal: %s", exc)
             raise StoreUnavailableError(
                 f"the records were stored but could not be copied to the journal ({exc}); retry"
