@@ -180,9 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--journal-keep",
-        default=_env("JOURNAL_KEEP", "7d"),
+        default=_env("JOURNAL_KEEP"),
         help="keep journal segments a checkpoint signs for this long (7d, 12h) and/or delete them "
-        "oldest first above a size (20GiB), e.g. '7d,20GiB' (env OTEL_AUDIT_JOURNAL_KEEP; default 7d)",
+        "oldest first above a size (20GiB) (env OTEL_AUDIT_JOURNAL_KEEP; default 7d,20GiB)",
     )
 
     restore = sub.add_parser(
@@ -403,7 +403,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.key is None and not key_path.exists():
         _write_key(key_path, SignerKey.generate(args.origin))
         print(f"created signer key {key_path.resolve()}", file=sys.stderr, flush=True)
-    journal_keep = Keep.parse(args.journal_keep)
+    journal_keep = Keep.parse(args.journal_keep) if args.journal_keep else Keep()
     journal = args.journal or default_journal_dir()
     key = load_signer_key(key_path)
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None

@@ -210,12 +210,12 @@ class Keep:
     """
 
     seconds: float = 7 * 86400
-    max_bytes: int | None = None
+    max_bytes: int | None = 20 << 30
 
     @classmethod
     def parse(cls, text: str) -> Keep:
         """`7d`, `12h`, `30m`, `3600s`, `20GiB`, `500MB` or both, comma-separated."""
-        seconds, max_bytes = cls.seconds, None
+        seconds, max_bytes = float("inf"), None  # what is not given does not apply
         units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
         sizes = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
                  "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}  # fmt: skip

@@ -113,9 +113,9 @@ def test_segments_roll_ahead_and_covered_old_ones_are_pruned(tmp_path):
 @pytest.mark.parametrize(
     ("text", "keep"),
     [
-        ("7d", Keep(7 * 86400)),
+        ("7d", Keep(7 * 86400, None)),  # what is given is what applies
         ("12h,20GiB", Keep(12 * 3600, 20 << 30)),
-        ("500MB", Keep(max_bytes=500 * 10**6)),
+        ("500MB", Keep(float("inf"), 500 * 10**6)),
     ],
 )
 def test_keep_parses_durations_and_sizes(text, keep):
