@@ -60,7 +60,8 @@ _FRAME_HEAD = struct.Struct("<4sIQIQ32s32s64s")
 _LENGTH = struct.Struct("<I")
 _SUFFIX = ".journal"
 SPARE = "spare"
-SEGMENT_BYTES = 64 * 1024 * 1024
+SEGMENT_BYTES = 64 * 1024 * 1024  # the most a segment is allocated; the first get less:
+FIRST_SEGMENT_BYTES = 4 * 1024 * 1024  # each is twice the one before, so a quiet log's is small
 _ZERO_CHUNK = bytes(1 << 20)
 
 
@@ -256,6 +257,7 @@ class Journal:
         self._keep = keep
         self._signed_size = signed_size  # the newest signed checkpoint's size: what may go
         self._segment_bytes = segment_bytes
+        self._next_bytes = min(segment_bytes, FIRST_SEGMENT_BYTES)  # the next segment's size
         self._clock = clock
         self._fd: int | None = None
         self._offset = 0
@@ -287,6 +289,7 @@ class Journal:
             self.end, self.chain_head = older[-1].end, older[-1].chain_after
         self._fd = os.open(path, os.O_RDWR)
         self._offset, self._capacity = end, len(data)
+        self._next_bytes = min(self._segment_bytes, max(self._next_bytes, 2 * len(data)))
         if any(data[end : end + _FRAME_HEAD.size]):  # a torn write: clear it, never to be read
             log.warning("journal %s: cutting a torn write at byte %d", path, end)
             for position in range(end, len(data), len(_ZERO_CHUNK)):
@@ -329,7 +332,7 @@ class Journal:
         path = self.folder / f"{first:020d}{_SUFFIX}"
         spare = self.folder / SPARE
         header = _segment_header(self.origin, first)
-        size = max(self._segment_bytes, len(header) + need)
+        size = max(self._next_bytes, len(header) + need)
         if path.exists():  # rewriting from a frame boundary after a failed write: keep the old
             path.rename(path.with_name(path.name + f".failed-{time.time_ns()}"))
         if not spare.exists() or spare.stat().st_size < size:
@@ -346,7 +349,8 @@ class Journal:
         self._fd, self._offset, self._capacity = fd, len(header), os.fstat(fd).st_size
         self._prune()
         try:
-            self._allocate(spare, self._segment_bytes)
+            self._next_bytes = min(self._segment_bytes, 2 * self._next_bytes)
+            self._allocate(spare, self._next_bytes)
         except OSError as exc:  # the current segment still has room; try again at the next roll
             log.warning("journal: cannot allocate the next segment ahead: %s", exc)
 
