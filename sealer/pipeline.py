@@ -7,10 +7,10 @@ seals the next group while ClickHouse (which releases the GIL) writes the previo
 - the *sealer* takes every batch waiting, gives each record its Seq, seal time, leaf hash and
   chain hash on top of the state the previous group will leave (its *speculative* state),
   and encodes the seal columns beside the prepared ones;
-- the *writer* writes each sealed group with a single INSERT, appends it to the journal
-  (sealer/journal.py: one fsync a group) and only then releases its callers. One sealer
-  means one order: Seq is contiguous and the chain has no forks, whichever receiver a
-  record came through. When more records are already on their way
+- the *writer* writes each sealed group with a single INSERT; the *journaler* appends it to
+  the journal (sealer/journal.py: one fsync a group, beside the next INSERT) and only then
+  releases its callers. One sealer means one order: Seq is contiguous and the chain has no
+  forks, whichever receiver a record came through. When more records are already on their way
   (`arriving`), it waits for them a moment, to share the INSERT's fixed cost;
 - the *publisher* reads back the column hashes of the rows just written (backend/columns.py),
   on a connection of its own while the writer goes on with the next INSERT, hands them to
@@ -112,6 +112,7 @@ class _Job:
     after: LogState
     blocks: list[bytes]  # the rows, as Native blocks
     entry_bytes: int
+    journal_later: bool = False  # by the journaler, which then releases the callers
 
     @property
     def records(self) -> int:
@@ -188,6 +189,12 @@ class Pipeline:
         self._uncertain: _Uncertain | None = None
         self._sealer = threading.Thread(target=self._run_sealer, name="sealer-seal", daemon=True)
         self._writer = threading.Thread(target=self._run_writer, name="sealer-write", daemon=True)
+        # The journaler appends each job the writer committed to the journal, then releases its
+        # callers, while the writer goes on with the next INSERT: the fsync costs it nothing.
+        # At most one job waits for it, so at most two committed jobs are not yet journaled.
+        self._journal_queue: queue.Queue[_Job | None] = queue.Queue(maxsize=1)
+        self._journal_lock = threading.Lock()  # one thread at a time uses the journal
+        self._journaler = threading.Thread(target=self._run_journaler, name="sealer-journal", daemon=True)
         self._publisher = threading.Thread(target=self._run_publisher, name="sealer-publish", daemon=True)
         # Called with (first Seq, end Seq, column hashes or None) before a commit is published.
         self.on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None
@@ -221,6 +228,8 @@ class Pipeline:
         self._accepting = True
         self._publisher.start()
         self._writer.start()
+        if self._journal is not None:
+            self._journaler.start()
         self._sealer.start()
 
     def submit(self, prepared: Prepared, producer: str = "", masking: str = "") -> Batch:
@@ -277,6 +286,9 @@ class Pipeline:
             self._lock.notify_all()
         if self._writer.is_alive():
             self._writer.join()
+        if self._journaler.is_alive():
+            self._journal_queue.put(None)
+            self._journaler.join()
         with self._lock:
             self._writing_done = True
             self._lock.notify_all()
@@ -426,7 +438,10 @@ class Pipeline:
                     self._tip = self._written
                 self._writing = False
                 self._lock.notify_all()
-            self._finish(job.batches, error)  # the rows are in the store: release the callers
+            if error is None and job.journal_later:
+                self._journal_queue.put(job)  # the journaler releases the callers
+            else:
+                self._finish(job.batches, error)  # the rows are in the store: release the callers
             if stale is not None:
                 self._finish(stale.batches, StoreUnavailableError(_EARLIER_FAILED))
 
@@ -452,6 +467,7 @@ class Pipeline:
                 self._lock.wait(remaining)
             job, self._pending = self._pending, None
             if job is not None:
+                job.journal_later = self._journal is not None
                 self._writing = True
                 self._lock.notify_all()
             return job
@@ -464,8 +480,9 @@ class Pipeline:
         self._settle_uncertain()
         if job.before is not self._written:
             raise StoreUnavailableError(_EARLIER_FAILED)
-        if self._journal is not None and self._journal.broken:  # at most one job unjournaled
-            self._to_journal(job.before.size, None)
+        if self._journal is not None and self._journal.broken:  # the journal catches up first
+            with self._journal_lock:
+                self._to_journal(job.before.size, None)
         try:
             for attempt in self._retrying:
                 with attempt:
@@ -478,12 +495,35 @@ class Pipeline:
             self._settle_uncertain()
             if self._written is not job.after:
                 raise
-            self._to_journal(job.before.size, job)
+            if not job.journal_later:
+                self._journal_now(job)
             return
         self._committed(job.after)
         if self._metrics is not None:
             self._metrics.bytes_sealed.inc(job.entry_bytes)
-        self._to_journal(job.before.size, job)
+        if not job.journal_later:
+            self._journal_now(job)
+
+    def _journal_now(self, job: _Job) -> None:
+        with self._journal_lock:
+            self._to_journal(job.before.size, job)
+
+    # -- journaler thread ----------------------------------------------------------------
+
+    def _run_journaler(self) -> None:
+        while True:
+            job = self._journal_queue.get()
+            if job is None:
+                return
+            error: AuditError | None = None
+            try:
+                self._journal_now(job)
+            except AuditError as exc:
+                error = exc
+            except Exception as exc:  # a bug must not leave callers waiting forever
+                log.exception("journaling sealed records failed")
+                error = StoreUnavailableError(f"internal error while journaling: {exc}")
+            self._finish(job.batches, error)
 
     def _to_journal(self, first: int, job: _Job | None) -> None:
         """Append `job` (committed, Seq from `first`) to the journal, after any committed rows
@@ -494,6 +534,8 @@ class Pipeline:
         journal = self._journal
         if journal is None:
             return
+        if job is not None and journal.end is not None and journal.end >= job.after.size:
+            return  # copied from the store already, by a catch-up for a later job
         try:
             catch_up(journal, self._store, first)
             if job is not None:
