@@ -17,8 +17,9 @@ A segment is a header (magic, first Seq, origin, CRC-32) and frames. A frame is 
 commit, Seq [first, first + count):
     "JRF1" | CRC-32 of the rest | first u64 | count u32 | payload length u64 |
     chain head before | chain head after | Ed25519 signature | payload
-(little-endian), the payload the entries' lengths (u32 each), then the entries. The CRC finds a torn
-write (cut at open); the signature, by the log's key over the origin, the Seq range and the
+(little-endian), the payload the entries' lengths (u32 each), then the entries. The CRC finds
+a write torn by a crash (or damage): nothing after it is read, and the journal goes on in a
+new segment. The signature, by the log's key over the origin, the Seq range and the
 two chain heads (which commit to every entry), lets `restore` refuse a forged journal even
 for records no checkpoint signs yet. Segments are allocated whole (posix_fallocate) when
 they start, and the next one is allocated ahead, so an append does not need new space at
@@ -62,7 +63,6 @@ _SUFFIX = ".journal"
 SPARE = "spare"
 SEGMENT_BYTES = 64 * 1024 * 1024  # the most a segment is allocated; the first get less:
 FIRST_SEGMENT_BYTES = 4 * 1024 * 1024  # each is twice the one before, so a quiet log's is small
-_ZERO_CHUNK = bytes(1 << 20)
 
 
 def journal_dir(directory: Path, origin: str) -> Path:
@@ -192,8 +192,8 @@ def read_frames(directory: Path, origin: str) -> Iterator[Frame]:
                 raise JournalError(f"{path} starts at Seq {first}, inside a frame of the segment before")
         yield from held
         held = frames
-        # frames of one segment must follow each other; the next segment may start at or
-        # before this one's end (checked above), never after it
+        # frames of one segment follow each other; a gap before the next segment (a journal
+        # started afresh) is left for `restore` to find, which then lacks those records
         for a, b in itertools.pairwise(frames):
             if b.first != a.end or b.chain_before != a.chain_after:
                 raise JournalError(f"{path}: frame at Seq {b.first} does not follow Seq {a.end - 1}")
@@ -265,6 +265,7 @@ class Journal:
         self.end: int | None = None  # the Seq after the last record held; None: empty
         self.chain_head = CHAIN_START
         self.broken = False  # the last write failed: the next append starts a fresh segment
+        self._fresh = False  # the next append starts a fresh segment
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.folder.mkdir(mode=0o700, exist_ok=True)
@@ -290,11 +291,11 @@ class Journal:
         self._fd = os.open(path, os.O_RDWR)
         self._offset, self._capacity = end, len(data)
         self._next_bytes = min(self._segment_bytes, max(self._next_bytes, 2 * len(data)))
-        if any(data[end : end + _FRAME_HEAD.size]):  # a torn write: clear it, never to be read
-            log.warning("journal %s: cutting a torn write at byte %d", path, end)
-            for position in range(end, len(data), len(_ZERO_CHUNK)):
-                os.pwrite(self._fd, _ZERO_CHUNK[: len(data) - position], position)
-            os.fdatasync(self._fd)
+        if any(data[end : end + _FRAME_HEAD.size]):  # torn by a crash, or damaged: never read on
+            log.warning(
+                "journal %s: a torn or damaged frame at byte %d; going on in a new segment", path, end
+            )
+            self._fresh = True  # nothing is written after it, so nothing after it is ever read
 
     def close(self) -> None:
         if self._fd is not None:
@@ -312,7 +313,7 @@ class Journal:
         )
         data = Frame(first, tuple(entries), chain_before, chain_after, signature).encode()
         try:
-            if self._fd is None or self.broken or self._offset + len(data) > self._capacity:
+            if self._fd is None or self.broken or self._fresh or self._offset + len(data) > self._capacity:
                 self._roll(first, len(data))
             assert self._fd is not None
             os.pwrite(self._fd, data, self._offset)
@@ -320,7 +321,7 @@ class Journal:
         except OSError as exc:
             self.broken = True
             raise JournalError(f"cannot write the journal in {self.folder}: {exc}") from None
-        self.broken = False
+        self.broken = self._fresh = False
         self._offset += len(data)
         self.end, self.chain_head = first + len(entries), chain_after
 

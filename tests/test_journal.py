@@ -69,12 +69,28 @@ def test_a_torn_tail_is_cut_at_open_and_never_read(tmp_path):
         f.write(torn[: len(torn) // 2])
     reopened = Journal(tmp_path, KEY)
     assert reopened.end == 3
-    with open(segment, "rb") as f:
-        f.seek(offset)
-        assert not any(f.read(len(torn)))  # the torn bytes are gone
-    append(reopened, 3, [b"f"])
+    append(reopened, 3, [b"f"])  # in a new segment: nothing is ever written after a torn frame
     reopened.close()
     assert [f.end for f in read_frames(tmp_path, KEY.name)] == [2, 3, 4]
+    assert len(list(journal_dir(tmp_path, KEY.name).glob("*.journal"))) == 2
+    with open(segment, "rb") as f:
+        f.seek(offset)
+        assert f.read(len(torn) // 2) == torn[: len(torn) // 2]  # left as found, never read
+
+
+def test_a_damaged_frame_inside_the_last_segment_keeps_the_frames_before_it(tmp_path):
+    journal = Journal(tmp_path, KEY)
+    append(journal, 0, [b"zero"])
+    at = journal._offset
+    append(journal, 1, [b"one"])
+    append(journal, 2, [b"two"])
+    journal.close()
+    segment = next(journal_dir(tmp_path, KEY.name).glob("*.journal"))
+    data = bytearray(segment.read_bytes())
+    data[at + 100] ^= 0xFF  # a flipped byte in frame 1: frames 1 and 2 are lost, not frame 0
+    segment.write_bytes(bytes(data))
+    assert Journal(tmp_path, KEY).end == 1
+    assert [f.first for f in read_frames(tmp_path, KEY.name)] == [0]
 
 
 def test_an_altered_entry_or_a_forged_signature_is_refused(tmp_path):
