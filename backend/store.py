@@ -355,6 +355,18 @@ class Store:
         )[0]
         return count, low, high
 
+    def seq_gaps(self, origin: str, limit: int = 100) -> list[tuple[int, int]]:
+        """The first `limit` runs of Seq missing between an origin's rows: (first, last)."""
+        return self._query(
+            f"""
+            SELECT assumeNotNull(prev) + 1, Seq - 1 FROM (
+                SELECT Seq, lagInFrame(toNullable(Seq), 1, NULL) OVER
+                    (ORDER BY Seq ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev
+                FROM {LOGS} WHERE Origin = {{o:String}})
+            WHERE isNotNull(prev) AND Seq > assumeNotNull(prev) + 1 ORDER BY Seq LIMIT {int(limit)}""",
+            {"o": origin},
+        )
+
     def stream_rows(
         self, origin: str, first: int = 0, end: int = 2**64 - 1, block_rows: int = 65536
     ) -> Iterator[list[tuple]]:

@@ -8,7 +8,8 @@ Run by hand (not part of the test suite):
    --batch records (the SDK's BatchLogRecordProcessor default export size is 512).
 2. Sealed: a real `otel-audit serve` on an embedded store in a temp dir; every request goes
    over OTLP/gRPC from --producers concurrent producers; the rate counts records whose Export
-   call was acknowledged, i.e. committed to ClickHouse.
+   call was acknowledged, i.e. committed to ClickHouse. A second sealer, the same but with
+   `--journal off`, gives the journal's cost (sealer/journal.py: one fsync per group commit).
 3. Baselines, with clickhouse-connect on the same embedded engine (another data directory),
    into a table with the Collector exporter's otel_logs columns, one INSERT per request:
    (1) plain insert of rows mapped beforehand (not timed); (2) naive unsealed ingest, which
@@ -104,9 +105,9 @@ def record_count(requests: list) -> int:
 class SealedRun:
     """A real `otel-audit serve` on an embedded store, fed over OTLP/gRPC by `producers`."""
 
-    def __init__(self, workdir: Path, producers: int) -> None:
+    def __init__(self, workdir: Path, producers: int, name: str = "sealed", journal: bool = True) -> None:
         self.workdir = workdir
-        self.key_path = workdir / "bench.key"
+        self.key_path = workdir / f"{name}.key"
         self.key_path.write_text(SignerKey.generate("bench.example/audit").serialize() + "\n")
         self.proc = subprocess.Popen(
             [
@@ -117,11 +118,17 @@ class SealedRun:
                 "--key",
                 str(self.key_path),
                 "--store",
-                f"chdb://{workdir / 'sealed'}",
+                f"chdb://{workdir / name}",
                 "--anchor-dir",
-                str(workdir / "anchors"),
+                str(workdir / f"{name}-anchors"),
+                "--journal",
+                str(workdir / f"{name}-journal") if journal else "off",
                 "--grpc",
                 "127.0.0.1:0",
+                "--http",
+                "off",
+                "--metrics",
+                "off",
                 "--checkpoint-interval",
                 "5",
             ],
@@ -203,7 +210,7 @@ def bench_verify(workdir: Path, key_path: Path, deep: bool) -> tuple[float, int,
     key = SignerKey.parse(key_path.read_text()).verifier()
     store = Store.open(f"chdb://{workdir / 'sealed'}")
     start = time.perf_counter()
-    report = verify_origin(store, key, workdir / "anchors", deep=deep)
+    report = verify_origin(store, key, workdir / "sealed-anchors", deep=deep)
     elapsed = time.perf_counter() - start
     store.close()
     return report.records / elapsed, report.records, report.ok
@@ -217,7 +224,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="otel-audit-bench-"))
-    sealed_run = None
+    sealed_run = bare_run = None
     try:
         requests = make_requests(args.records, args.batch)
         print(
@@ -227,15 +234,20 @@ def main() -> None:
         rounds = [requests[i :: args.rounds] for i in range(args.rounds)]
         plain_run = PlainRun(workdir)
         sealed_run = SealedRun(workdir, args.producers)
-        plain_run.insert_rate(plain_rows(requests[:2]))  # warm up both (not timed)
+        bare_run = SealedRun(workdir, args.producers, "bare", journal=False)
+        plain_run.insert_rate(plain_rows(requests[:2]))  # warm up all (not timed)
         sealed_run.rate(requests[:2])
-        rates: dict[str, list[float]] = {"plain": [], "naive": [], "sealed": []}
-        for part in rounds:  # interleaved, so a slower or faster machine hits all three alike
+        bare_run.rate(requests[:2])
+        rates: dict[str, list[float]] = {"plain": [], "naive": [], "sealed": [], "bare": []}
+        for i, part in enumerate(rounds):  # interleaved, so a slower or faster machine hits all alike
             rates["plain"].append(plain_run.insert_rate(plain_rows(part)))
             rates["naive"].append(plain_run.naive_rate([r.SerializeToString() for r in part]))
-            rates["sealed"].append(sealed_run.rate(part))
+            pair = (("sealed", sealed_run), ("bare", bare_run))
+            for name, run in pair if i % 2 else pair[::-1]:  # neither always goes first
+                rates[name].append(run.rate(part))
         sealed_run.stop()
-        sealed_run = None
+        bare_run.stop()
+        sealed_run = bare_run = None
         plain_run.client.close()  # one embedded engine per process: free it for verify
         med = {name: statistics.median(values) for name, values in rates.items()}
         ratio_plain = statistics.median(s / p for s, p in zip(rates["sealed"], rates["plain"]))
@@ -243,15 +255,19 @@ def main() -> None:
         print(f"plain insert, rows prebuilt      : {med['plain']:10,.0f} records/s (median)")
         print(f"naive unsealed ingest            : {med['naive']:10,.0f} records/s (decode + map + insert)")
         print(f"sealed ingest (OTLP gRPC, acked) : {med['sealed']:10,.0f} records/s")
+        ratio_journal = statistics.median(s / b for s, b in zip(rates["sealed"], rates["bare"]))
+        print(f"sealed ingest, --journal off     : {med['bare']:10,.0f} records/s")
+        print(f"ratio with / without the journal : {ratio_journal:10.2f} (median of per-round ratios)")
         print(f"ratio sealed / plain insert      : {ratio_plain:10.2f} (median of per-round ratios)")
         print(f"ratio sealed / naive ingest      : {ratio_naive:10.2f}")
         for deep in (False, True):
-            rate, n, ok = bench_verify(workdir, workdir / "bench.key", deep)
+            rate, n, ok = bench_verify(workdir, workdir / "sealed.key", deep)
             name = "verify --deep" if deep else "verify (fast, default)"
             print(f"{name:33s}: {rate:10,.0f} records/s ({n} records, ok={ok})")
     finally:
-        if sealed_run is not None:
-            sealed_run.stop()
+        for run in (sealed_run, bare_run):
+            if run is not None:
+                run.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

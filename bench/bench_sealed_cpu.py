@@ -4,7 +4,7 @@ Run by hand (Linux: it reads /proc), e.g. to compare two commits on the same mac
 run after the other, the older one from a worktree (the `serve` process it starts runs the
 code on PYTHONPATH):
 
-    .venv/bin/python bench/bench_sealed_cpu.py --records 150000
+    .venv/bin/python bench/bench_sealed_cpu.py --records 150000 [--journal off]
     git worktree add /tmp/old <rev>
     PYTHONPATH=/tmp/old .venv/bin/python bench/bench_sealed_cpu.py --records 150000
 
@@ -59,10 +59,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=150_000)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--producers", type=int, default=8)
+    parser.add_argument("--journal", choices=("on", "off"), default="on", help="off: serve --journal off")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="otel-audit-bench-"))
     requests = make_requests(args.records, args.batch)
-    run = SealedRun(workdir, args.producers)
+    run = SealedRun(workdir, args.producers, journal=args.journal == "on")
     try:
         run.rate(requests[:4])  # warm up (not counted)
         pid = run.proc.pid

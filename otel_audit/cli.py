@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import AuditError, ConfigError, ProofError
+from .errors import AuditError, ConfigError, JournalError, ProofError
 from .note import SignerKey, VerifierKey
 
 if TYPE_CHECKING:  # the CLI imports the store only for the commands that need it
@@ -47,6 +47,10 @@ def default_store() -> str:
 
 def default_anchor_dir() -> str:
     return str((DATA_DIR / "anchors").resolve())
+
+
+def default_journal_dir() -> str:
+    return str((DATA_DIR / "journal").resolve())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +170,34 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=_env("CHECKPOINT_INTERVAL", "10"),  # argparse applies type= to a str default
         help="seconds between checkpoints (env OTEL_AUDIT_CHECKPOINT_INTERVAL)",
+    )
+
+    serve.add_argument(
+        "--journal",
+        default=_env("JOURNAL"),
+        help="directory of the journal, the durable copy of every acknowledged record, on another "
+        "file system than the store; 'off' for none (env OTEL_AUDIT_JOURNAL; default "
+        "./otel-audit-data/journal)",
+    )
+    serve.add_argument(
+        "--journal-keep",
+        default=_env("JOURNAL_KEEP"),
+        help="keep journal segments a checkpoint signs for this long (7d, 12h) and/or delete them "
+        "oldest first above a size (20GiB) (env OTEL_AUDIT_JOURNAL_KEEP; default 7d,20GiB)",
+    )
+
+    restore = sub.add_parser(
+        "restore", parents=[located], help="put rows the store lost back from the journal (serve stopped)"
+    )
+    restore.add_argument(
+        "--journal",
+        default=_env("JOURNAL"),
+        help="the journal directory serve wrote (env OTEL_AUDIT_JOURNAL; default ./otel-audit-data/journal)",
+    )
+    restore.add_argument(
+        "--key",
+        default=_env("VERIFIER_KEY"),
+        help="verifier key origin+keyid+base64 (env OTEL_AUDIT_VERIFIER_KEY)",
     )
 
     verify = sub.add_parser("verify", parents=[located], help="verify a log in the store")
@@ -315,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "verify-bundle": cmd_verify_bundle,
         "migrate": cmd_migrate,
         "archive": cmd_archive,
+        "restore": cmd_restore,
     }
     if "store" in vars(args):  # every command that may open the embedded store (--store)
         os.umask(PRIVATE_UMASK)  # before the engine creates a file: store, anchors, data dir
@@ -371,6 +404,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sealer.auth import TlsFiles
     from sealer.config import ServeConfig
     from sealer.http_receiver import PATH
+    from sealer.journal import Keep
     from sealer.service import SealerService
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -386,6 +420,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.key is None and not key_path.exists():
         _write_key(key_path, SignerKey.generate(args.origin))
         print(f"created signer key {key_path.resolve()}", file=sys.stderr, flush=True)
+    journal_keep = Keep.parse(args.journal_keep) if args.journal_keep else Keep()
+    journal = args.journal or default_journal_dir()
     key = load_signer_key(key_path)
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     config = ServeConfig(
@@ -403,6 +439,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_address=None if args.metrics.lower() in ("off", "none", "") else args.metrics,
         cluster=args.cluster or None,
         workers=args.workers,
+        journal_dir=None if journal.lower() in ("off", "none") else Path(journal).resolve(),
+        journal_keep=journal_keep,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -415,7 +453,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     assert service.grpc is not None
     print(f"verifier key: {key.verifier().serialize()}", file=sys.stderr)
-    print(f"store: {_redacted(config.store)}  anchors: {config.anchor_dir}", file=sys.stderr)
+    print(
+        f"store: {_redacted(config.store)}  anchors: {config.anchor_dir}  "
+        f"journal: {config.journal_dir or 'off'}",
+        file=sys.stderr,
+    )
     if service.health is not None:
         print(
             f"otel-audit serve: metrics and health on http://{service.health.address}/metrics",
@@ -494,6 +536,58 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  ... and {report.findings_dropped} more findings")
         for line in producers.lines():  # what reached the log, not whether it was altered
             print(f"warning: {line}")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _listening(path: Path) -> bool:
+    """Whether a process accepts connections on this Unix socket (not one left by a kill -9)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from backend.readers import verify_origin
+    from backend.store import Store
+    from sealer.read_api import socket_path
+    from sealer.restore import restore
+
+    if not args.key:
+        raise ConfigError("--key is required: the verifier key `otel-audit keygen` printed")
+    key = VerifierKey.parse(args.key)
+    anchor_dir = args.anchor_dir
+    if anchor_dir is None and Path(default_anchor_dir()).is_dir():
+        anchor_dir = Path(default_anchor_dir())
+    journal = Path(args.journal or default_journal_dir())
+    dsn = args.store or default_store()
+    sock = socket_path(dsn)
+    if sock is not None and _listening(sock):
+        raise ConfigError(f"a sealer listens at {sock}: stop `otel-audit serve` on this store first")
+    store = Store.open(dsn)
+    try:
+        if not store.has_schema():
+            raise ConfigError(f"store {_redacted(dsn)} holds no otel-audit log; check --store")
+        try:
+            restored = restore(store, journal, key, anchor_dir)
+        except JournalError as exc:
+            print(f"otel-audit restore: FAILED: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        report = verify_origin(store, key, anchor_dir)
+    finally:
+        store.close()
+    if not restored.ranges:
+        print(f"nothing to restore: the store lacks no record of {key.name} that the journal holds")
+    for first, end in restored.ranges:
+        print(f"restored Seq {first}..{end - 1} ({end - first} records) from {journal}")
+    status = "OK" if report.ok else "FAILED"
+    print(f"verify: {status}: {report.records} records, signed up to tree size {report.signed_size}")
+    for finding in report.findings:
+        print(f"  {finding}")
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

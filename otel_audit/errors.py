@@ -72,3 +72,9 @@ class Finding:
         else:
             where = f"Seq {self.first_seq}..{self.last_seq}"
         return f"{where}: {self.kind}: {self.message}"
+
+
+class JournalError(AuditError):
+    """The journal (sealer/journal.py) cannot be written, or holds records that do not check
+    out: torn beyond repair, altered, forged, or not what the store and the signed checkpoints
+    say the log holds."""

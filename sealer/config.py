@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .auth import TlsFiles
+from .journal import Keep
 
 
 @dataclass(frozen=True)
@@ -26,3 +27,5 @@ class ServeConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     shutdown_grace_seconds: float = 30.0
     workers: int = 0  # sealing worker processes (sealer/workers.py); 0: prepare in the receiver
+    journal_dir: Path | None = None  # the durable copy of acknowledged records (sealer/journal.py)
+    journal_keep: Keep = field(default_factory=Keep)

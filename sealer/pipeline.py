@@ -7,9 +7,10 @@ seals the next group while ClickHouse (which releases the GIL) writes the previo
 - the *sealer* takes every batch waiting, gives each record its Seq, seal time, leaf hash and
   chain hash on top of the state the previous group will leave (its *speculative* state),
   and encodes the seal columns beside the prepared ones;
-- the *writer* writes each sealed group with a single INSERT and only then releases its
-  callers. One sealer means one order: Seq is contiguous and the chain has no forks,
-  whichever receiver a record came through. When more records are already on their way
+- the *writer* writes each sealed group with a single INSERT; the *journaler* appends it to
+  the journal (sealer/journal.py: one fsync a group, beside the next INSERT) and only then
+  releases its callers. One sealer means one order: Seq is contiguous and the chain has no
+  forks, whichever receiver a record came through. When more records are already on their way
   (`arriving`), it waits for them a moment, to share the INSERT's fixed cost;
 - the *publisher* reads back the column hashes of the rows just written (backend/columns.py),
   on a connection of its own while the writer goes on with the next INSERT, hands them to
@@ -58,6 +59,7 @@ from otel_audit.entry import SealEncoder, timestamp_columns
 from otel_audit.errors import AuditError, StoreDataError, StoreError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 
+from .journal import Journal, catch_up
 from .metrics import SealerMetrics
 from .prepare import PREPARED_COLUMNS, Prepared, RequestError
 from .state import LogState
@@ -101,6 +103,7 @@ class Batch:
     error: AuditError | None = None
     first_seq: int = -1
     queued_at: float = field(default_factory=time.monotonic)
+    entries: list[bytes] = field(default_factory=list)  # once sealed: for the journal
 
     def wait(self) -> None:
         self.done.wait()
@@ -125,6 +128,7 @@ class _Job:
     after: LogState
     blocks: list[bytes]  # the rows, as Native blocks
     entry_bytes: int
+    journal_later: bool = False  # by the journaler, which then releases the callers
 
     @property
     def records(self) -> int:
@@ -160,8 +164,10 @@ class Pipeline:
         publish_seconds: float = 0.5,
         clock: Callable[[], int] = time.time_ns,
         metrics: SealerMetrics | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._store = store
+        self._journal = journal  # the durable copy of what is acknowledged (sealer/journal.py)
         # Column hashes are read back on a connection of their own, beside the next INSERT.
         self._reader = Store.open(store.dsn, cluster=store.cluster)
         self._state = state  # published: committed, and its column hashes reported
@@ -201,6 +207,12 @@ class Pipeline:
         self._reruns = 0  # how many times it did: a sealer that saw another number seals again
         self._sealer = threading.Thread(target=self._run_sealer, name="sealer-seal", daemon=True)
         self._writer = threading.Thread(target=self._run_writer, name="sealer-write", daemon=True)
+        # The journaler appends each job the writer committed to the journal, then releases its
+        # callers, while the writer goes on with the next INSERT: the fsync costs it nothing.
+        # At most one job waits for it, so at most two committed jobs are not yet journaled.
+        self._journal_queue: queue.Queue[_Job | None] = queue.Queue(maxsize=1)
+        self._journal_lock = threading.Lock()  # one thread at a time uses the journal
+        self._journaler = threading.Thread(target=self._run_journaler, name="sealer-journal", daemon=True)
         self._publisher = threading.Thread(target=self._run_publisher, name="sealer-publish", daemon=True)
         # Called with (first Seq, end Seq, column hashes or None) before a commit is published.
         self.on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None
@@ -234,6 +246,8 @@ class Pipeline:
         self._accepting = True
         self._publisher.start()
         self._writer.start()
+        if self._journal is not None:
+            self._journaler.start()
         self._sealer.start()
 
     def submit(self, prepared: Prepared, producer: str = "", masking: str = "") -> Batch:
@@ -290,6 +304,9 @@ class Pipeline:
             self._lock.notify_all()
         if self._writer.is_alive():
             self._writer.join()
+        if self._journaler.is_alive():
+            self._journal_queue.put(None)
+            self._journaler.join()
         with self._lock:
             self._writing_done = True
             self._lock.notify_all()
@@ -416,6 +433,7 @@ class Pipeline:
                 for i, (record_before, record_after) in enumerate(zip(befores, afters), len(entries)):
                     entries.append(frame.entry(record_before, seal(seq + i), record_after))
             leaves = list(map(hash_leaf, entries))
+            batch.entries = entries
             chains = []
             link = chain
             for leaf in leaves:
@@ -459,7 +477,10 @@ class Pipeline:
                     self._tip = self._written
                 self._writing = False
                 self._lock.notify_all()
-            self._finish(job.batches, error)  # the rows are in the store: release the callers
+            if error is None and job.journal_later:
+                self._journal_queue.put(job)  # the journaler releases the callers
+            else:
+                self._finish(job.batches, error)  # the rows are in the store: release the callers
             if stale is not None:
                 self._finish(stale.batches, StoreUnavailableError(_EARLIER_FAILED))
 
@@ -529,18 +550,22 @@ class Pipeline:
                 self._lock.wait(remaining)
             job, self._pending = self._pending, None
             if job is not None:
+                job.journal_later = self._journal is not None
                 self._writing = True
                 self._lock.notify_all()
             return job
 
     def _write(self, job: _Job) -> None:
-        """Write a job's rows and hand its state on to be published; AuditError if the rows
-        are not in the store."""
+        """Write a job's rows, hand its state on to be published and append them to the
+        journal; AuditError if the rows are not in the store or not in the journal."""
         if self._halted is not None:
             raise SealerStoppedError(self._halted)
         self._settle_uncertain()
         if job.before is not self._written:
             raise StoreUnavailableError(_EARLIER_FAILED)
+        if self._journal is not None and self._journal.broken:  # the journal catches up first
+            with self._journal_lock:
+                self._to_journal(job.before.size, None)
         try:
             for attempt in self._retrying:
                 with attempt:
@@ -553,10 +578,57 @@ class Pipeline:
             self._settle_uncertain()
             if self._written is not job.after:
                 raise
+            if not job.journal_later:
+                self._journal_now(job)
             return
         self._committed(job.after)
         if self._metrics is not None:
             self._metrics.bytes_sealed.inc(job.entry_bytes)
+        if not job.journal_later:
+            self._journal_now(job)
+
+    def _journal_now(self, job: _Job) -> None:
+        with self._journal_lock:
+            self._to_journal(job.before.size, job)
+
+    # -- journaler thread ----------------------------------------------------------------
+
+    def _run_journaler(self) -> None:
+        while True:
+            job = self._journal_queue.get()
+            if job is None:
+                return
+            error: AuditError | None = None
+            try:
+                self._journal_now(job)
+            except AuditError as exc:
+                error = exc
+            except Exception as exc:  # a bug must not leave callers waiting forever
+                log.exception("journaling sealed records failed")
+                error = StoreUnavailableError(f"internal error while journaling: {exc}")
+            self._finish(job.batches, error)
+
+    def _to_journal(self, first: int, job: _Job | None) -> None:
+        """Append `job` (committed, Seq from `first`) to the journal, after any committed rows
+        it lacks, copied from the store. Called after the INSERT and before the callers are
+        released: then every acknowledged record is in the journal, and every journal record
+        was committed once. If it fails the rows are in the store, and the callers get a
+        retryable error (a retry duplicates them, never loses them)."""
+        journal = self._journal
+        if journal is None:
+            return
+        if job is not None and journal.end is not None and journal.end >= job.after.size:
+            return  # copied from the store already, by a catch-up for a later job
+        try:
+            catch_up(journal, self._store, first)
+            if job is not None:
+                entries = [entry for batch in job.batches for entry in batch.entries]
+                journal.append(first, entries, job.before.chain_head, job.after.chain_head)
+        except AuditError as exc:  # JournalError, or the store while catching up
+            log.error("journal: %s", exc)
+            raise StoreUnavailableError(
+                f"the records were stored but could not be copied to the journal ({exc}); retry"
+            ) from None
 
     def _committed(self, after: LogState) -> None:
         """The rows up to `after` are in the store: write on from there, and publish it."""

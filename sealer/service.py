@@ -1,13 +1,16 @@
 """The sealer service: wires store, recovery, pipeline, checkpointer and receivers.
 
-Start order: sealing workers -> store (schema) -> recovery -> pipeline -> checkpointer ->
-receivers (gRPC, HTTP) -> the local read API (embedded stores only) -> metrics and health
-endpoints. Stop order, the reverse, and the one place it is written down:
+Start order: sealing workers -> store (schema) -> journal -> recovery (which refuses a log
+shorter than its checkpoints, anchors or journal) -> the journal catches up with the store ->
+pipeline -> checkpointer, which signs a checkpoint over what was recovered at once (so a
+crash loop never leaves acknowledged records unsigned for long) -> receivers (gRPC, HTTP) ->
+the local read API (embedded stores only) -> metrics and health endpoints. Stop order, the
+reverse, and the one place it is written down:
   1. health, the read API and the receivers stop; receivers finish in-flight Export calls
      (grace period); then the sealing workers stop;
   2. the pipeline commits everything still queued, then stops;
   3. the checkpointer stops its timer and signs a final checkpoint of the whole log;
-  4. the store is closed.
+  4. the journal and the store are closed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .checkpointer import Checkpointer
 from .config import ServeConfig
 from .grpc_receiver import GrpcReceiver
 from .http_receiver import HttpReceiver
+from .journal import Journal, catch_up
 from .masking import Masking
 from .metrics import HealthServer, SealerMetrics
 from .otlp import Intake
@@ -41,6 +45,7 @@ class SealerService:
         self.config = config
         self.key = key
         self.store: Store | None = None
+        self.journal: Journal | None = None
         self.pipeline: Pipeline | None = None
         self.checkpointer: Checkpointer | None = None
         self.grpc: GrpcReceiver | None = None
@@ -66,9 +71,17 @@ class SealerService:
         intake = self.intake = Intake(self.workers, ProducerTracker(metrics=metrics), metrics=metrics)
         self.store = Store.open(config.store, cluster=config.cluster)
         self.store.ensure_schema()
-        state = recover(self.store, self.key.name, self.key.verifier(), config.anchor_dir)
+        store, origin = self.store, self.key.name
+        if config.journal_dir is not None:
+            self.journal = Journal(
+                config.journal_dir, self.key, config.journal_keep, lambda: _signed_size(store, origin)
+            )
+        journal_end = self.journal.end if self.journal is not None else None
+        state = recover(store, origin, self.key.verifier(), config.anchor_dir, journal_end)
         log.info("log %s continues at Seq %d", state.origin, state.size)
-        pipeline = self.pipeline = Pipeline(self.store, state, metrics=metrics)
+        if self.journal is not None:
+            catch_up(self.journal, store, state.size)  # rows committed by a crash before their append
+        pipeline = self.pipeline = Pipeline(store, state, metrics=metrics, journal=self.journal)
         self.checkpointer = Checkpointer(
             self.store,
             self.key,
@@ -79,6 +92,10 @@ class SealerService:
         )
         pipeline.on_commit = self.checkpointer.record_column_hashes
         pipeline.on_partition_boundary = self.checkpointer.checkpoint_now
+        try:  # what a crash left unsigned is signed before anything new is taken
+            self.checkpointer.checkpoint_now()
+        except AuditError as exc:
+            log.error("could not sign a checkpoint over the recovered log (the timer retries): %s", exc)
         pipeline.start()
         self.checkpointer.start()
         self.grpc = GrpcReceiver(
@@ -139,5 +156,13 @@ class SealerService:
             if self.checkpointer is not None:
                 self.checkpointer.stop()  # may raise if the store is down: no final checkpoint
         finally:
+            if self.journal is not None:
+                self.journal.close()
             if self.store is not None:
                 self.store.close()
+
+
+def _signed_size(store: Store, origin: str) -> int:
+    """The tree size of the newest checkpoint stored: journal segments below it may go."""
+    latest = store.latest_checkpoint(origin)
+    return 0 if latest is None else latest.tree_size

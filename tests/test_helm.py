@@ -157,10 +157,12 @@ def test_rendered_chart_has_what_it_promises(values: list[Path]) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["requests"]
     claims = {c["metadata"]["name"] for c in sealer["spec"]["volumeClaimTemplates"]}
-    assert "anchors" in claims
+    assert {"anchors", "journal"} <= claims  # the journal outlives the pod, on its own volume
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     env = {e["name"]: e for e in container["env"]}
     store = env["OTEL_AUDIT_STORE"]["value"]
     assert not re.search(r"//[^$@/]+:[^$@/]+@", store), "a ClickHouse password written in the manifest"
     assert int(env["OTEL_AUDIT_WORKERS"]["value"]) >= 0  # serve reads it as --workers
+    assert env["OTEL_AUDIT_JOURNAL"]["value"] == mounts["journal"]
     budget = manifests[("PodDisruptionBudget", "rel-otel-audit")]
     assert budget["spec"]["selector"]["matchLabels"] == sealer["spec"]["selector"]["matchLabels"]
