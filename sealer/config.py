@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .auth import TlsFiles
+from .disk import DEFAULT_MIN_FREE_BYTES
 
 
 @dataclass(frozen=True)
@@ -26,3 +27,4 @@ class ServeConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     shutdown_grace_seconds: float = 30.0
     workers: int = 0  # sealing worker processes (sealer/workers.py); 0: prepare in the receiver
+    min_free_disk_bytes: int = DEFAULT_MIN_FREE_BYTES  # embedded: refuse records below (sealer/disk.py)
