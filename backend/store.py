@@ -347,6 +347,35 @@ class Store:
         )[0]
         return count, low, high
 
+    def seq_range_below(self, origin: str, end: int) -> tuple[int, int, int]:
+        """(row count, smallest Seq, largest Seq) of an origin's rows with Seq < end; (0, 0, 0)
+        when none. Cheap: the engine answers it from the primary key (Origin, Seq) and the
+        parts' min/max indexes, reading at most the granules at the range's ends."""
+        count, low, high = self._query(
+            f"SELECT count(), min(Seq), max(Seq) FROM {LOGS} "
+            "WHERE Origin = {o:String} AND Seq < {e:UInt64}",
+            {"o": origin, "e": end},
+        )[0]
+        return count, low, high
+
+    def seq_gaps(self, origin: str, first: int, end: int) -> list[tuple[int, int]]:
+        """The Seq ranges (first, last, inclusive) within [first, end) that have no row."""
+        rows = self._query(
+            f"""
+            SELECT prev + 1, toInt64(Seq) - 1 FROM (
+                SELECT Seq, lagInFrame(toInt64(Seq), 1, toInt64({{a:UInt64}}) - 1) OVER w AS prev
+                FROM {LOGS} WHERE Origin = {{o:String}} AND Seq >= {{a:UInt64}} AND Seq < {{b:UInt64}}
+                WINDOW w AS (ORDER BY Seq ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))
+            WHERE toInt64(Seq) > prev + 1 ORDER BY Seq""",
+            {"o": origin, "a": first, "b": end},
+        )
+        gaps = [(int(a), int(b)) for a, b in rows]
+        count, _, high = self.seq_range_below(origin, end)
+        last = high if count and high >= first else first - 1
+        if last < end - 1:
+            gaps.append((last + 1, end - 1))
+        return gaps
+
     def stream_rows(
         self, origin: str, first: int = 0, end: int = 2**64 - 1, block_rows: int = 65536
     ) -> Iterator[list[tuple]]:

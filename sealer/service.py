@@ -21,6 +21,7 @@ from otel_audit.note import SignerKey
 from .auth import authenticator_for, load_tokens
 from .checkpointer import Checkpointer
 from .config import ServeConfig
+from .disk import DiskGuard, store_path
 from .grpc_receiver import GrpcReceiver
 from .http_receiver import HttpReceiver
 from .masking import Masking
@@ -50,6 +51,7 @@ class SealerService:
         self.metrics: SealerMetrics | None = None
         self.health: HealthServer | None = None
         self.read_api: ReadApi | None = None
+        self.disk: DiskGuard | None = None
 
     def start(self) -> None:
         config = self.config
@@ -68,7 +70,11 @@ class SealerService:
         self.store.ensure_schema()
         state = recover(self.store, self.key.name, self.key.verifier(), config.anchor_dir)
         log.info("log %s continues at Seq %d", state.origin, state.size)
-        pipeline = self.pipeline = Pipeline(self.store, state, metrics=metrics)
+        data_dir = store_path(config.store)
+        disk = self.disk = None if data_dir is None else DiskGuard(data_dir, config.min_free_disk_bytes)
+        if disk is not None:
+            metrics.store_free_bytes.set_function(lambda: disk.free_bytes)
+        pipeline = self.pipeline = Pipeline(self.store, state, metrics=metrics, disk=disk)
         self.checkpointer = Checkpointer(
             self.store,
             self.key,
@@ -79,6 +85,7 @@ class SealerService:
         )
         pipeline.on_commit = self.checkpointer.record_column_hashes
         pipeline.on_partition_boundary = self.checkpointer.checkpoint_now
+        self.checkpointer.on_lost = pipeline.halt
         pipeline.start()
         self.checkpointer.start()
         self.grpc = GrpcReceiver(
@@ -102,7 +109,7 @@ class SealerService:
             self.http.start()
         path = socket_path(config.store)
         if path is not None:
-            self.read_api = ReadApi(config.store, path)
+            self.read_api = ReadApi(config.store, path, self.readiness)
             if not self.read_api.start():
                 self.read_api = None
         if config.metrics_address is not None:
@@ -121,6 +128,18 @@ class SealerService:
         except AuditError as exc:
             return f"the store does not answer: {exc}"
         return None
+
+    def readiness(self) -> dict[str, object]:
+        """What `otel-audit status` shows of the running sealer: ready or why not, and the
+        store's free disk space against --min-free-disk."""
+        problem = self.problem()
+        disk = self.disk
+        return {
+            "ready": problem is None,
+            "problem": problem,
+            "store_free_bytes": None if disk is None else disk.free_bytes,
+            "min_free_disk_bytes": None if disk is None else disk.min_free_bytes,
+        }
 
     def stop(self) -> None:
         try:

@@ -1,0 +1,30 @@
+"""Acknowledged rows the store no longer has: how the sealer says so.
+
+The publisher (sealer/pipeline.py) reads back every committed range, and the checkpointer
+(sealer/checkpointer.py) checks the store holds every row of the range it is about to sign.
+Either may find rows missing (an engine that lost a part on a full disk, a deletion); then
+the sealer stops acknowledging and this message, naming the exact Seq ranges, is what
+/readyz, the log and every refused Export call say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def ranges_text(gaps: Sequence[tuple[int, int]], limit: int = 5) -> str:
+    """'Seq 5..9, Seq 12' for inclusive ranges; the first `limit`, then how many more."""
+    shown = [f"Seq {a}" if a == b else f"Seq {a}..{b}" for a, b in gaps[:limit]]
+    if len(gaps) > limit:
+        shown.append(f"and {len(gaps) - limit} more range(s)")
+    return ", ".join(shown)
+
+
+def lost_rows_message(origin: str, gaps: Sequence[tuple[int, int]]) -> str:
+    count = sum(b - a + 1 for a, b in gaps)
+    return (
+        f"{ranges_text(gaps)} of log {origin!r} ({count} record(s)) were acknowledged but the store "
+        "no longer has them; the sealer stopped acknowledging records and signs no checkpoint over them. "
+        "Restore them from the journal with `otel-audit restore` (see README 'Restoring lost rows'), "
+        "then restart the sealer"
+    )
