@@ -7,6 +7,7 @@ clickhouse-connect `Client`, so every query below runs unchanged on either.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from otel_audit.entry import DERIVED_COLUMNS
-from otel_audit.errors import ConfigError, StoreError, StoreUnavailableError
+from otel_audit.errors import ConfigError, StoreDamagedError, StoreError, StoreUnavailableError
 
 from .cluster import INSERT_SETTINGS, check_name
 from .columns import COLUMN_HASH_SQL
@@ -28,6 +29,9 @@ TREE_NODES = "otel_audit.tree_nodes"
 SEAL_COLUMNS = ("Entry", "LeafHash", "ChainHash")
 ROW_COLUMNS = DERIVED_COLUMNS + SEAL_COLUMNS  # every column of a sealed row
 _NANOSECOND_COLUMNS = {"Timestamp", "ObservedTimestamp", "SealedAt"}
+# The engine's error codes for data it holds but cannot read: ATTEMPT_TO_READ_AFTER_EOF,
+# CANNOT_READ_ALL_DATA, CHECKSUM_DOESNT_MATCH, BAD_SIZE_OF_FILE_IN_DATA_PART, CORRUPTED_DATA.
+_DAMAGED_CODES = {32, 33, 40, 228, 246}
 
 
 def redact(dsn: str) -> str:
@@ -347,31 +351,56 @@ class Store:
         )[0]
         return count, low, high
 
-    def seq_range_below(self, origin: str, end: int) -> tuple[int, int, int]:
-        """(row count, smallest Seq, largest Seq) of an origin's rows with Seq < end; (0, 0, 0)
-        when none. Cheap: the engine answers it from the primary key (Origin, Seq) and the
-        parts' min/max indexes, reading at most the granules at the range's ends."""
+    def seq_range_between(self, origin: str, first: int, end: int) -> tuple[int, int, int]:
+        """(row count, smallest Seq, largest Seq) of an origin's rows of Seq [first, end);
+        (0, 0, 0) when none. It reads the Seq column of those rows only (the primary key
+        (Origin, Seq) selects their granules), so a part whose files are empty or cut short
+        raises StoreDamagedError, where a bare count() would be answered from the parts'
+        metadata."""
         count, low, high = self._query(
             f"SELECT count(), min(Seq), max(Seq) FROM {LOGS} "
-            "WHERE Origin = {o:String} AND Seq < {e:UInt64}",
-            {"o": origin, "e": end},
+            "WHERE Origin = {o:String} AND Seq >= {a:UInt64} AND Seq < {b:UInt64}",
+            {"o": origin, "a": first, "b": end},
         )[0]
         return count, low, high
 
-    def seq_gaps(self, origin: str, first: int, end: int) -> list[tuple[int, int]]:
-        """The Seq ranges (first, last, inclusive) within [first, end) that have no row."""
+    def damaged_parts(self) -> list[str]:
+        """The active parts of the log table whose Seq column the engine cannot read."""
+        names = self._query(
+            "SELECT name FROM system.parts WHERE database = 'otel_audit' AND table = {t:String} "
+            "AND active ORDER BY name",
+            {"t": LOGS.split(".")[1]},
+        )
+        damaged = []
+        for (name,) in names:
+            try:
+                self._query(f"SELECT min(Seq), max(Seq) FROM {LOGS} WHERE _part = {{p:String}}", {"p": name})
+            except StoreDamagedError:
+                damaged.append(name)
+        return damaged
+
+    def seq_gaps(
+        self, origin: str, first: int, end: int, without_parts: Sequence[str] = ()
+    ) -> list[tuple[int, int]]:
+        """The Seq ranges (first, last, inclusive) within [first, end) that have no row, not
+        counting rows in `without_parts` (damaged_parts: rows the engine cannot read)."""
+        where = (
+            "Origin = {o:String} AND Seq >= {a:UInt64} AND Seq < {b:UInt64} "
+            "AND _part NOT IN {skip:Array(String)}"
+        )
+        params = {"o": origin, "a": first, "b": end, "skip": list(without_parts)}
         rows = self._query(
             f"""
             SELECT prev + 1, toInt64(Seq) - 1 FROM (
                 SELECT Seq, lagInFrame(toInt64(Seq), 1, toInt64({{a:UInt64}}) - 1) OVER w AS prev
-                FROM {LOGS} WHERE Origin = {{o:String}} AND Seq >= {{a:UInt64}} AND Seq < {{b:UInt64}}
+                FROM {LOGS} WHERE {where}
                 WINDOW w AS (ORDER BY Seq ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))
             WHERE toInt64(Seq) > prev + 1 ORDER BY Seq""",
-            {"o": origin, "a": first, "b": end},
+            params,
         )
         gaps = [(int(a), int(b)) for a, b in rows]
-        count, _, high = self.seq_range_below(origin, end)
-        last = high if count and high >= first else first - 1
+        count, high = self._query(f"SELECT count(), max(Seq) FROM {LOGS} WHERE {where}", params)[0]
+        last = int(high) if count else first - 1
         if last < end - 1:
             gaps.append((last + 1, end - 1))
         return gaps
@@ -437,7 +466,7 @@ class Store:
         try:
             return self.client.raw_query(sql, parameters=parameters, fmt="RowBinary")
         except (ClickHouseError, OSError) as exc:
-            raise StoreUnavailableError(f"query failed: {exc}") from exc
+            raise _read_error(exc) from exc
 
     def _query(
         self,
@@ -449,7 +478,15 @@ class Store:
             result = self.client.query(sql, parameters=parameters, column_formats=column_formats)
             return [tuple(row) for row in result.result_rows]
         except (ClickHouseError, OSError) as exc:
-            raise StoreUnavailableError(f"query failed: {exc}") from exc
+            raise _read_error(exc) from exc
+
+
+def _read_error(exc: Exception) -> StoreUnavailableError:
+    """A failed read as our error: StoreDamagedError when the engine says its data is damaged."""
+    code = re.search(r"Code: (\d+)\.", str(exc))
+    if code is not None and int(code.group(1)) in _DAMAGED_CODES:
+        return StoreDamagedError(f"the store cannot read data it holds: {exc}")
+    return StoreUnavailableError(f"query failed: {exc}")
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

@@ -68,6 +68,10 @@ def main() -> int:
             print(f"  Export said: {error}")
         if not outcome.verify_ok:
             print("  verify: " + outcome.verify.strip().replace("\n", "\n    "))
+        if outcome.lost or not outcome.verify_ok:
+            saved = Path(tempfile.gettempdir()) / f"otel-audit-diskfull-run{number}.log"
+            saved.write_text(outcome.output)
+            print(f"  the sealer's log: {saved}")
     print(f"lost acknowledged records over {args.runs} run(s): {total_lost}")
     return 0 if total_lost == 0 else 1
 

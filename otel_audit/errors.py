@@ -37,6 +37,12 @@ class StoreUnavailableError(StoreError):
     """A store operation failed in a way that may succeed when retried."""
 
 
+class StoreDamagedError(StoreUnavailableError):
+    """The engine cannot read data it holds (a part whose files are empty or cut short, as a
+    full disk leaves them). A retry may succeed once the engine drops the part; its rows are
+    lost all the same."""
+
+
 @dataclass(frozen=True)
 class Finding:
     """One integrity failure found by the verifier, located by Seq.

@@ -10,9 +10,9 @@ at each commit (`record_column_hashes`); any range whose hashes could not be rea
 computed from the store here.
 
 It never signs over rows the store does not have: before each signature it checks, with one
-query the engine answers from the primary key, that the store holds every Seq of the log up
-to the size it signs (from where retention left it); if not, it signs nothing, names the
-missing ranges and halts the pipeline (`on_lost`).
+query over the rows it signs for the first time (selected by the primary key), that the store
+holds each of their Seq, readable; if not, it signs nothing, names the missing ranges and
+halts the pipeline (`on_lost`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from backend.tiles import extend_nodes
 from otel_audit.anchors import write_anchor
 from otel_audit.chain import columns_commitment
 from otel_audit.checkpoint import Checkpoint
-from otel_audit.errors import AuditError, StoreError
+from otel_audit.errors import AuditError, StoreDamagedError, StoreError
 from otel_audit.note import SignedNote, SignerKey
 
 from .losses import lost_rows_message
@@ -110,16 +110,23 @@ class Checkpointer:
         return columns_commitment(b"".join(blobs))
 
     def _check_rows(self, state: LogState) -> None:
-        """StoreError (and on_lost) unless the store holds every row of Seq < state.size from
-        the first it keeps: retention drops whole months from the start, never rows after the
-        last checkpoint (Seq >= _columns_from)."""
-        count, low, high = self._store.seq_range_below(state.origin, state.size)
-        if count and high == state.size - 1 and count == high - low + 1 and low <= self._columns_from:
-            return
-        first = min(low, self._columns_from) if count else self._columns_from
-        gaps = self._store.seq_gaps(state.origin, first, state.size)
-        if gaps:
-            reason = lost_rows_message(state.origin, gaps)
+        """StoreError (and on_lost) unless the store holds, readable, every row this checkpoint
+        signs for the first time: Seq [_columns_from, state.size). Reading their Seq column
+        (not a bare count(), which the engine answers from the parts' metadata) also finds a
+        part whose files a full disk left empty (StoreDamagedError)."""
+        first, end = self._columns_from, state.size
+        damaged: list[str] = []
+        try:
+            count, low, high = self._store.seq_range_between(state.origin, first, end)
+            if (count, low, high) == (end - first, first, end - 1):
+                return
+        except StoreDamagedError as exc:
+            log.error("checking Seq %d..%d before signing: %s", first, end - 1, exc)
+            damaged = self._store.damaged_parts()
+            count = low = high = -1
+        gaps = self._store.seq_gaps(state.origin, first, end, damaged)
+        if gaps or damaged:
+            reason = lost_rows_message(state.origin, gaps, damaged)
         else:
             reason = (
                 f"the store holds {count} rows of log {state.origin!r} for Seq {low}..{high}: more than one "

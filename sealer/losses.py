@@ -20,11 +20,14 @@ def ranges_text(gaps: Sequence[tuple[int, int]], limit: int = 5) -> str:
     return ", ".join(shown)
 
 
-def lost_rows_message(origin: str, gaps: Sequence[tuple[int, int]]) -> str:
+def lost_rows_message(origin: str, gaps: Sequence[tuple[int, int]], damaged: Sequence[str] = ()) -> str:
+    """Why the sealer halted: these acknowledged rows are gone (or in `damaged` parts, which
+    the engine cannot read and drops at its next start)."""
     count = sum(b - a + 1 for a, b in gaps)
+    parts = f" (the engine cannot read its part(s) {', '.join(damaged)})" if damaged else ""
     return (
         f"{ranges_text(gaps)} of log {origin!r} ({count} record(s)) were acknowledged but the store "
-        "no longer has them; the sealer stopped acknowledging records and signs no checkpoint over them. "
-        "Restore them from the journal with `otel-audit restore` (see README 'Restoring lost rows'), "
-        "then restart the sealer"
+        f"no longer has them{parts}; the sealer stopped acknowledging records and signs no checkpoint "
+        "over them. Restore them from the journal with `otel-audit restore` (see README "
+        "'Restoring lost rows'), then restart the sealer"
     )

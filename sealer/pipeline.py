@@ -47,7 +47,7 @@ from backend import native
 from backend.store import Store
 from otel_audit.chain import chain_next
 from otel_audit.entry import SealEncoder, timestamp_columns
-from otel_audit.errors import AuditError, StoreError, StoreUnavailableError
+from otel_audit.errors import AuditError, StoreDamagedError, StoreError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 
 from .disk import DiskFullError, DiskGuard
@@ -572,7 +572,8 @@ class Pipeline:
 
         A short read is tried again a few times (a replica on a cluster may lag a moment
         behind the INSERT); after that it means rows that were acknowledged are gone: halt,
-        naming the exact Seq ranges. A read error is tried again a few times too; if the
+        naming the exact Seq ranges. So does data the engine holds but cannot read (a part a
+        full disk left empty: StoreDamagedError). A read error is tried again a few times too; if the
         store still does not answer, records are refused (retryable) and it goes on trying,
         until the store answers (and the rows are all there, or the missing ones are named).
         """
@@ -581,6 +582,8 @@ class Pipeline:
             short = False
             try:
                 read = self._reader.column_hashes(origin, first, end)
+            except StoreDamagedError as exc:
+                problem, short = str(exc), True
             except StoreUnavailableError as exc:
                 problem = str(exc)
             else:
@@ -596,11 +599,12 @@ class Pipeline:
                 self._metrics.store_errors.inc()
             if short and attempt >= self._read_back_attempts:
                 try:
-                    gaps = self._reader.seq_gaps(origin, first, end)
+                    damaged = self._reader.damaged_parts()
+                    gaps = self._reader.seq_gaps(origin, first, end, damaged)
                 except StoreUnavailableError as exc:
                     problem, gaps = f"{problem}; then {exc}", []
                 if gaps:
-                    self.halt(lost_rows_message(origin, gaps))
+                    self.halt(lost_rows_message(origin, gaps, damaged))
                     return None
             if attempt >= self._read_back_attempts and self._unconfirmed is None:
                 self._unconfirmed = (

@@ -321,3 +321,62 @@ def test_the_checkpointer_signs_when_every_row_is_there(store, tmp_path: Path) -
         assert checkpointer.checkpoint_now() is not None and store.latest_checkpoint(ORIGIN) is not None
     finally:
         pipeline.stop()
+
+
+def _empty_newest_part(store: Store) -> str:
+    """Leave the newest part of the log with empty data files, as a full disk left them."""
+    name, path = store.select(
+        "SELECT name, path FROM system.parts WHERE database = 'otel_audit' AND table = 'logs' AND active "
+        "ORDER BY modification_time DESC, name DESC LIMIT 1"
+    )[0]
+    for file in Path(path).iterdir():
+        if file.suffix == ".bin":
+            file.write_bytes(b"")
+    return str(name)
+
+
+def test_the_checkpointer_never_signs_over_a_part_the_engine_cannot_read(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The engine still counts a part whose files a full disk left empty (count() comes from
+    the part's metadata), and drops it only at its next start: the check reads Seq itself."""
+    key = SignerKey.generate(ORIGIN)
+    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
+    pipeline.on_commit = checkpointer.record_column_hashes
+    checkpointer.on_lost = pipeline.halt
+    pipeline.start()
+    try:
+        pipeline.seal(items(100))
+        pipeline.seal(items(50, "b"))
+        assert _eventually(lambda: pipeline.state.size == 150)
+        part = _empty_newest_part(store)
+        assert store.select(f"SELECT count() FROM otel_audit.logs WHERE Origin = '{ORIGIN}'")[0][0] == 150
+        with pytest.raises(StoreError, match=rf"Seq 100\.\.149 of log .* cannot read its part\(s\) {part}"):
+            checkpointer.checkpoint_now()
+        assert store.latest_checkpoint(ORIGIN) is None
+        assert "Seq 100..149" in (pipeline.problem() or "")
+    finally:
+        pipeline.stop()
+
+
+def test_the_publisher_halts_on_a_part_the_engine_cannot_read(store) -> None:  # type: ignore[no-untyped-def]
+    pipeline = Pipeline(store, LogState.empty(ORIGIN), read_back_attempts=2)
+    pipeline.start()
+    try:
+        pipeline.seal(items(10))
+        assert _eventually(lambda: pipeline.state.size == 10)
+        reader = pipeline._reader
+        read = reader.column_hashes
+
+        def damaged(origin: str, first: int, end: int) -> bytes:
+            _empty_newest_part(store)
+            return read(origin, first, end)
+
+        reader.column_hashes = damaged  # type: ignore[method-assign]
+        pipeline.seal(items(7, "damaged"))
+        assert _eventually(lambda: pipeline.problem() is not None)
+        assert "Seq 10..16 of log 'pipeline.example/audit' (7 record(s)) were acknowledged" in (
+            pipeline.problem() or ""
+        )
+        assert pipeline.state.size == 10
+    finally:
+        pipeline.stop()
