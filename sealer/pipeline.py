@@ -18,7 +18,13 @@ seals the next group while ClickHouse (which releases the GIL) writes the previo
   it lets commits pile up a little (`publish_records`, `publish_seconds`) and reads them
   back in one query: each query costs the engine a fixed amount of work, and it decompresses
   whole granules (8,192 rows), so reading back 2,048 rows costs ~5 us of CPU a row and
-  16,384 rows ~1.6 us. Callers never wait for this: they are released at commit.
+  16,384 rows ~1.6 us. Callers never wait for this: they are released at commit. If the
+  store no longer has every row just committed, acknowledged rows are gone: the pipeline
+  halts (`halt`), naming the Seq ranges, and publishes nothing more (so nothing more is
+  signed); if it cannot read them back, records are refused until it can.
+
+While the store's disk is nearly full (sealer/disk.py), records are refused before any work
+is done on them (`arriving`, `submit`) and again before sealing what was queued meanwhile.
 
 If the INSERT fails, it is retried with the same deduplication token (so a retry of a write
 that did land is dropped by ClickHouse, not duplicated). If it still fails, the store's tail
