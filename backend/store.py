@@ -364,8 +364,9 @@ class Store:
         )[0]
         return count, low, high
 
-    def damaged_parts(self) -> list[str]:
-        """The active parts of the log table whose Seq column the engine cannot read."""
+    def damaged_parts(self, origin: str, first: int, end: int) -> list[str]:
+        """The active parts of the log table holding rows of Seq [first, end) that the engine
+        cannot read (any column: `NOT ignore(*)` reads them all, in that range only)."""
         names = self._query(
             "SELECT name FROM system.parts WHERE database = 'otel_audit' AND table = {t:String} "
             "AND active ORDER BY name",
@@ -374,7 +375,11 @@ class Store:
         damaged = []
         for (name,) in names:
             try:
-                self._query(f"SELECT min(Seq), max(Seq) FROM {LOGS} WHERE _part = {{p:String}}", {"p": name})
+                self._query(
+                    f"SELECT count() FROM {LOGS} WHERE _part = {{p:String}} AND Origin = {{o:String}} "
+                    "AND Seq >= {a:UInt64} AND Seq < {b:UInt64} AND NOT ignore(*)",
+                    {"p": name, "o": origin, "a": first, "b": end},
+                )
             except StoreDamagedError:
                 damaged.append(name)
         return damaged

@@ -59,9 +59,12 @@ def main() -> int:
             f"run {number}: acked {outcome.acked}, lost {outcome.lost}, in the store {outcome.stored}; "
             f"refused calls {outcome.refused_calls}; not ready while full: {outcome.not_ready_during_fill}; "
             f"ready after: {outcome.ready_after_fill}; restart: {outcome.restart or 'ok'}; "
-            f"verify: {'OK' if outcome.verify_ok else 'FAILED'}",
+            f"verify: {'OK' if outcome.verify_ok else 'FAILED'}; "
+            f"the sealer found lost rows: {'yes' if outcome.halted else 'no'}",
             flush=True,
         )
+        if outcome.halted:
+            print(f"  the sealer said: {outcome.halted.strip()[:400]}")
         for reason in sorted(outcome.refusals)[:5]:
             print(f"  /readyz said: {reason}")
         for error in sorted(outcome.errors)[:5]:

@@ -31,7 +31,7 @@ from otel_audit.checkpoint import Checkpoint
 from otel_audit.errors import AuditError, StoreDamagedError, StoreError
 from otel_audit.note import SignedNote, SignerKey
 
-from .losses import lost_rows_message
+from .losses import lost_rows
 from .metrics import SealerMetrics
 from .state import LogState
 
@@ -115,23 +115,18 @@ class Checkpointer:
         (not a bare count(), which the engine answers from the parts' metadata) also finds a
         part whose files a full disk left empty (StoreDamagedError)."""
         first, end = self._columns_from, state.size
-        damaged: list[str] = []
         try:
             count, low, high = self._store.seq_range_between(state.origin, first, end)
             if (count, low, high) == (end - first, first, end - 1):
                 return
-        except StoreDamagedError as exc:
-            log.error("checking Seq %d..%d before signing: %s", first, end - 1, exc)
-            damaged = self._store.damaged_parts()
-            count = low = high = -1
-        gaps = self._store.seq_gaps(state.origin, first, end, damaged)
-        if gaps or damaged:
-            reason = lost_rows_message(state.origin, gaps, damaged)
-        else:
-            reason = (
+            otherwise = (
                 f"the store holds {count} rows of log {state.origin!r} for Seq {low}..{high}: more than one "
                 "row for some Seq; the sealer stopped and signs no checkpoint. Run `otel-audit verify`"
             )
+        except StoreDamagedError as exc:
+            log.error("checking Seq %d..%d before signing: %s", first, end - 1, exc)
+            otherwise = f"the store cannot read rows of Seq {first}..{end - 1}: {exc}"
+        reason = lost_rows(self._store, state.origin, first, end) or otherwise
         self.on_lost(reason)
         raise StoreError(f"no checkpoint signed at tree size {state.size}: {reason}")
 

@@ -57,7 +57,7 @@ from otel_audit.errors import AuditError, StoreDamagedError, StoreError, StoreUn
 from otel_audit.merkle import hash_leaf
 
 from .disk import DiskFullError, DiskGuard
-from .losses import lost_rows_message
+from .losses import lost_rows
 from .metrics import SealerMetrics
 from .prepare import PREPARED_COLUMNS, Prepared
 from .state import LogState
@@ -605,12 +605,11 @@ class Pipeline:
                 self._metrics.store_errors.inc()
             if short and attempt >= self._read_back_attempts:
                 try:
-                    damaged = self._reader.damaged_parts()
-                    gaps = self._reader.seq_gaps(origin, first, end, damaged)
+                    lost = lost_rows(self._reader, origin, first, end)
                 except StoreUnavailableError as exc:
-                    problem, gaps = f"{problem}; then {exc}", []
-                if gaps:
-                    self.halt(lost_rows_message(origin, gaps, damaged))
+                    problem, lost = f"{problem}; then {exc}", None
+                if lost is not None:
+                    self.halt(lost)
                     return None
             if attempt >= self._read_back_attempts and self._unconfirmed is None:
                 self._unconfirmed = (

@@ -27,6 +27,9 @@ from otel_audit.note import SignerKey
 
 from .conftest import Sealer, metrics_url, run_cli, start_sealer
 
+# What the sealer says when it finds that the store lost, or cannot read, acknowledged rows.
+HALTED = ("were acknowledged but the store no longer has them", "the store cannot read rows it holds")
+
 
 def mount_tmpfs(path: Path, megabytes: int) -> str | None:
     """Mount a tmpfs of `megabytes` at `path`; None, or why it could not be mounted."""
@@ -78,6 +81,7 @@ class Outcome:
     verify: str = ""  # `otel-audit verify` output
     verify_ok: bool = False
     output: str = ""  # the first sealer's log
+    halted: str = ""  # the first line of that log saying rows the store lost or cannot read
 
 
 class _Producers:
@@ -211,6 +215,7 @@ def run(
         health.stop()
         sealer.stop()
         outcome.output = "".join(sealer.output)
+        outcome.halted = next((line for line in sealer.output if any(p in line for p in HALTED)), "")
     outcome.acked = len(senders.acked)
     outcome.refused_calls = senders.refused
     outcome.errors = senders.errors
