@@ -384,6 +384,15 @@ class Store:
                 damaged.append(name)
         return damaged
 
+    def first_seq(self, origin: str, without_parts: Sequence[str] = ()) -> int | None:
+        """The smallest Seq of an origin's rows outside `without_parts`; None if there is none."""
+        count, low = self._query(
+            f"SELECT count(), min(Seq) FROM {LOGS} WHERE Origin = {{o:String}} "
+            "AND _part NOT IN {skip:Array(String)}",
+            {"o": origin, "skip": list(without_parts)},
+        )[0]
+        return int(low) if count else None
+
     def seq_gaps(
         self, origin: str, first: int, end: int, without_parts: Sequence[str] = ()
     ) -> list[tuple[int, int]]:

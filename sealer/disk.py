@@ -114,7 +114,7 @@ class DiskGuard:
     def refused(self) -> None:
         """A call was refused for the reason refusal() gave: said at most every log_every_seconds."""
         now = self._clock()
-        with self._lock:
+        with self._lock:  # one line for many threads refused at once
             self._refused += 1
             if now - self._logged_at >= self._log_every:
                 log.warning("refused %d Export call(s) since the last report: %s", self._refused, self._why)

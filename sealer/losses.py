@@ -45,6 +45,10 @@ def lost_rows(store: Store, origin: str, first: int, end: int) -> str | None:
     None if it has them all (StoreUnavailableError if it does not answer)."""
     try:
         damaged = store.damaged_parts(origin, first, end)
+        if damaged:  # a damaged merged part may hold older rows too: name all it holds (with
+            # nothing readable left, from Seq 0, though retention may have dropped the first)
+            readable = store.first_seq(origin, damaged)
+            first = 0 if readable is None else min(first, readable)
         gaps = store.seq_gaps(origin, first, end, damaged)
     except StoreDamagedError as exc:  # damage it could not place in a part
         return (

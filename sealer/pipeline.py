@@ -194,6 +194,7 @@ class Pipeline:
         self._halted: str | None = None
         self._halt_refusals = 0  # calls refused while halted, since the last log line about them
         self._halt_logged_at = 0.0
+        self._halt_log_lock = threading.Lock()
         self._unconfirmed: str | None = None  # committed rows the store does not give back yet
         self._uncertain: _Uncertain | None = None
         self._sealer = threading.Thread(target=self._run_sealer, name="sealer-seal", daemon=True)
@@ -264,10 +265,11 @@ class Pipeline:
 
     def _refuse_if_closed(self) -> None:
         if self._halted is not None:
-            self._halt_refusals += 1
-            if (now := time.monotonic()) - self._halt_logged_at >= 10:  # said, but not per call
-                log.error("refused %d Export call(s): %s", self._halt_refusals, self._halted)
-                self._halt_refusals, self._halt_logged_at = 0, now
+            with self._halt_log_lock:  # said, but not per call
+                self._halt_refusals += 1
+                if (now := time.monotonic()) - self._halt_logged_at >= 10:
+                    log.error("refused %d Export call(s): %s", self._halt_refusals, self._halted)
+                    self._halt_refusals, self._halt_logged_at = 0, now
             raise SealerStoppedError(self._halted)
         if not self._accepting:
             raise SealerStoppedError("the sealer is shutting down; retry against a running one")

@@ -380,3 +380,27 @@ def test_the_publisher_halts_on_a_part_the_engine_cannot_read(store) -> None:  #
         assert pipeline.state.size == 10
     finally:
         pipeline.stop()
+
+
+def test_a_damaged_merged_part_is_named_whole_signed_rows_too(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A merge the full disk broke holds rows signed before as well as new ones: the sealer
+    names every row of it, not only those of the checkpoint it refuses."""
+    key = SignerKey.generate(ORIGIN)
+    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
+    pipeline.on_commit = checkpointer.record_column_hashes
+    checkpointer.on_lost = pipeline.halt
+    pipeline.start()
+    try:
+        pipeline.seal(items(100))
+        assert _eventually(lambda: pipeline.state.size == 100) and checkpointer.checkpoint_now() is not None
+        pipeline.seal(items(50, "b"))
+        assert _eventually(lambda: pipeline.state.size == 150)
+        store.command("OPTIMIZE TABLE otel_audit.logs FINAL")  # one part: Seq 0..149
+        _empty_newest_part(store)
+        with pytest.raises(
+            StoreError, match=r"signed at tree size 150: Seq 0\.\.149 of log .* \(150 record\(s\)\)"
+        ):
+            checkpointer.checkpoint_now()
+    finally:
+        pipeline.stop()
