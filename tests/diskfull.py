@@ -209,6 +209,9 @@ def run(
                 f"cycle {cycle + 1}/{cycles}: filled {taken >> 20} MiB; acked {len(senders.acked)}, "
                 f"refused calls {senders.refused}; ready again: {outcome.ready_after_fill}"
             )
+            if any(p in line for line in list(sealer.output) for p in HALTED):
+                progress("the sealer halted: it found acknowledged rows the store lost")
+                break
             time.sleep(free_seconds)
     finally:
         senders.stop()

@@ -90,6 +90,7 @@ def test_the_engine_refuses_inserts_below_its_free_disk_limit(store: Store, tabl
     migrate(store)
     create = store.select(f"SHOW CREATE TABLE otel_audit.{table}")[0][0]
     assert f"min_free_disk_bytes_to_perform_insert = {ENGINE_MIN_FREE_BYTES}" in create
+    assert "min_rows_to_fsync_after_merge = 1" in create  # merged parts durable, as inserted ones
     # No test disk is that full, so ask for more than any disk has free, as a full one would.
     limit = f"min_free_disk_bytes_to_perform_insert = {1 << 62}"
     store.command(f"ALTER TABLE otel_audit.{table} MODIFY SETTING {limit}")
