@@ -185,6 +185,14 @@ class Store:
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"insert into {CHECKPOINTS} failed: {exc}") from exc
 
+    def pause_merges(self, paused: bool) -> None:
+        """Stop background merges of our tables (a running one is cancelled), or start them
+        again. A merge rewrites parts into a new one, and one that meets a full disk may leave
+        a part whose files are empty, losing every row it merged."""
+        verb = "STOP" if paused else "START"
+        for table in (LOGS, CHECKPOINTS, TREE_NODES):
+            self._command(f"SYSTEM {verb} MERGES {table}")
+
     # -- reads ---------------------------------------------------------------------------
 
     def tail(self, origin: str) -> Tail | None:

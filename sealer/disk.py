@@ -12,6 +12,8 @@ keep signing what was acknowledged.
 
 The free space is read with statvfs (a few microseconds), at most every `recheck_seconds`,
 on each Export call and each /readyz probe; so it recovers by itself once space is freed.
+While it refuses, the engine's background merges are paused too (`on_change`): a merge that
+meets a full disk may leave a part whose files are empty, losing every row it merged.
 """
 
 from __future__ import annotations
@@ -82,8 +84,10 @@ class DiskGuard:
         log_every_seconds: float = 10.0,
         free_bytes: Callable[[Path], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[bool], None] = lambda _: None,
     ) -> None:
         self.path = path
+        self._on_change = on_change  # called with True when an episode starts, False when it ends
         self.min_free_bytes = min_free_bytes
         self._recheck = recheck_seconds
         self._log_every = log_every_seconds
@@ -138,6 +142,7 @@ class DiskGuard:
         if why is not None and self._why is None:  # once per episode
             log.error("%s", why)
             self._logged_at = self._clock()
+            self._on_change(True)
         elif why is None and self._why is not None:
             log.warning(
                 "the store's disk has room again (%s free on %s): taking records again; %d more call(s) "
@@ -147,6 +152,7 @@ class DiskGuard:
                 self._refused,
             )
             self._refused = 0
+            self._on_change(False)
         self._why = why
 
 

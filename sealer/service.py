@@ -71,7 +71,11 @@ class SealerService:
         state = recover(self.store, self.key.name, self.key.verifier(), config.anchor_dir)
         log.info("log %s continues at Seq %d", state.origin, state.size)
         data_dir = store_path(config.store)
-        disk = self.disk = None if data_dir is None else DiskGuard(data_dir, config.min_free_disk_bytes)
+        disk = self.disk = (
+            None
+            if data_dir is None
+            else DiskGuard(data_dir, config.min_free_disk_bytes, on_change=self._pause_merges)
+        )
         if disk is not None:
             metrics.store_free_bytes.set_function(lambda: disk.free_bytes)
         pipeline = self.pipeline = Pipeline(self.store, state, metrics=metrics, disk=disk)
@@ -128,6 +132,16 @@ class SealerService:
         except AuditError as exc:
             return f"the store does not answer: {exc}"
         return None
+
+    def _pause_merges(self, paused: bool) -> None:
+        """While the store's disk is nearly full, no merges (sealer/disk.py)."""
+        if self.store is None:
+            return
+        try:
+            self.store.pause_merges(paused)
+            log.warning("background merges of the store %s", "paused" if paused else "resumed")
+        except AuditError as exc:
+            log.error("could not %s background merges: %s", "pause" if paused else "resume", exc)
 
     def readiness(self) -> dict[str, object]:
         """What `otel-audit status` shows of the running sealer: ready or why not, and the

@@ -42,8 +42,14 @@ class _Disk:
         self.now = 0.0
 
     def guard(self, minimum: int = 100 * MIB) -> DiskGuard:
+        self.episodes: list[bool] = []
         return DiskGuard(
-            Path("/store"), minimum, free_bytes=lambda _: self.free, clock=lambda: self.now, recheck_seconds=0
+            Path("/store"),
+            minimum,
+            free_bytes=lambda _: self.free,
+            clock=lambda: self.now,
+            recheck_seconds=0,
+            on_change=self.episodes.append,
         )
 
 
@@ -82,6 +88,7 @@ def test_the_guard_refuses_below_the_minimum_says_so_once_and_recovers(caplog) -
     disk.free = 101 * MIB
     assert guard.refusal() is None
     assert any("has room again" in r.getMessage() for r in caplog.records)
+    assert disk.episodes == [True, False]  # merges paused once, resumed once
 
 
 def test_an_unreadable_file_system_is_refused_too() -> None:
@@ -404,3 +411,20 @@ def test_a_damaged_merged_part_is_named_whole_signed_rows_too(store, tmp_path: P
             checkpointer.checkpoint_now()
     finally:
         pipeline.stop()
+
+
+def test_merges_can_be_paused_while_the_disk_is_nearly_full(store) -> None:  # type: ignore[no-untyped-def]
+    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline.start()
+    try:
+        pipeline.seal(items(5))
+        pipeline.seal(items(5, "b"))
+    finally:
+        pipeline.stop()
+    store.pause_merges(True)
+    with pytest.raises(StoreUnavailableError, match=r"[Cc]ancel"):
+        store.command("OPTIMIZE TABLE otel_audit.logs FINAL")
+    store.pause_merges(False)
+    store.command("OPTIMIZE TABLE otel_audit.logs FINAL")
+    parts = "SELECT count() FROM system.parts WHERE database = 'otel_audit' AND table = 'logs' AND active"
+    assert store.select(parts)[0][0] == 1
