@@ -225,9 +225,24 @@ def run_status(store: Store, params: Params) -> Result:
     origins = _origins(store, params)
     anchor_dir = Path(str(params["anchor_dir"])) if params.get("anchor_dir") else None
     logs = [log_status(store, origin, anchor_dir) for origin in origins]
+    sealer = params.get("sealer")  # set by a running sealer answering through its read API
     if params.get("json"):
-        return Result((json.dumps({"logs": [asdict(log) for log in logs]}, indent=1) + "\n").encode())
-    return Result("".join(line + "\n" for log in logs for line in log.lines()).encode())
+        body = {"logs": [asdict(log) for log in logs], "sealer": sealer}
+        return Result((json.dumps(body, indent=1) + "\n").encode())
+    lines = [line for log in logs for line in log.lines()] + [sealer_line(sealer)]
+    return Result("".join(line + "\n" for line in lines).encode())
+
+
+def sealer_line(sealer: object) -> str:
+    """The running sealer's readiness (sealer/service.py `readiness`), as `status` prints it."""
+    if not isinstance(sealer, dict):
+        return "sealer: not reached (status read the store directly; a running sealer's /readyz says more)"
+    free, minimum = sealer.get("store_free_bytes"), sealer.get("min_free_disk_bytes")
+    disk = ""
+    if isinstance(free, int) and isinstance(minimum, int):
+        disk = f"; store disk: {free >> 20} MiB free, refusing records below {minimum >> 20} MiB"
+    state = "ready" if sealer.get("ready") else f"NOT READY: {sealer.get('problem')}"
+    return f"sealer: {state}{disk}"
 
 
 def run_partitions(store: Store, params: Params) -> Result:

@@ -17,7 +17,13 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from otel_audit.entry import DERIVED_COLUMNS
-from otel_audit.errors import ConfigError, StoreDataError, StoreError, StoreUnavailableError
+from otel_audit.errors import (
+    ConfigError,
+    StoreDamagedError,
+    StoreDataError,
+    StoreError,
+    StoreUnavailableError,
+)
 
 from .cluster import INSERT_SETTINGS, check_name
 from .columns import COLUMN_HASH_SQL
@@ -29,6 +35,9 @@ TREE_NODES = "otel_audit.tree_nodes"
 SEAL_COLUMNS = ("Entry", "LeafHash", "ChainHash")
 ROW_COLUMNS = DERIVED_COLUMNS + SEAL_COLUMNS  # every column of a sealed row
 _NANOSECOND_COLUMNS = {"Timestamp", "ObservedTimestamp", "SealedAt"}
+# The engine's error codes for data it holds but cannot read: ATTEMPT_TO_READ_AFTER_EOF,
+# CANNOT_READ_ALL_DATA, CHECKSUM_DOESNT_MATCH, BAD_SIZE_OF_FILE_IN_DATA_PART, CORRUPTED_DATA.
+_DAMAGED_CODES = {32, 33, 40, 228, 246}
 
 
 def redact(dsn: str) -> str:
@@ -188,6 +197,14 @@ class Store:
             )
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailableError(f"insert into {CHECKPOINTS} failed: {exc}") from exc
+
+    def pause_merges(self, paused: bool) -> None:
+        """Stop background merges of our tables (a running one is cancelled), or start them
+        again. A merge rewrites parts into a new one, and one that meets a full disk may leave
+        a part whose files are empty, losing every row it merged."""
+        verb = "STOP" if paused else "START"
+        for table in (LOGS, CHECKPOINTS, TREE_NODES):
+            self._command(f"SYSTEM {verb} MERGES {table}")
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -355,17 +372,73 @@ class Store:
         )[0]
         return count, low, high
 
-    def seq_gaps(self, origin: str, limit: int = 100) -> list[tuple[int, int]]:
-        """The first `limit` runs of Seq missing between an origin's rows: (first, last)."""
-        return self._query(
-            f"""
-            SELECT assumeNotNull(prev) + 1, Seq - 1 FROM (
-                SELECT Seq, lagInFrame(toNullable(Seq), 1, NULL) OVER
-                    (ORDER BY Seq ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev
-                FROM {LOGS} WHERE Origin = {{o:String}})
-            WHERE isNotNull(prev) AND Seq > assumeNotNull(prev) + 1 ORDER BY Seq LIMIT {int(limit)}""",
-            {"o": origin},
+    def seq_range_between(self, origin: str, first: int, end: int) -> tuple[int, int, int]:
+        """(row count, smallest Seq, largest Seq) of an origin's rows of Seq [first, end);
+        (0, 0, 0) when none. It reads the Seq column of those rows only (the primary key
+        (Origin, Seq) selects their granules), so a part whose files are empty or cut short
+        raises StoreDamagedError, where a bare count() would be answered from the parts'
+        metadata."""
+        count, low, high = self._query(
+            f"SELECT count(), min(Seq), max(Seq) FROM {LOGS} "
+            "WHERE Origin = {o:String} AND Seq >= {a:UInt64} AND Seq < {b:UInt64}",
+            {"o": origin, "a": first, "b": end},
+        )[0]
+        return count, low, high
+
+    def damaged_parts(self, origin: str, first: int, end: int) -> list[str]:
+        """The active parts of the log table holding rows of Seq [first, end) that the engine
+        cannot read (any column: `NOT ignore(*)` reads them all, in that range only)."""
+        names = self._query(
+            "SELECT name FROM system.parts WHERE database = 'otel_audit' AND table = {t:String} "
+            "AND active ORDER BY name",
+            {"t": LOGS.split(".")[1]},
         )
+        damaged = []
+        for (name,) in names:
+            try:
+                self._query(
+                    f"SELECT count() FROM {LOGS} WHERE _part = {{p:String}} AND Origin = {{o:String}} "
+                    "AND Seq >= {a:UInt64} AND Seq < {b:UInt64} AND NOT ignore(*)",
+                    {"p": name, "o": origin, "a": first, "b": end},
+                )
+            except StoreDamagedError:
+                damaged.append(name)
+        return damaged
+
+    def first_seq(self, origin: str, without_parts: Sequence[str] = ()) -> int | None:
+        """The smallest Seq of an origin's rows outside `without_parts`; None if there is none."""
+        count, low = self._query(
+            f"SELECT count(), min(Seq) FROM {LOGS} WHERE Origin = {{o:String}} "
+            "AND _part NOT IN {skip:Array(String)}",
+            {"o": origin, "skip": list(without_parts)},
+        )[0]
+        return int(low) if count else None
+
+    def seq_gaps(
+        self, origin: str, first: int, end: int, without_parts: Sequence[str] = ()
+    ) -> list[tuple[int, int]]:
+        """The Seq ranges (first, last, inclusive) within [first, end) that have no row, not
+        counting rows in `without_parts` (damaged_parts: rows the engine cannot read)."""
+        where = (
+            "Origin = {o:String} AND Seq >= {a:UInt64} AND Seq < {b:UInt64} "
+            "AND _part NOT IN {skip:Array(String)}"
+        )
+        params = {"o": origin, "a": first, "b": end, "skip": list(without_parts)}
+        rows = self._query(
+            f"""
+            SELECT prev + 1, toInt64(Seq) - 1 FROM (
+                SELECT Seq, lagInFrame(toInt64(Seq), 1, toInt64({{a:UInt64}}) - 1) OVER w AS prev
+                FROM {LOGS} WHERE {where}
+                WINDOW w AS (ORDER BY Seq ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))
+            WHERE toInt64(Seq) > prev + 1 ORDER BY Seq""",
+            params,
+        )
+        gaps = [(int(a), int(b)) for a, b in rows]
+        count, high = self._query(f"SELECT count(), max(Seq) FROM {LOGS} WHERE {where}", params)[0]
+        last = int(high) if count else first - 1
+        if last < end - 1:
+            gaps.append((last + 1, end - 1))
+        return gaps
 
     def stream_rows(
         self, origin: str, first: int = 0, end: int = 2**64 - 1, block_rows: int = 65536
@@ -413,7 +486,7 @@ class Store:
         try:
             return self.client.raw_query(sql, parameters=parameters, fmt="RowBinary")
         except (ClickHouseError, OSError) as exc:
-            raise StoreUnavailableError(f"query failed: {exc}") from exc
+            raise _read_error(exc) from exc
 
     def _query(
         self,
@@ -425,7 +498,14 @@ class Store:
             result = self.client.query(sql, parameters=parameters, column_formats=column_formats)
             return [tuple(row) for row in result.result_rows]
         except (ClickHouseError, OSError) as exc:
-            raise StoreUnavailableError(f"query failed: {exc}") from exc
+            raise _read_error(exc) from exc
+
+
+def _read_error(exc: Exception) -> StoreUnavailableError:
+    """A failed read as our error: StoreDamagedError when the engine says its data is damaged."""
+    if getattr(exc, "code", None) in _DAMAGED_CODES:
+        return StoreDamagedError(f"the store cannot read data it holds: {exc}")
+    return StoreUnavailableError(f"query failed: {exc}")
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

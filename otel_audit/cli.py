@@ -41,6 +41,12 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"OTEL_AUDIT_{name}", default)
 
 
+def _default_min_free_disk() -> str:
+    from sealer.disk import DEFAULT_MIN_FREE_BYTES, format_size
+
+    return format_size(DEFAULT_MIN_FREE_BYTES).replace(" ", "")
+
+
 def default_store() -> str:
     return "chdb://" + str((DATA_DIR / "store").resolve())
 
@@ -170,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=_env("CHECKPOINT_INTERVAL", "10"),  # argparse applies type= to a str default
         help="seconds between checkpoints (env OTEL_AUDIT_CHECKPOINT_INTERVAL)",
+    )
+    serve.add_argument(
+        "--min-free-disk",
+        default=_env("MIN_FREE_DISK"),
+        help="embedded store: refuse records (retryable) while its file system has less free, e.g. "
+        f"2GiB (default {_default_min_free_disk()}; env OTEL_AUDIT_MIN_FREE_DISK)",
     )
 
     serve.add_argument(
@@ -403,6 +415,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from sealer.auth import TlsFiles
     from sealer.config import ServeConfig
+    from sealer.disk import DEFAULT_MIN_FREE_BYTES, parse_size
     from sealer.http_receiver import PATH
     from sealer.journal import Keep
     from sealer.service import SealerService
@@ -412,6 +425,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("--checkpoint-interval must be a positive number of seconds")
     if args.workers < 0:
         raise ConfigError("--workers must be 0 (prepare records in the receiving thread) or more")
+    min_free = parse_size(args.min_free_disk) if args.min_free_disk else DEFAULT_MIN_FREE_BYTES
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("give --tls-cert and --tls-key together")
     if args.tls_client_ca is not None and args.tls_cert is None:
@@ -441,6 +455,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         journal_dir=None if journal.lower() in ("off", "none") else Path(journal).resolve(),
         journal_keep=journal_keep,
+        min_free_disk_bytes=min_free,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -42,6 +42,12 @@ class StoreDataError(StoreError):
     Sending the same rows again will not help."""
 
 
+class StoreDamagedError(StoreUnavailableError):
+    """The engine cannot read data it holds (a part whose files are empty or cut short, as a
+    full disk leaves them). A retry may succeed once the engine drops the part; its rows are
+    lost all the same."""
+
+
 @dataclass(frozen=True)
 class Finding:
     """One integrity failure found by the verifier, located by Seq.

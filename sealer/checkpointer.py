@@ -8,6 +8,11 @@ proofs against the checkpoint read a few stored hashes. It also signs the column
 of the records since the previous checkpoint, from the column hashes the pipeline read back
 at each commit (`record_column_hashes`); any range whose hashes could not be read then is
 computed from the store here.
+
+It never signs over rows the store does not have: before each signature it checks, with one
+query over the rows it signs for the first time (selected by the primary key), that the store
+holds each of their Seq, readable; if not, it signs nothing, names the missing ranges and
+halts the pipeline (`on_lost`).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from backend.tiles import extend_nodes
 from otel_audit.anchors import write_anchor
 from otel_audit.chain import columns_commitment
 from otel_audit.checkpoint import Checkpoint
-from otel_audit.errors import AuditError
+from otel_audit.errors import AuditError, StoreDamagedError, StoreError
 from otel_audit.note import SignedNote, SignerKey
 
+from .losses import lost_rows
 from .metrics import SealerMetrics
 from .state import LogState
 
@@ -62,6 +68,8 @@ class Checkpointer:
         if state.size > self._columns_from:  # sealed after the last checkpoint, before a restart
             self._column_parts.append((self._columns_from, state.size, None))
         self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
+        # Called with the reason when the store lacks rows this would sign (Pipeline.halt).
+        self.on_lost: Callable[[str], None] = lambda _: None
 
     def start(self) -> None:
         self._thread.start()
@@ -101,12 +109,34 @@ class Checkpointer:
             blobs.append(self._store.column_hashes(origin, position, size))
         return columns_commitment(b"".join(blobs))
 
+    def _check_rows(self, state: LogState) -> None:
+        """StoreError (and on_lost) unless the store holds, readable, every row this checkpoint
+        signs for the first time: Seq [_columns_from, state.size). Reading their Seq column
+        (not a bare count(), which the engine answers from the parts' metadata) also finds a
+        part whose files a full disk left empty (StoreDamagedError)."""
+        first, end = self._columns_from, state.size
+        try:
+            count, low, high = self._store.seq_range_between(state.origin, first, end)
+            if (count, low, high) == (end - first, first, end - 1):
+                return
+            otherwise = (
+                f"the store holds {count} rows of log {state.origin!r} for Seq {low}..{high}: more than one "
+                "row for some Seq; the sealer stopped and signs no checkpoint. Run `otel-audit verify`"
+            )
+        except StoreDamagedError as exc:
+            log.error("checking Seq %d..%d before signing: %s", first, end - 1, exc)
+            otherwise = f"the store cannot read rows of Seq {first}..{end - 1}: {exc}"
+        reason = lost_rows(self._store, state.origin, first, end) or otherwise
+        self.on_lost(reason)
+        raise StoreError(f"no checkpoint signed at tree size {state.size}: {reason}")
+
     def checkpoint_now(self) -> Checkpoint | None:
         """Sign and store a checkpoint if the log grew since the last one."""
         with self._lock:
             state = self._committed()
             if state.size == self._last_size or (state.size == 0 and self._last_size == -1):
                 return None
+            self._check_rows(state)
             try:  # the proof cache; a failure here must not hold back the signature
                 extend_nodes(self._store, state.origin, state.size)
             except AuditError as exc:

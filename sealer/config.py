@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .auth import TlsFiles
+from .disk import DEFAULT_MIN_FREE_BYTES
 from .journal import Keep
 
 
@@ -29,3 +30,4 @@ class ServeConfig:
     workers: int = 0  # sealing worker processes (sealer/workers.py); 0: prepare in the receiver
     journal_dir: Path | None = None  # the durable copy of acknowledged records (sealer/journal.py)
     journal_keep: Keep = field(default_factory=Keep)
+    min_free_disk_bytes: int = DEFAULT_MIN_FREE_BYTES  # embedded: refuse records below (sealer/disk.py)

@@ -2,8 +2,9 @@
 
     GET /metrics   Prometheus text format (prometheus_client)
     GET /healthz   200 while the process serves (liveness)
-    GET /readyz    200 when it accepts records: pipeline running, not halted, store answering;
-                   503 with the reason otherwise (readiness)
+    GET /readyz    200 when it accepts records: pipeline running, not halted (e.g. by rows the
+                   store lost), store's disk not nearly full, store answering; 503 with the
+                   reason otherwise (readiness)
 
 The metrics live in a registry of their own, so two sealers in one process (tests) do not mix.
 """
@@ -49,6 +50,11 @@ class SealerMetrics:
         )
         self.rejected = Counter(
             "otel_audit_records_rejected", "Records or requests refused, by reason", ["reason"], registry=r
+        )
+        self.store_free_bytes = Gauge(
+            "otel_audit_store_free_bytes",
+            "Free bytes on the embedded store's file system (records are refused below --min-free-disk)",
+            registry=r,
         )
         self.producer_gaps = Counter(
             "otel_audit_producer_events_lost", "Producer sequence numbers never received", registry=r

@@ -19,7 +19,13 @@ seals the next group while ClickHouse (which releases the GIL) writes the previo
   it lets commits pile up a little (`publish_records`, `publish_seconds`) and reads them
   back in one query: each query costs the engine a fixed amount of work, and it decompresses
   whole granules (8,192 rows), so reading back 2,048 rows costs ~5 us of CPU a row and
-  16,384 rows ~1.6 us. Callers never wait for this: they are released at commit.
+  16,384 rows ~1.6 us. Callers never wait for this: they are released at commit. If the
+  store no longer has every row just committed, acknowledged rows are gone: the pipeline
+  halts (`halt`), naming the Seq ranges, and publishes nothing more (so nothing more is
+  signed); if it cannot read them back, records are refused until it can.
+
+While the store's disk is nearly full (sealer/disk.py), records are refused before any work
+is done on them (`arriving`, `submit`) and again before sealing what was queued meanwhile.
 
 If the INSERT fails, it is retried with the same deduplication token (so a retry of a write
 that did land is dropped by ClickHouse, not duplicated). If it still fails, the store's tail
@@ -56,10 +62,12 @@ from backend import native
 from backend.store import Store
 from otel_audit.chain import chain_next
 from otel_audit.entry import SealEncoder, timestamp_columns
-from otel_audit.errors import AuditError, StoreDataError, StoreError, StoreUnavailableError
+from otel_audit.errors import AuditError, StoreDamagedError, StoreDataError, StoreError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 
+from .disk import DiskFullError, DiskGuard
 from .journal import Journal, catch_up
+from .losses import lost_rows
 from .metrics import SealerMetrics
 from .prepare import PREPARED_COLUMNS, Prepared, RequestError
 from .state import LogState
@@ -165,9 +173,13 @@ class Pipeline:
         clock: Callable[[], int] = time.time_ns,
         metrics: SealerMetrics | None = None,
         journal: Journal | None = None,
+        disk: DiskGuard | None = None,
+        read_back_attempts: int = 4,
     ) -> None:
         self._store = store
         self._journal = journal  # the durable copy of what is acknowledged (sealer/journal.py)
+        self._disk = disk  # refuses records while the store's disk is nearly full (sealer/disk.py)
+        self._read_back_attempts = read_back_attempts
         # Column hashes are read back on a connection of their own, beside the next INSERT.
         self._reader = Store.open(store.dsn, cluster=store.cluster)
         self._state = state  # published: committed, and its column hashes reported
@@ -202,6 +214,10 @@ class Pipeline:
         self._writing_done = False
         self._accepting = False
         self._halted: str | None = None
+        self._halt_refusals = 0  # calls refused while halted, since the last log line about them
+        self._halt_logged_at = 0.0
+        self._halt_log_lock = threading.Lock()
+        self._unconfirmed: str | None = None  # committed rows the store does not give back yet
         self._uncertain: _Uncertain | None = None
         self._rerunning = False  # the writer writes a refused group batch by batch (_write_alone)
         self._reruns = 0  # how many times it did: a sealer that saw another number seals again
@@ -234,7 +250,19 @@ class Pipeline:
             return self._halted
         if not self._accepting:
             return "the sealer is not accepting records (starting or stopping)"
+        if self._unconfirmed is not None:
+            return self._unconfirmed
+        if self._disk is not None:
+            return self._disk.refusal()
         return None
+
+    def halt(self, reason: str) -> None:
+        """Stop acknowledging records for good (until a restart), and say why, once: every
+        later call is refused with `reason`, and nothing more is published, so no checkpoint
+        signs past what was published before."""
+        if self._halted is None:
+            self._halted = reason
+            log.error("%s", reason)
 
     @property
     def state(self) -> LogState:
@@ -269,9 +297,24 @@ class Pipeline:
 
     def _refuse_if_closed(self) -> None:
         if self._halted is not None:
+            with self._halt_log_lock:  # said, but not per call
+                self._halt_refusals += 1
+                if (now := time.monotonic()) - self._halt_logged_at >= 10:
+                    log.error("refused %d Export call(s): %s", self._halt_refusals, self._halted)
+                    self._halt_refusals, self._halt_logged_at = 0, now
             raise SealerStoppedError(self._halted)
         if not self._accepting:
             raise SealerStoppedError("the sealer is shutting down; retry against a running one")
+        if self._unconfirmed is not None:
+            raise StoreUnavailableError(self._unconfirmed)
+        self._refuse_if_disk_full()
+
+    def _refuse_if_disk_full(self) -> None:
+        if self._disk is not None and (why := self._disk.refusal()) is not None:
+            self._disk.refused()
+            if self._metrics is not None:
+                self._metrics.rejected.labels("disk_full").inc()
+            raise DiskFullError(why)
 
     @contextmanager
     def arriving(self) -> Iterator[None]:
@@ -354,6 +397,7 @@ class Pipeline:
         try:
             if self._halted is not None:
                 raise SealerStoppedError(self._halted)
+            self._refuse_if_disk_full()  # the disk may have filled while these were queued
             with self._lock:  # the writer takes at most max_batch records at once
                 while self._rerunning or (
                     self._pending is not None and self._pending.records >= self._max_batch
@@ -672,18 +716,68 @@ class Pipeline:
                     self._lock.notify_all()
 
     def _publish(self, after: LogState) -> None:
-        """Make a committed state current, after reporting its rows' column hashes."""
+        """Make a committed state current, after reporting its rows' column hashes; or halt,
+        if the store no longer has every row just committed (acknowledged)."""
+        if self._halted is not None:
+            return  # nothing past a halt is published, so nothing past it is signed
         first, end = self._state.size, after.size
-        hashes: bytes | None = None  # if unread, the checkpointer computes them from the store
-        try:
-            read = self._reader.column_hashes(after.origin, first, end)
-            hashes = read if len(read) == 32 * (end - first) else None
-        except StoreUnavailableError as exc:
-            log.warning("could not read back column hashes of Seq %d..%d: %s", first, end - 1, exc)
+        hashes = self._read_back(after.origin, first, end)
+        if hashes is None:
+            return
         self.on_commit(first, end, hashes)
         if self._metrics is not None:
             self._metrics.records_sealed.inc(end - first)
         self._state = after
+
+    def _read_back(self, origin: str, first: int, end: int) -> bytes | None:
+        """The column hashes of the committed Seq [first, end); None once it halted because
+        rows are missing (or the pipeline stopped before they could be read back).
+
+        A short read is tried again a few times (a replica on a cluster may lag a moment
+        behind the INSERT); after that it means rows that were acknowledged are gone: halt,
+        naming the exact Seq ranges. So does data the engine holds but cannot read (a part a
+        full disk left empty: StoreDamagedError). A read error is tried again a few times too; if the
+        store still does not answer, records are refused (retryable) and it goes on trying,
+        until the store answers (and the rows are all there, or the missing ones are named).
+        """
+        attempt = 0
+        while True:
+            short = False
+            try:
+                read = self._reader.column_hashes(origin, first, end)
+            except StoreDamagedError as exc:
+                problem, short = str(exc), True
+            except StoreUnavailableError as exc:
+                problem = str(exc)
+            else:
+                if len(read) == 32 * (end - first):
+                    if self._unconfirmed is not None:
+                        log.warning("read back Seq %d..%d after all; taking records again", first, end - 1)
+                        self._unconfirmed = None
+                    return read
+                problem, short = f"{len(read) // 32} of {end - first} rows read back", True
+            attempt += 1
+            log.warning("reading back Seq %d..%d: %s", first, end - 1, problem)
+            if attempt == self._read_back_attempts and self._metrics is not None:
+                self._metrics.store_errors.inc()
+            if short and attempt >= self._read_back_attempts:
+                try:
+                    lost = lost_rows(self._reader, origin, first, end)
+                except StoreUnavailableError as exc:
+                    problem, lost = f"{problem}; then {exc}", None
+                if lost is not None:
+                    self.halt(lost)
+                    return None
+            if attempt >= self._read_back_attempts and self._unconfirmed is None:
+                self._unconfirmed = (
+                    f"Seq {first}..{end - 1} of log {origin!r} were acknowledged, but the store does not "
+                    f"give them back ({problem}); records are refused (retryable) until it does"
+                )
+                log.error("%s", self._unconfirmed)
+            if self._writing_done and attempt >= self._read_back_attempts:  # stopping: give up
+                self.halt(f"{self._unconfirmed}; the sealer stopped without confirming them")
+                return None
+            time.sleep(min(1.0, 0.1 * 2 ** (attempt - 1)))
 
     def _settle_uncertain(self) -> None:
         """Decide from the store's tail whether an unclear write landed."""

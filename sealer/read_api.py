@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -46,8 +46,9 @@ class ReadApi:
     """Serves the read commands on a read-only connection of its own, so that nothing a user
     sends can write, or change a setting of the connection the sealer writes through."""
 
-    def __init__(self, dsn: str, path: Path) -> None:
+    def __init__(self, dsn: str, path: Path, sealer: Callable[[], dict[str, object]] | None = None) -> None:
         self._dsn = dsn
+        self._sealer = sealer  # the running sealer's readiness, for `status`
         self._store: Store | None = None
         self._path = path
         self._lock = threading.Lock()  # one read at a time next to the sealing pipeline
@@ -90,6 +91,8 @@ class ReadApi:
             command, params = call["command"], call["params"]
         except (ValueError, KeyError, TypeError):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request must be JSON {command, params}")
+        if command == "status" and self._sealer is not None and isinstance(params, dict):
+            params = {**params, "sealer": self._sealer()}
         try:
             with self._lock:
                 assert self._store is not None

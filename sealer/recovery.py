@@ -91,7 +91,7 @@ def _check_complete(
     if low > 0 and store.checkpoint_at(origin, low) is None:  # no boundary checkpoint: not expired
         raise _missing(origin, 0, low - 1, f"its rows start at Seq {low}, not at a retention boundary")
     if count < end - low:
-        gaps = store.seq_gaps(origin)
+        gaps = store.seq_gaps(origin, low, end)
         named = ", ".join(f"{a}..{b}" for a, b in gaps[:10]) + (" and more" if len(gaps) > 10 else "")
         raise StoreError(
             f"log {origin!r}: the store lacks {end - low - count} records inside Seq {low}..{end - 1} "

@@ -97,7 +97,7 @@ def missing_ranges(store: Store, origin: str, signed_end: int) -> list[tuple[int
     if low > 0 and store.checkpoint_at(origin, low) is None:  # not a retention boundary
         ranges.append((0, low))
     if count < high + 1 - low:
-        ranges += [(a, b + 1) for a, b in store.seq_gaps(origin, limit=1_000_000)]
+        ranges += [(a, b + 1) for a, b in store.seq_gaps(origin, low, high + 1)]
     if high + 1 < signed_end:
         ranges.append((high + 1, signed_end))
     return ranges

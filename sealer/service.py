@@ -24,6 +24,7 @@ from otel_audit.note import SignerKey
 from .auth import authenticator_for, load_tokens
 from .checkpointer import Checkpointer
 from .config import ServeConfig
+from .disk import DiskGuard, store_path
 from .grpc_receiver import GrpcReceiver
 from .http_receiver import HttpReceiver
 from .journal import Journal, catch_up
@@ -55,6 +56,7 @@ class SealerService:
         self.metrics: SealerMetrics | None = None
         self.health: HealthServer | None = None
         self.read_api: ReadApi | None = None
+        self.disk: DiskGuard | None = None
 
     def start(self) -> None:
         config = self.config
@@ -81,7 +83,15 @@ class SealerService:
         log.info("log %s continues at Seq %d", state.origin, state.size)
         if self.journal is not None:
             catch_up(self.journal, store, state.size)  # rows committed by a crash before their append
-        pipeline = self.pipeline = Pipeline(store, state, metrics=metrics, journal=self.journal)
+        data_dir = store_path(config.store)
+        disk = self.disk = (
+            None
+            if data_dir is None
+            else DiskGuard(data_dir, config.min_free_disk_bytes, on_change=self._pause_merges)
+        )
+        if disk is not None:
+            metrics.store_free_bytes.set_function(lambda: disk.free_bytes)
+        pipeline = self.pipeline = Pipeline(store, state, metrics=metrics, journal=self.journal, disk=disk)
         self.checkpointer = Checkpointer(
             self.store,
             self.key,
@@ -92,6 +102,7 @@ class SealerService:
         )
         pipeline.on_commit = self.checkpointer.record_column_hashes
         pipeline.on_partition_boundary = self.checkpointer.checkpoint_now
+        self.checkpointer.on_lost = pipeline.halt
         try:  # what a crash left unsigned is signed before anything new is taken
             self.checkpointer.checkpoint_now()
         except AuditError as exc:
@@ -119,7 +130,7 @@ class SealerService:
             self.http.start()
         path = socket_path(config.store)
         if path is not None:
-            self.read_api = ReadApi(config.store, path)
+            self.read_api = ReadApi(config.store, path, self.readiness)
             if not self.read_api.start():
                 self.read_api = None
         if config.metrics_address is not None:
@@ -138,6 +149,28 @@ class SealerService:
         except AuditError as exc:
             return f"the store does not answer: {exc}"
         return None
+
+    def _pause_merges(self, paused: bool) -> None:
+        """While the store's disk is nearly full, no merges (sealer/disk.py)."""
+        if self.store is None:
+            return
+        try:
+            self.store.pause_merges(paused)
+            log.warning("background merges of the store %s", "paused" if paused else "resumed")
+        except AuditError as exc:
+            log.error("could not %s background merges: %s", "pause" if paused else "resume", exc)
+
+    def readiness(self) -> dict[str, object]:
+        """What `otel-audit status` shows of the running sealer: ready or why not, and the
+        store's free disk space against --min-free-disk."""
+        problem = self.problem()
+        disk = self.disk
+        return {
+            "ready": problem is None,
+            "problem": problem,
+            "store_free_bytes": None if disk is None else disk.free_bytes,
+            "min_free_disk_bytes": None if disk is None else disk.min_free_bytes,
+        }
 
     def stop(self) -> None:
         try:

@@ -71,9 +71,9 @@ def test_store_failure_returns_retryable_error_and_leaves_no_gap(store, tmp_path
     store.command("DETACH TABLE otel_audit.logs")  # the store breaks under the sealer
     with pytest.raises(StoreUnavailableError, match="failed"):
         pipeline.seal(items(5, "lost"))
-    assert _eventually(lambda: pipeline.state.size == 10)  # published once the writer is idle
-    assert pipeline.state.size == 10  # nothing more was committed, nothing advanced
+    assert pipeline.state.size <= 10  # nothing more was committed, nothing advanced
     store.command("ATTACH TABLE otel_audit.logs")
+    assert _eventually(lambda: pipeline.state.size == 10)  # published once read back
     assert pipeline.seal(items(5, "after")) == 10  # no gap: the failed batch left no trace
     pipeline.stop()
     checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
