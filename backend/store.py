@@ -227,6 +227,15 @@ class Store:
         order = "TreeSize DESC, CreatedAt DESC LIMIT 1" if latest_only else "TreeSize, CreatedAt"
         return self._checkpoints(f"WHERE Origin = {{o:String}} ORDER BY {order}", {"o": origin})
 
+    def checkpoint_sizes_above(self, origin: str, tree_size: int, limit: int) -> list[int]:
+        """The smallest `limit` distinct tree sizes of stored checkpoints above `tree_size`."""
+        rows = self._query(
+            f"SELECT DISTINCT TreeSize FROM {CHECKPOINTS} WHERE Origin = {{o:String}} "
+            "AND TreeSize > {n:Int64} ORDER BY TreeSize LIMIT {k:UInt32}",
+            {"o": origin, "n": tree_size, "k": limit},
+        )
+        return [int(row[0]) for row in rows]
+
     def checkpoint_at(self, origin: str, tree_size: int) -> StoredCheckpoint | None:
         found = self._checkpoints(
             "WHERE Origin = {o:String} AND TreeSize = {n:UInt64} ORDER BY CreatedAt DESC LIMIT 1",

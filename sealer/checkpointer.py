@@ -25,7 +25,7 @@ from pathlib import Path
 
 from backend.store import Store, StoredCheckpoint
 from backend.tiles import extend_nodes
-from otel_audit.anchors import write_anchor
+from otel_audit.anchors import latest_anchor, write_anchor
 from otel_audit.chain import columns_commitment
 from otel_audit.checkpoint import Checkpoint
 from otel_audit.errors import AuditError, StoreDamagedError, StoreError
@@ -73,6 +73,30 @@ class Checkpointer:
 
     def start(self) -> None:
         self._thread.start()
+
+    def anchor_newest(self) -> None:
+        """Write the anchor of the newest stored checkpoint if a crash left it without one.
+
+        A checkpoint is stored before its anchor is written, so a crash between the two leaves
+        the newest one unanchored; a second such crash before the next anchor would leave two,
+        which `verify` reports as `unanchored`. Only that case is repaired: the newest stored
+        checkpoint is the only one above the newest anchor (or the only one, with no anchors).
+        Anything else is left for `verify` to report. Called at start, after recovery checked
+        the stored checkpoint's signature and root, so what is written is what was signed.
+        """
+        origin = self._committed().origin
+        latest = self._store.latest_checkpoint(origin)
+        if latest is None:
+            return
+        anchor = latest_anchor(self._anchor_dir, origin)
+        anchored = -1 if anchor is None else anchor.checkpoint.tree_size
+        if self._store.checkpoint_sizes_above(origin, anchored, limit=2) == [latest.tree_size]:
+            write_anchor(self._anchor_dir, origin, latest.tree_size, latest.note)
+            log.warning(
+                "wrote the anchor of checkpoint %s size %d, which a crash left unwritten",
+                origin,
+                latest.tree_size,
+            )
 
     def stop(self) -> None:
         """Stop the timer and write the final checkpoint (call after the pipeline stopped)."""

@@ -103,7 +103,8 @@ class SealerService:
         pipeline.on_commit = self.checkpointer.record_column_hashes
         pipeline.on_partition_boundary = self.checkpointer.checkpoint_now
         self.checkpointer.on_lost = pipeline.halt
-        try:  # what a crash left unsigned is signed before anything new is taken
+        try:  # what a crash left unsigned or unanchored is signed and anchored before anything new
+            self.checkpointer.anchor_newest()
             self.checkpointer.checkpoint_now()
         except AuditError as exc:
             log.error("could not sign a checkpoint over the recovered log (the timer retries): %s", exc)

@@ -108,6 +108,48 @@ def test_kill_9_loses_nothing_acknowledged_and_restart_resumes(tmp_path, signer_
     assert code == 0 and report["records"] == 500 and report["signed_size"] == 500, report
 
 
+def _anchored_checkpoints(tmp_path, signer_key, count: int) -> None:
+    """A log of 10 * count records with checkpoints (and anchors) at sizes 10, 20, ..."""
+    for start in range(0, 10 * count, 10):
+        running = start_sealer(tmp_path, signer_key, interval="3600")  # only the stop signs
+        send_audit_events(running.endpoint, 10, start=start)
+        assert running.stop() == 0
+
+
+def _anchor_sizes(tmp_path, signer_key) -> list[int]:
+    return sorted({a.checkpoint.tree_size for a in read_anchors(tmp_path / "anchors", signer_key.name)[0]})
+
+
+def _drop_anchors(tmp_path, signer_key, *sizes: int) -> None:
+    for anchor in read_anchors(tmp_path / "anchors", signer_key.name)[0]:
+        if anchor.checkpoint.tree_size in sizes:
+            anchor.path.unlink()
+
+
+def test_a_restart_writes_the_anchor_a_crash_left_unwritten(tmp_path, signer_key):
+    # A kill between storing checkpoint 20 and writing its anchor (latest.checkpoint and
+    # 20.checkpoint both gone); two such crashes in a row would leave two unanchored ones.
+    _anchored_checkpoints(tmp_path, signer_key, 2)
+    _drop_anchors(tmp_path, signer_key, 20)
+    assert _anchor_sizes(tmp_path, signer_key) == [10]
+    restarted = start_sealer(tmp_path, signer_key, interval="3600")
+    assert _anchor_sizes(tmp_path, signer_key) == [10, 20]  # before any new record
+    assert restarted.stop() == 0
+    code, report = verify_json(restarted)
+    assert code == 0 and not report["findings"] and not report["notes"], report
+
+
+def test_a_restart_does_not_rewrite_anchors_that_were_deleted(tmp_path, signer_key):
+    # Two stored checkpoints above every anchor is no crash: verify must go on reporting it.
+    _anchored_checkpoints(tmp_path, signer_key, 3)
+    _drop_anchors(tmp_path, signer_key, 20, 30)
+    restarted = start_sealer(tmp_path, signer_key, interval="3600")
+    assert _anchor_sizes(tmp_path, signer_key) == [10]
+    assert restarted.stop() == 0
+    code, report = verify_json(restarted)
+    assert code == 1 and [f["kind"] for f in report["findings"]] == ["unanchored"], report
+
+
 def _record(body: str, **attrs: str) -> LogRecord:
     record = LogRecord(time_unix_nano=time.time_ns(), body=AnyValue(string_value=body))
     for key, value in attrs.items():
