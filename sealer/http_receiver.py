@@ -44,6 +44,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
@@ -194,6 +195,13 @@ class HttpReceiver:
                 body = await asyncio.wait_for(self._read(request), self._limits.body_seconds)
             except BodyTooLarge as exc:
                 answer = _Answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _invalid(str(exc)), {}, close=True)
+            except HttpProcessingError as exc:  # chunked framing, a body shorter than announced
+                self._intake.rejected("bad_request")
+                message = f"the body is malformed: {exc.message}"
+                answer = _Answer(HTTPStatus.BAD_REQUEST, _invalid(message), {}, close=True)
+            except ConnectionError:  # the client went away: nobody to answer
+                log.debug("OTLP/HTTP: client closed the connection before its body was read")
+                return web.Response(status=HTTPStatus.BAD_REQUEST)
             except asyncio.TimeoutError:
                 self._intake.rejected("timeout")
                 message = f"the body did not arrive within {self._limits.body_seconds:g} s"

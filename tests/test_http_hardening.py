@@ -12,6 +12,7 @@ import http.client
 import json
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 
 from backend.store import Store
-from sealer.auth import Authenticator, token_digest
+from sealer.auth import Authenticator, TlsFiles, token_digest
 from sealer.http_receiver import HttpLimits, HttpReceiver
 from sealer.otlp import Intake
 from sealer.pipeline import Pipeline
@@ -32,6 +33,7 @@ from sealer.prepare import Rules
 from sealer.state import LogState
 from sealer.workers import Workers
 
+from .certs import TestPki
 from .test_http import SPEC_LOGS_JSON, _protobuf_request, post
 
 ORIGIN = "http.example/audit"
@@ -146,9 +148,22 @@ def test_the_sdk_exporter_sees_413_for_a_body_over_the_limit(
         provider = LoggerProvider()
         provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
         with caplog.at_level(logging.ERROR):
-            provider.get_logger("big").emit(body="x" * (4 * 1024 * 1024))
+            provider.get_logger("big").emit(body="x" * (24 * 1024 * 1024))  # more than socket buffers
         provider.shutdown()
         assert "code: 413" in caplog.text, caplog.text
+        assert sealed(store) == 0
+
+
+def test_a_plain_http_client_reads_the_413_not_a_broken_pipe(tmp_path: Path) -> None:
+    """http.client (unlike urllib3) has no retry-the-read-after-EPIPE trick: it sees what the
+    server does. The body is read and dropped after the 413, so it is not reset."""
+    with receiving(tmp_path, max_message_bytes=64 * 1024) as (store, receiver):
+        connection = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=WAIT)
+        body = bytes(24 * 1024 * 1024)  # more than the socket buffers hold
+        connection.request("POST", "/v1/logs", body, {"Content-Type": "application/x-protobuf"})
+        response = connection.getresponse()
+        assert response.status == 413
+        assert "exceeds 65536 bytes" in status_pb2.Status.FromString(response.read()).message
         assert sealed(store) == 0
 
 
@@ -318,3 +333,30 @@ def test_other_methods_are_405(tmp_path: Path) -> None:
         sock.sendall(b"GET /v1/logs HTTP/1.1\r\nHost: sealer\r\n\r\n")
         status, payload = answer(sock)
         assert status == 405 and "POST" in status_pb2.Status.FromString(payload).message
+
+
+def test_mutual_tls_names_the_producer_and_a_silent_handshake_is_closed(tmp_path: Path) -> None:
+    pki = TestPki(tmp_path)
+    server, client = pki.issue("server", "sealer", server=True), pki.issue("orders", "orders")
+    tls = TlsFiles(server.cert, server.key, pki.ca.cert)
+    with receiving(tmp_path, TOKENS, tls=tls, limits=SHORT) as (store, receiver):
+        silent = connect(receiver)  # TCP, then never a ClientHello
+        context = ssl.create_default_context(cafile=pki.ca.cert)
+        context.load_cert_chain(client.cert, client.key)
+        https = http.client.HTTPSConnection("127.0.0.1", receiver.port, context=context, timeout=WAIT)
+        https.request("POST", "/v1/logs", _protobuf_request(1), {"Content-Type": "application/x-protobuf"})
+        assert https.getresponse().status == 200
+        assert store.select("SELECT Producer FROM otel_audit.logs") == [("CN=orders,O=Acme",)]
+        assert closed_by_server(silent)
+        anonymous = ssl.create_default_context(cafile=pki.ca.cert)  # no client certificate
+        with (
+            socket.create_connection(("127.0.0.1", receiver.port), timeout=WAIT) as sock,
+            anonymous.wrap_socket(sock, server_hostname="127.0.0.1") as wrapped,
+        ):
+            try:  # TLS 1.3: the server refuses after the client's side of the handshake is done
+                wrapped.sendall(head(0))
+                answered = wrapped.recv(1)
+            except (ssl.SSLError, ConnectionError):
+                answered = b""
+        assert answered == b""  # no HTTP answer to a producer without a certificate
+        assert sealed(store) == 1
