@@ -24,6 +24,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from otel_audit.errors import AuditError
 
 from .auth import Authenticator, TlsFiles, Unauthenticated
+from .disk import DiskFullError
 from .otlp import Intake, export
 from .pipeline import BackpressureError, Pipeline
 from .prepare import RequestError
@@ -111,7 +112,8 @@ class GrpcReceiver:
             context.abort(grpc.StatusCode.UNAVAILABLE, message)
             raise
         except AuditError as exc:
-            self._intake.rejected("unavailable")
+            if not isinstance(exc, DiskFullError):  # the pipeline counts those as disk_full
+                self._intake.rejected("unavailable")
             context.abort(grpc.StatusCode.UNAVAILABLE, f"records not sealed, retry: {exc}")
             raise  # abort() raised already; this line is for type checkers
         except Exception as exc:  # never hang or crash a caller on our bug

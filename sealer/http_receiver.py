@@ -52,6 +52,7 @@ from google.rpc import code_pb2, status_pb2
 from otel_audit.errors import AuditError
 
 from .auth import Authenticator, TlsFiles, Unauthenticated
+from .disk import DiskFullError
 from .http_body import JSON, MEDIA_TYPES, PROTOBUF, BodyTooLarge, encoding_of, request_bytes
 from .otlp import Intake, export
 from .pipeline import BackpressureError, Pipeline
@@ -283,7 +284,8 @@ class HttpReceiver:
                 HTTPStatus.TOO_MANY_REQUESTS, _status(code_pb2.RESOURCE_EXHAUSTED, str(exc)), retry
             )
         except AuditError as exc:
-            self._intake.rejected("unavailable")
+            if not isinstance(exc, DiskFullError):  # the pipeline counts those as disk_full
+                self._intake.rejected("unavailable")
             retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
             message = f"records not sealed, retry: {exc}"
             return _Answer(HTTPStatus.SERVICE_UNAVAILABLE, _status(code_pb2.UNAVAILABLE, message), retry)

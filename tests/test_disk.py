@@ -174,6 +174,7 @@ def test_serve_refuses_exports_and_is_not_ready_while_the_disk_is_nearly_full(tm
         assert status == 503 and "disk is nearly full" in text
         _, metrics = _get(base + "/metrics")
         assert 'otel_audit_records_rejected_total{reason="disk_full"} 1.0' in metrics
+        assert 'reason="unavailable"' not in metrics  # counted once, as what it is
         free = [line for line in metrics.splitlines() if line.startswith("otel_audit_store_free_bytes ")]
         assert free and float(free[0].split()[1]) > 0
         status_params = {"keys": [], "origin": None, "json": True}
