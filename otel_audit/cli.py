@@ -497,18 +497,24 @@ def _redacted(dsn: str) -> str:
     return redact(dsn)
 
 
+def _key_and_anchors(args: argparse.Namespace) -> tuple[VerifierKey, Path | None]:
+    """The verifier key (required) and the anchor directory: the flag, else the default one
+    if it exists (verify and restore check the log against both)."""
+    if not args.key:
+        raise ConfigError("--key is required: the verifier key `otel-audit keygen` printed")
+    anchor_dir = args.anchor_dir
+    if anchor_dir is None and Path(default_anchor_dir()).is_dir():
+        anchor_dir = Path(default_anchor_dir())
+    return VerifierKey.parse(args.key), anchor_dir
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from backend.migrations import check_readable
     from backend.producers import producer_report
     from backend.readers import verify_origin
     from backend.store import Store
 
-    if not args.key:
-        raise ConfigError("--key is required: the verifier key `otel-audit keygen` printed")
-    key = VerifierKey.parse(args.key)
-    anchor_dir = args.anchor_dir
-    if anchor_dir is None and Path(default_anchor_dir()).is_dir():
-        anchor_dir = Path(default_anchor_dir())
+    key, anchor_dir = _key_and_anchors(args)
     dsn = args.store or default_store()
     store = Store.open(dsn)
     try:
@@ -572,12 +578,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from sealer.read_api import socket_path
     from sealer.restore import restore
 
-    if not args.key:
-        raise ConfigError("--key is required: the verifier key `otel-audit keygen` printed")
-    key = VerifierKey.parse(args.key)
-    anchor_dir = args.anchor_dir
-    if anchor_dir is None and Path(default_anchor_dir()).is_dir():
-        anchor_dir = Path(default_anchor_dir())
+    key, anchor_dir = _key_and_anchors(args)
     journal = Path(args.journal or default_journal_dir())
     dsn = args.store or default_store()
     sock = socket_path(dsn)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.store import Store
 from otel_audit.note import SignerKey
 
 
@@ -136,6 +137,15 @@ def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.
 @pytest.fixture
 def signer_key() -> SignerKey:
     return SignerKey.generate("test.example/audit")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh embedded store with the schema applied, closed after the test."""
+    s = Store.open(f"chdb://{tmp_path / 'store'}")
+    s.ensure_schema()
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -68,14 +68,6 @@ def _default(type_name: str) -> object:
     return {"UInt8": 0, "DateTime64(9)": 0, "Map(String, String)": {}}.get(type_name, "")
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(f"chdb://{tmp_path / 'store'}")
-    s.ensure_schema()
-    yield s
-    s.close()
-
-
 def _verify(store: Store, pipeline: Pipeline, tmp_path, records: int) -> None:
     key = SignerKey.generate(ORIGIN)
     Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600).stop()

@@ -153,14 +153,6 @@ def test_a_journal_of_another_log_is_refused(tmp_path):
         list(read_frames(tmp_path, other.name))
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(f"chdb://{tmp_path / 'store'}")
-    s.ensure_schema()
-    yield s
-    s.close()
-
-
 def stored_entries(store: Store, origin: str) -> list[bytes]:
     return [row[-3] for block in store.stream_rows(origin) for row in block]
 

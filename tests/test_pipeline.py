@@ -9,7 +9,6 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from backend.readers import verify_origin
-from backend.store import Store
 from otel_audit.errors import StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
@@ -40,14 +39,6 @@ def _eventually(condition, seconds: float = 30) -> bool:  # type: ignore[no-unty
             return False
         time.sleep(0.01)
     return True
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(f"chdb://{tmp_path / 'store'}")
-    s.ensure_schema()
-    yield s
-    s.close()
 
 
 def test_concurrent_batches_get_contiguous_seq_and_one_chain(store, tmp_path):

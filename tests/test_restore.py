@@ -35,14 +35,6 @@ from .test_pipeline import items
 KEY = SignerKey.generate("restore.example/audit")
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(f"chdb://{tmp_path / 'store'}")
-    s.ensure_schema()
-    yield s
-    s.close()
-
-
 def seal(store: Store, tmp_path, total: int, checkpoint_at: tuple[int, ...]) -> None:
     """Seal `total` records in batches of 50 through a pipeline with a journal, signing a
     checkpoint whenever the log reaches a size in `checkpoint_at`."""
