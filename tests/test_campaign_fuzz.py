@@ -1,49 +1,32 @@
 """The short fuzz campaign (tests/campaign/fuzz.py) against ONE real `otel-audit serve`:
 extreme and malformed requests over OTLP/gRPC and OTLP/HTTP, each sent beside a canary
 producer's good records, which must always be sealed. Deterministic (derandomized, no
-example database) and bounded by count; the long run is `bench/fuzz.py --examples 20000`."""
+example database) and bounded by count; the long run is `bench/fuzz.py --examples 20000`.
+
+Tests marked xfail(strict) fail on today's code because of a defect another branch of
+issue 12 fixes; remove the marker when that branch is merged."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 
 import pytest
-from google.protobuf.message import DecodeError
+import requests
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otel_audit.note import SignerKey
-from tests.campaign.clients import TRANSPORTS
-from tests.campaign.fuzz import (
-    STORE_TIMESTAMPS,
-    Ledger,
-    RequestSpec,
-    Sender,
-    Sent,
-    answer_problem,
-    bad_gzip,
-    bad_json,
-    good_request_bytes,
-    gunzip_exactly,
-    gzip_defects,
-    mutate,
-    mutation,
-    request_specs,
-    requests_a,
-    stored_problems,
-)
-from tests.campaign.store import stored_ids
-from tests.conftest import Sealer, start_sealer
+from tests.campaign.fuzz import Target, cases
+from tests.campaign.generate import GZIP_DEFECTS, SMALL, RequestSpec
+from tests.campaign.soak import audit_request
+from tests.conftest import start_sealer
 
 pytestmark = pytest.mark.integration
 
-# Bounded by count; no shrinking in the suite (the by-hand run shrinks and prints examples).
+# Bounded by count; no shrinking in the suite (bench/fuzz.py shrinks and prints examples).
 SHORT = settings(
-    max_examples=25,
+    max_examples=20,
     deadline=None,
     derandomize=True,
     database=None,
@@ -55,142 +38,104 @@ BOUNDS = (
     "issue 12: values the store cannot hold (timestamps at or above 2^32 s) answered "
     "UNAVAILABLE/INTERNAL, fixed on branch h12-bounds"
 )
-HTTP = (
-    "issue 12: OTLP/HTTP gzip decoded inexactly and deep or non-object JSON answered 500, "
-    "fixed on branch h12-http"
-)
-
-
-class Target:
-    """The running sealer the fuzz tests share, and how they send to it."""
-
-    def __init__(self, sealer: Sealer, sender: Sender, ledger: Ledger, pool: ThreadPoolExecutor) -> None:
-        self.sealer, self.sender, self.ledger, self.pool = sealer, sender, ledger, pool
-
-    def __repr__(self) -> str:  # hypothesis prints a failing example's arguments: not all of this
-        return f"Target({self.sealer.endpoint})"
+HTTP = "issue 12: OTLP/HTTP gzip decoded inexactly, deep or non-object JSON answered 500: branch h12-http"
 
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    sealer = start_sealer(
-        tmp_path_factory.mktemp("fuzz"), SignerKey.generate("fuzz.example/audit"), "--workers", "1"
-    )
-    ledger = Ledger()
-    sender = Sender(sealer.endpoint, sealer.http_endpoint, ledger)
-    with ThreadPoolExecutor(1, thread_name_prefix="canary") as pool:
-        yield Target(sealer, sender, ledger, pool)
-    sender.close()
-    if sealer.proc.poll() is None:
-        sealer.proc.kill()
-        sealer.proc.wait()
+    running = Target(tmp_path_factory.mktemp("fuzz"))
+    yield running
+    running.kill()
 
 
-def beside_a_canary(target: Target, canary_transport: str, send: Callable[[], str | None]) -> None:
-    """Run `send` (which returns what is wrong with its answer) while another producer
-    sends good records over `canary_transport`: both must be answered as they should."""
-    canary = target.pool.submit(target.sender.canary, canary_transport)
-    problem = send()
-    _, canary_problem = canary.result()
-    assert problem is None, problem
-    assert canary_problem is None, canary_problem
+CASES = cases(SMALL)
+STORE_RANGE = CASES["records in the store's time range, both receivers"]
+EXTREME_GRPC = CASES["extreme records over gRPC"]
+EXTREME_HTTP = CASES["extreme records over HTTP"]
+MUTANTS = CASES["mutated requests, both receivers"]
+GZIP = CASES["gzip bodies that are not exactly gzip"]
+JSON = CASES["JSON that is not OTLP"]
 
 
 @SHORT
-@given(spec=request_specs(STORE_TIMESTAMPS), transport=st.sampled_from(TRANSPORTS))
-def test_extreme_records_within_the_stores_time_range_over_both_receivers(
+@given(**STORE_RANGE.strategies)
+def test_extreme_records_within_the_stores_time_range(
     target: Target, spec: RequestSpec, transport: str
 ) -> None:
-    """Every edge but the timestamps': those the store can hold, 0 and 2^32 s - 1 ns included."""
-    canary = "http/protobuf" if transport == "grpc" else "grpc"
-    beside_a_canary(target, canary, lambda: target.sender.send_spec(transport, spec)[1])
+    STORE_RANGE.run(target, spec, transport)
 
 
 @pytest.mark.xfail(strict=True, reason=BOUNDS)
 @SHORT
-@given(spec=requests_a)
-def test_extreme_records_over_grpc(target: Target, spec: RequestSpec) -> None:
-    beside_a_canary(target, "http/protobuf", lambda: target.sender.send_spec("grpc", spec)[1])
+@given(**EXTREME_GRPC.strategies)
+def test_extreme_records_over_grpc(target: Target, spec: RequestSpec, transport: str) -> None:
+    EXTREME_GRPC.run(target, spec, transport)
 
 
 @pytest.mark.xfail(strict=True, reason=BOUNDS)
 @SHORT
-@given(spec=requests_a, transport=st.sampled_from(["http/protobuf", "http/protobuf+gzip", "http/json"]))
+@given(**EXTREME_HTTP.strategies)
 def test_extreme_records_over_http(target: Target, spec: RequestSpec, transport: str) -> None:
-    beside_a_canary(target, "grpc", lambda: target.sender.send_spec(transport, spec)[1])
+    EXTREME_HTTP.run(target, spec, transport)
 
 
 @SHORT
-@given(
-    records=st.integers(1, 20),
-    mutations=st.lists(mutation, min_size=1, max_size=6),
-    transport=st.sampled_from(["grpc", "http/protobuf", "http/protobuf+gzip"]),
-)
+@given(**MUTANTS.strategies)
 def test_mutated_requests_over_both_receivers(
     target: Target, records: int, mutations: list, transport: str
 ) -> None:
-    body = mutate(good_request_bytes(target.ledger, records)[1], mutations)
-
-    def send() -> str | None:
-        answer = target.sender.send(transport, body)
-        target.ledger.add(Sent(transport, [], answer, "mutant"))
-        try:
-            decoded: int | None = sum(
-                len(s.log_records)
-                for r in ExportLogsServiceRequest.FromString(body).resource_logs
-                for s in r.scope_logs
-            )
-        except DecodeError:
-            decoded = None
-        if decoded is None and answer.ok:
-            return f"a request protobuf cannot decode was answered {answer}"
-        return answer_problem(answer, decoded)
-
-    beside_a_canary(target, "http/json" if transport == "grpc" else "grpc", send)
+    MUTANTS.run(target, records, mutations, transport)
 
 
 @pytest.mark.xfail(strict=True, reason=HTTP)
 @SHORT
-@given(defect=gzip_defects)
+@given(**GZIP.strategies)
 def test_gzip_bodies_are_decoded_exactly_or_refused(target: Target, defect: tuple) -> None:
-    record_ids, body = bad_gzip(target.ledger, defect)
-
-    def send() -> str | None:
-        answer = target.sender.send("http/protobuf+gzip", body, encoded=True)
-        target.ledger.add(
-            Sent("http/protobuf+gzip", record_ids if defect[0] != "mutated" else [], answer, defect[0])
-        )
-        exact = gunzip_exactly(body)
-        if exact is None and answer.status != "400":
-            return f"{defect[0]} gzip body (not exactly gzip) answered {answer}, want 400"
-        return answer_problem(answer, None)
-
-    beside_a_canary(target, "grpc", send)
+    GZIP.run(target, defect)
 
 
 @pytest.mark.xfail(strict=True, reason=HTTP)
 @SHORT
-@given(document=bad_json)
+@given(**JSON.strategies)
 def test_json_that_is_not_otlp_gets_400(target: Target, document: bytes) -> None:
-    def send() -> str | None:
-        answer = target.sender.send("http/json", document)
-        target.ledger.add(Sent("http/json", [], answer, "bad json"))
-        return answer_problem(answer, None)
-
-    beside_a_canary(target, "grpc", send)
+    JSON.run(target, document)
 
 
 def test_after_the_fuzz_every_record_answered_ok_is_stored_and_the_log_verifies(target: Target) -> None:
-    """Last in this module: it stops the sealer the fuzz tests above sent to."""
+    """After the fuzz tests: it stops the sealer they sent to."""
     assert target.ledger.requests > 0, "nothing was fuzzed"
-    target.sender.close()
-    try:
-        code = target.sealer.stop(signal.SIGTERM, timeout=60)
-    except subprocess.TimeoutExpired:
-        target.sealer.proc.kill()
-        pytest.fail("serve did not stop within 60 s of SIGTERM:\n" + "".join(target.sealer.output[-30:]))
-    assert code == 0, "".join(target.sealer.output[-30:])
-    problems = stored_problems(target.ledger, stored_ids(target.sealer.store))
+    problems = [p.message for p in target.finish() if p.what not in GZIP_DEFECTS]
     assert problems == [], "\n".join(problems[:20])
-    verified = target.sealer.verify()
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.xfail(strict=True, reason=HTTP)
+def test_after_the_fuzz_every_gzip_body_answered_ok_was_sealed_whole(target: Target) -> None:
+    assert any(sent.what in GZIP_DEFECTS for sent in target.ledger.sent), "no gzip body was fuzzed"
+    problems = [p.message for p in target.finish() if p.what in GZIP_DEFECTS]
+    assert problems == [], "\n".join(problems[:20])
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 12: http.server waits for idle keep-alive connections on stop: branch h12-http"
+)
+def test_sigterm_stops_serve_while_an_http_producer_keeps_its_connection_open(tmp_path) -> None:
+    """Found by the fuzz run: the OTel HTTP exporter keeps its connection open between
+    exports (requests.Session); a sealer told to stop must not wait for it forever."""
+    sealer = start_sealer(tmp_path, SignerKey.generate("idle.example/audit"))
+    session = requests.Session()
+    try:
+        body = audit_request(["idle-0"], "idle").SerializeToString()
+        reply = session.post(
+            sealer.http_endpoint, data=body, headers={"Content-Type": "application/x-protobuf"}, timeout=30
+        )
+        assert reply.status_code == 200, reply.text
+        try:
+            code = sealer.stop(signal.SIGTERM, timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("serve did not stop within 10 s of SIGTERM while a keep-alive connection was open")
+        assert code == 0
+    finally:
+        session.close()
+        if sealer.proc.poll() is None:
+            sealer.proc.kill()
+            sealer.proc.wait()
