@@ -201,6 +201,14 @@ def stored_problems(ledger: Ledger, stored: dict[str, int]) -> list[Problem]:
     return problems
 
 
+class WrongAnswers(AssertionError):
+    """The answers of one fuzz example that are wrong (the fuzzed request's, the canary's)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 class Target:
     """The one running sealer a fuzz run sends to, and how it sends (a canary beside)."""
 
@@ -222,8 +230,9 @@ class Target:
         canary = self._canary.submit(self.sender.canary, canary_transport)
         problem = send()
         _, canary_problem = canary.result()
-        assert problem is None, problem
-        assert canary_problem is None, canary_problem
+        problems = [p for p in (problem, canary_problem) if p is not None]
+        if problems:
+            raise WrongAnswers(problems)
 
     def finish(self, timeout: float = 60) -> list[Problem]:
         """Stop the sealer cleanly, then: what is wrong with what it stored (empty: nothing).
