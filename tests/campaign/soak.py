@@ -77,7 +77,7 @@ class SoakReport:
     config: SoakConfig
     starts: list[Start] = field(default_factory=list)
     acknowledged: set[str] = field(default_factory=set)
-    unclear_answers: int = 0
+    retried: int = 0  # answers after which a request was sent again: none, UNAVAILABLE, 503, 429
     refusals: list[Answer] = field(default_factory=list)  # a good record refused: a defect
     stored: Counter[str] = field(default_factory=Counter)
     seq_contiguous: bool = False
@@ -122,7 +122,7 @@ class SoakReport:
                 f"kills survived:        {self.kills} of {self.config.kills} (seed {self.config.seed})",
                 f"records acknowledged:  {len(self.acknowledged)}",
                 f"acknowledged lost:     {len(self.lost)}",
-                f"records duplicated:    {self.duplicated} (after {self.unclear_answers} unclear answers)",
+                f"records duplicated:    {self.duplicated} (requests sent again: {self.retried})",
                 f"good records refused:  {len(self.refusals)}",
                 f"Seq contiguous:        {self.seq_contiguous} ({self.seq_count} records)",
                 f"clean stop exit:       {self.clean_exit}; verify exit: {self.verify_exit}",
@@ -225,6 +225,7 @@ class Soak:
             threading.Thread(target=self._produce, args=(i,), name=f"soak-producer-{i}", daemon=True)
             for i in range(config.producers)
         ]
+        sealer: Sealer | None = None
         try:
             sealer, recovered, anchored = self._start()
             for thread in producers:
@@ -239,17 +240,22 @@ class Soak:
                 sealer.proc.wait(timeout=60)
                 report.starts.append(Start(recovered, anchored, at_kill))
                 self._log(f"kill {kill + 1}: recovered {recovered}, anchored {anchored} -> {at_kill}")
+                sealer = None
                 sealer, recovered, anchored = self._start()
-        except AssertionError as exc:  # a restart refused: the finding is reported, not hidden
-            report.failed_start = str(exc)
+            report.starts.append(Start(recovered, anchored, None))
+            time.sleep(config.min_uptime)
             self._stop.set()
+            for thread in producers:
+                thread.join(timeout=120)
+            report.clean_exit = sealer.stop()
+        except AssertionError as exc:  # a refused restart, or no progress: reported, not hidden
+            report.failed_start = str(exc)
             return report
-        report.starts.append(Start(recovered, anchored, None))
-        time.sleep(config.min_uptime)
-        self._stop.set()
-        for thread in producers:
-            thread.join(timeout=120)
-        report.clean_exit = sealer.stop()
+        finally:
+            self._stop.set()
+            if sealer is not None and sealer.proc.poll() is None:
+                sealer.proc.kill()
+                sealer.proc.wait()
         report.stored = stored_ids(sealer.store)
         run = seq_run(sealer.store)
         report.seq_contiguous, report.seq_count = run.contiguous, run.count
@@ -295,7 +301,7 @@ class Soak:
                     break
                 if answer.status == UNREACHABLE or answer.status in ("UNAVAILABLE", "503", "429"):
                     with self._lock:
-                        self.report.unclear_answers += 1
+                        self.report.retried += 1
                     time.sleep(0.05)
                     continue
                 with self._lock:  # a good request refused for good: a defect; do not retry it
