@@ -22,7 +22,11 @@ from tests.campaign.generate import GZIP_DEFECTS, SMALL, RequestSpec
 from tests.campaign.soak import audit_request
 from tests.conftest import start_sealer
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # A failing example's huge values: hypothesis warns that printing them is expensive.
+    pytest.mark.filterwarnings("ignore:Generating overly large repr"),
+]
 
 # Bounded by count; no shrinking in the suite (bench/fuzz.py shrinks and prints examples).
 SHORT = settings(
