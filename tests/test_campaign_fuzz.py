@@ -1,10 +1,7 @@
 """The short fuzz campaign (tests/campaign/fuzz.py) against ONE real `otel-audit serve`:
 extreme and malformed requests over OTLP/gRPC and OTLP/HTTP, each sent beside a canary
 producer's good records, which must always be sealed. Deterministic (derandomized, no
-example database) and bounded by count; the long run is `bench/fuzz.py --examples 20000`.
-
-Tests marked xfail(strict) fail on today's code because of a defect another branch of
-issue 12 fixes; remove the marker when that branch is merged."""
+example database) and bounded by count; the long run is `bench/fuzz.py --examples 20000`."""
 
 from __future__ import annotations
 
@@ -38,11 +35,6 @@ SHORT = settings(
     suppress_health_check=list(HealthCheck),
     report_multiple_bugs=False,
 )
-BOUNDS = (
-    "issue 12: values the store cannot hold (timestamps at or above 2^32 s) answered "
-    "UNAVAILABLE/INTERNAL, fixed on branch h12-bounds"
-)
-HTTP = "issue 12: OTLP/HTTP gzip decoded inexactly, deep or non-object JSON answered 500: branch h12-http"
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +61,12 @@ def test_extreme_records_within_the_stores_time_range(
     STORE_RANGE.run(target, spec, transport)
 
 
-@pytest.mark.xfail(strict=True, reason=BOUNDS)
 @SHORT
 @given(**EXTREME_GRPC.strategies)
 def test_extreme_records_over_grpc(target: Target, spec: RequestSpec, transport: str) -> None:
     EXTREME_GRPC.run(target, spec, transport)
 
 
-@pytest.mark.xfail(strict=True, reason=BOUNDS)
 @SHORT
 @given(**EXTREME_HTTP.strategies)
 def test_extreme_records_over_http(target: Target, spec: RequestSpec, transport: str) -> None:
@@ -91,14 +81,12 @@ def test_mutated_requests_over_both_receivers(
     MUTANTS.run(target, records, mutations, transport)
 
 
-@pytest.mark.xfail(strict=True, reason=HTTP)
 @SHORT
 @given(**GZIP.strategies)
 def test_gzip_bodies_are_decoded_exactly_or_refused(target: Target, defect: tuple) -> None:
     GZIP.run(target, defect)
 
 
-@pytest.mark.xfail(strict=True, reason=HTTP)
 @SHORT
 @given(**JSON.strategies)
 def test_json_that_is_not_otlp_gets_400(target: Target, document: bytes) -> None:
@@ -112,16 +100,12 @@ def test_after_the_fuzz_every_record_answered_ok_is_stored_and_the_log_verifies(
     assert problems == [], "\n".join(problems[:20])
 
 
-@pytest.mark.xfail(strict=True, reason=HTTP)
 def test_after_the_fuzz_every_gzip_body_answered_ok_was_sealed_whole(target: Target) -> None:
     assert any(sent.what in GZIP_DEFECTS for sent in target.ledger.sent), "no gzip body was fuzzed"
     problems = [p.message for p in target.finish() if p.what in GZIP_DEFECTS]
     assert problems == [], "\n".join(problems[:20])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12: http.server waits for idle keep-alive connections on stop: branch h12-http"
-)
 def test_sigterm_stops_serve_while_an_http_producer_keeps_its_connection_open(tmp_path) -> None:
     """Found by the fuzz run: the OTel HTTP exporter keeps its connection open between
     exports (requests.Session); a sealer told to stop must not wait for it forever."""

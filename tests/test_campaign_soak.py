@@ -27,10 +27,6 @@ def test_kill_9_under_load_loses_no_acknowledged_record(soak: SoakReport) -> Non
     assert soak.clean_exit == 0 and soak.verify_exit == 0, soak.verify_output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12: a checkpoint signed at once after a restart, fixed on branch h12-journal",
-)
 def test_every_restart_signs_what_it_recovered_before_the_next_kill(soak: SoakReport) -> None:
     recovering = [start for start in soak.killed_starts if start.had_unsigned]
     assert recovering, f"no start recovered unsigned records; the soak proves nothing\n{soak.summary()}"
