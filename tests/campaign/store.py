@@ -24,14 +24,23 @@ def query(store: str, sql: str) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
+PAGE = 500_000  # rows a query returns, well under `otel-audit query`'s result limit
+
+
 def stored_ids(store: str) -> Counter[str]:
-    """How many times each campaign id is in the log."""
-    rows = query(
-        store,
-        f"SELECT LogAttributes['{ID_KEY}'] AS id, count() AS n FROM otel_audit.logs "
-        f"WHERE mapContains(LogAttributes, '{ID_KEY}') GROUP BY id",
-    )
-    return Counter({row["id"]: int(row["n"]) for row in rows})
+    """How many times each campaign id is in the log (read a page at a time: a long soak
+    holds more ids than one `otel-audit query` may return)."""
+    counts: Counter[str] = Counter()
+    while True:
+        rows = query(
+            store,
+            f"SELECT LogAttributes['{ID_KEY}'] AS id, count() AS n FROM otel_audit.logs "
+            f"WHERE mapContains(LogAttributes, '{ID_KEY}') GROUP BY id ORDER BY id "
+            f"LIMIT {PAGE} OFFSET {len(counts)}",
+        )
+        counts.update({row["id"]: int(row["n"]) for row in rows})
+        if len(rows) < PAGE:
+            return counts
 
 
 @dataclass(frozen=True)
