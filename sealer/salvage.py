@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otel_audit.entry import varint
@@ -62,6 +63,7 @@ def salvage(raw: bytes) -> tuple[ExportLogsServiceRequest, dict[str, str]]:
     by its path: ``resource_logs[r]`` (its resource or schema URL), ``...scope_logs[s]`` (its
     scope or schema URL) or ``...log_records[i]``. DecodeError if even the frame is broken."""
     frame = _FRAME.FromString(raw)
+    _refuse_unplaced_bytes(frame)
     request = ExportLogsServiceRequest()
     broken: dict[str, str] = {}
     for r, resource_part in enumerate(frame.resource_logs):  # type: ignore[attr-defined]
@@ -95,6 +97,27 @@ def salvage(raw: bytes) -> tuple[ExportLogsServiceRequest, dict[str, str]]:
                     continue
                 record.CopyFrom(alone.resource_logs[0].scope_logs[0].log_records[0])
     return request, broken
+
+
+def _refuse_unplaced_bytes(frame: Message) -> None:
+    """DecodeError if any part of a broken request sits where no resource, scope or record is.
+
+    A request that parses whole may carry fields newer than our logs.proto; one that does not
+    parse cannot be trusted that far: its records may be among those bytes (a cut or shifted
+    frame), and refusing only the pieces we can place would answer OK for records never sealed.
+    """
+    parts = [("the request", frame)]
+    for r, resource_part in enumerate(frame.resource_logs):  # type: ignore[attr-defined]
+        parts.append((f"resource_logs[{r}]", resource_part))
+        parts += [
+            (f"resource_logs[{r}].scope_logs[{s}]", s_part)
+            for s, s_part in enumerate(resource_part.scope_logs)
+        ]
+    for path, part in parts:
+        if len(UnknownFieldSet(part)):
+            raise DecodeError(
+                f"{path} holds fields logs.proto does not define, and the request does not parse"
+            )
 
 
 def _alone(payload: bytes, tags: tuple[bytes, ...]) -> ExportLogsServiceRequest:

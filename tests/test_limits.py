@@ -269,6 +269,20 @@ def test_a_request_whose_frame_is_broken_is_refused_whole() -> None:
         prepare_request(raw[:-1], Rules())
 
 
+def test_a_broken_request_with_bytes_outside_its_frame_is_refused_whole() -> None:
+    """Found by the fuzzer (bench/fuzz.py, a request with its first 3 bytes deleted): the
+    records sat in a field the frame does not define, the one resource left was broken, and
+    the request was answered OK with nothing refused and nothing sealed."""
+    good = _raw_request(
+        _raw_resource(_good("a"), resource=_field(b"\x0a", KeyValue(key="k").SerializeToString()))
+    )
+    with pytest.raises(RequestError, match="not a valid OTLP"):
+        prepare_request(good[3:], Rules())
+    stray = _raw_request(_raw_resource(_too_deep())) + _field(b"\x12", _raw_resource(_good("b")))
+    with pytest.raises(RequestError, match="not a valid OTLP"):
+        prepare_request(stray, Rules())
+
+
 def test_salvaging_a_valid_request_gives_what_protobuf_parses() -> None:
     """The frame's field numbers are logs.proto's: a valid request (here with its resource
     split in two occurrences, which protobuf merges) comes out the same."""

@@ -285,9 +285,11 @@ def send_mutant(target: Target, records: int, mutations: list, transport: str) -
         try:
             request = ExportLogsServiceRequest.FromString(body)
         except DecodeError:
-            if answer.ok:
+            # Refused whole, or (sealer/salvage.py) the broken records, resources or scopes
+            # refused alone and named: never OK with nothing refused.
+            if answer.ok and not answer.rejected:
                 return f"a request protobuf cannot decode was answered {answer}"
-            return answer_problem(answer, None)
+            return None if answer.ok else answer_problem(answer, None)
         return answer_problem(
             answer, sum(len(s.log_records) for r in request.resource_logs for s in r.scope_logs)
         )
