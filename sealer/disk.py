@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 from otel_audit.errors import ConfigError, StoreUnavailableError
 
+from .refusals import RefusalLog
+
 log = logging.getLogger(__name__)
 
 MIB = 1 << 20
@@ -90,15 +92,13 @@ class DiskGuard:
         self._on_change = on_change  # called with True when an episode starts, False when it ends
         self.min_free_bytes = min_free_bytes
         self._recheck = recheck_seconds
-        self._log_every = log_every_seconds
         self._measure = free_bytes or _available_bytes
         self._clock = clock
         self._lock = threading.Lock()
         self._checked_at: float | None = None
         self._free = -1
         self._why: str | None = None
-        self._refused = 0  # calls refused since the last log line about them
-        self._logged_at = 0.0
+        self._refusals = RefusalLog(log, logging.WARNING, log_every_seconds, clock)
 
     @property
     def free_bytes(self) -> int:
@@ -117,12 +117,7 @@ class DiskGuard:
 
     def refused(self) -> None:
         """A call was refused for the reason refusal() gave: said at most every log_every_seconds."""
-        now = self._clock()
-        with self._lock:  # one line for many threads refused at once
-            self._refused += 1
-            if now - self._logged_at >= self._log_every:
-                log.warning("refused %d Export call(s) since the last report: %s", self._refused, self._why)
-                self._refused, self._logged_at = 0, now
+        self._refusals.refused(self._why)
 
     def _look(self) -> None:
         why: str | None = None
@@ -141,7 +136,7 @@ class DiskGuard:
                 )
         if why is not None and self._why is None:  # once per episode
             log.error("%s", why)
-            self._logged_at = self._clock()
+            self._refusals.said()
             self._on_change(True)
         elif why is None and self._why is not None:
             log.warning(
@@ -149,9 +144,8 @@ class DiskGuard:
                 "were refused meanwhile",
                 format_size(self._free),
                 self.path,
-                self._refused,
+                self._refusals.take(),
             )
-            self._refused = 0
             self._on_change(False)
         self._why = why
 

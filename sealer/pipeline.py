@@ -70,6 +70,7 @@ from .journal import Journal, catch_up
 from .losses import lost_rows
 from .metrics import SealerMetrics
 from .prepare import PREPARED_COLUMNS, Prepared, RequestError
+from .refusals import RefusalLog
 from .state import LogState
 
 log = logging.getLogger(__name__)
@@ -214,9 +215,7 @@ class Pipeline:
         self._writing_done = False
         self._accepting = False
         self._halted: str | None = None
-        self._halt_refusals = 0  # calls refused while halted, since the last log line about them
-        self._halt_logged_at = 0.0
-        self._halt_log_lock = threading.Lock()
+        self._halt_refusals = RefusalLog(log, logging.ERROR)  # said, but not per call
         self._unconfirmed: str | None = None  # committed rows the store does not give back yet
         self._uncertain: _Uncertain | None = None
         self._rerunning = False  # the writer writes a refused group batch by batch (_write_alone)
@@ -297,11 +296,7 @@ class Pipeline:
 
     def _refuse_if_closed(self) -> None:
         if self._halted is not None:
-            with self._halt_log_lock:  # said, but not per call
-                self._halt_refusals += 1
-                if (now := time.monotonic()) - self._halt_logged_at >= 10:
-                    log.error("refused %d Export call(s): %s", self._halt_refusals, self._halted)
-                    self._halt_refusals, self._halt_logged_at = 0, now
+            self._halt_refusals.refused(self._halted)
             raise SealerStoppedError(self._halted)
         if not self._accepting:
             raise SealerStoppedError("the sealer is shutting down; retry against a running one")
