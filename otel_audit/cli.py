@@ -23,7 +23,7 @@ from .errors import AuditError, ConfigError, JournalError, ProofError
 from .note import SignerKey, VerifierKey
 
 if TYPE_CHECKING:  # the CLI imports the store only for the commands that need it
-    from backend.commands import Result
+    from backend.read_commands import Result
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 PRIVATE_UMASK = 0o077  # what the store's engine, anchors and exports create is the user's alone
@@ -652,7 +652,7 @@ def _read_params(args: argparse.Namespace) -> dict[str, object]:
 
 def _run_read(dsn: str, command: str, params: dict[str, object]) -> Result:
     """A read command in the running sealer if it owns the store, else on the store."""
-    from backend.commands import run
+    from backend.read_commands import run
     from backend.store import Store
     from sealer.read_api import call, socket_path
 
