@@ -20,21 +20,20 @@ from .options import default_journal_dir, default_store, key_and_anchors
 
 
 def add_restore_command(sub: argparse._SubParsersAction, located: argparse.ArgumentParser) -> None:
-    restore = sub.add_parser(
+    parser = sub.add_parser(
         "restore", parents=[located], help="put rows the store lost back from the journal (serve stopped)"
     )
-    restore.add_argument(
+    parser.add_argument(
         "--journal",
         default=env("JOURNAL"),
         help="the journal directory serve wrote (env OTEL_AUDIT_JOURNAL; default ./otel-audit-data/journal)",
     )
-    restore.add_argument(
+    parser.add_argument(
         "--key",
         default=env("VERIFIER_KEY"),
         help="verifier key origin+keyid+base64 (env OTEL_AUDIT_VERIFIER_KEY)",
     )
-
-    restore.set_defaults(run=cmd_restore)
+    parser.set_defaults(run=cmd_restore)
 
 
 def add_migrate_command(
