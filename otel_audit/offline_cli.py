@@ -1,7 +1,8 @@
-"""The offline verifier's command line: `otel-audit-verify` (and `python -m otel_audit`).
+"""The offline verifier: check evidence bundles and make keys, with no database.
 
-An examiner checks an evidence bundle and makes or reads keys with nothing but this package
-and its small dependencies: no engine, no gRPC, no server. The full `otel-audit` command
+`otel-audit-verify` (and `python -m otel_audit`) is the command line of the base install: an
+examiner checks an evidence bundle and makes or reads keys with nothing but this package and
+its small dependencies: no engine, no gRPC, no server. The full `otel-audit` command
 line (sealer/cli) adds `keygen` and `verify-bundle` from the definitions here, so both
 commands read the same flags and print the same bytes. Exit codes: 0 success / intact,
 1 an integrity check failed, 2 usage or operational error.
