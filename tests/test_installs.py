@@ -10,6 +10,7 @@ verdict as the full `otel-audit verify-bundle`, without the engine, gRPC or the 
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -25,8 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from otel_audit import offline_cli
 from otel_audit.bundle import entry_path
 from otel_audit.note import SignerKey
+from sealer import cli as sealer_cli
 
 from .conftest import Sealer, run_cli, start_sealer
 
@@ -211,3 +214,16 @@ def test_the_verifier_install_makes_keys(verifier_venv: Venv, tmp_path: Path) ->
     assert (
         SignerKey.parse((tmp_path / "signer.key").read_text()).verifier().serialize() == done.stdout.strip()
     )
+
+
+def test_both_command_lines_share_one_definition_of_the_offline_commands() -> None:
+    """`otel-audit verify-bundle` and `otel-audit-verify verify-bundle` parse with the same
+    argparse actions (and likewise keygen): one definition, so their flags cannot drift."""
+    full, offline = sealer_cli.build_parser(), offline_cli.build_parser()
+    for name, arguments in (("verify-bundle", offline_cli.VERIFY_BUNDLE_ARGUMENTS),
+                            ("keygen", offline_cli.KEYGEN_ARGUMENTS)):  # fmt: skip
+        shared = list(arguments._actions)
+        for parser in (full, offline):
+            (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            actions = sub.choices[name]._actions
+            assert all(any(a is b for b in actions) for a in shared), name
