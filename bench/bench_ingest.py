@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from backend.readers import verify_origin  # noqa: E402
 from backend.store import Store  # noqa: E402
 from otel_audit.note import SignerKey  # noqa: E402
+from tests.conftest import CLI  # noqa: E402
 
 
 def make_requests(total: int, batch: int) -> list:
@@ -111,9 +112,7 @@ class SealedRun:
         self.key_path.write_text(SignerKey.generate("bench.example/audit").serialize() + "\n")
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "otel_audit.cli",
+                *CLI,
                 "serve",
                 "--key",
                 str(self.key_path),

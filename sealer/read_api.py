@@ -4,7 +4,7 @@ embedded store that a running `otel-audit serve` owns.
 chDB lets one process open a data directory. While serve runs, the CLI sends its command
 and JSON parameters over gRPC on a Unix socket beside the store (`<store path>.sock`, mode
 0600: local and same-user only), and the sealer runs the very function the CLI would have
-run (backend/commands.py) on its own connection, read-only; `query` gets a readonly = 1
+run (backend/read_commands.py) on its own connection, read-only; `query` gets a readonly = 1
 session of its own per call (backend/user_sql.py). The response streams a JSON header (exit
 code and notes for stderr) and then the output bytes in chunks.
 """
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from backend.commands import Result, run
+from backend.read_commands import Result, run
 from backend.store import Store
 from otel_audit.errors import AuditError, ProofError, StoreUnavailableError
 

@@ -18,6 +18,10 @@ import pytest
 from backend.store import Store
 from otel_audit.note import SignerKey
 
+# How every test starts the `otel-audit` command line (sealer/cli), in a subprocess that runs
+# this interpreter and inherits PYTHONPATH, so it runs the code under test.
+CLI = (sys.executable, "-m", "sealer.cli")
+
 
 @dataclass
 class Sealer:
@@ -78,7 +82,7 @@ class Sealer:
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "otel_audit.cli", *args],
+        [*CLI, *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -93,9 +97,7 @@ def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.
         key_file.write_text(key.serialize() + "\n")
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "otel_audit.cli",
+            *CLI,
             "serve",
             "--key",
             str(key_file),

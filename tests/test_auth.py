@@ -6,7 +6,6 @@ refused (unknown tokens, anonymous producers on network listeners, plaintext on 
 from __future__ import annotations
 
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from sealer.auth import (
 )
 
 from .certs import TestPki
-from .conftest import Sealer, run_cli, start_sealer
+from .conftest import CLI, Sealer, run_cli, start_sealer
 from .test_http import SPEC_LOGS_JSON, post
 
 SERVICE = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -204,7 +203,7 @@ def test_client_certificates_name_the_producer(tmp_path: Path, monkeypatch: pyte
 )
 def test_serve_refuses_an_exposed_listener(tmp_path: Path, flags: list[str], message: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "otel_audit.cli", "serve", "--store", f"chdb://{tmp_path / 'store'}", "--grpc",
+        [*CLI, "serve", "--store", f"chdb://{tmp_path / 'store'}", "--grpc",
          "127.0.0.1:0", "--http", "127.0.0.1:0", *flags],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

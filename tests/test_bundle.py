@@ -21,6 +21,7 @@ from otel_audit.entry import Context, Seal
 from otel_audit.merkle import CompactRange, hash_leaf
 from otel_audit.note import SignedNote, SignerKey
 from otel_audit.tlog_proof import TlogProof
+from sealer.cli import main
 
 from .conftest import run_cli
 from .test_entry import seal_record
@@ -319,8 +320,6 @@ def _patch(bundle: bytes, name: str, field: str, value: int, where: str = "both"
 
 def _exit_code(bundle: bytes, tmp_path, capsys) -> tuple[int, str]:  # type: ignore[no-untyped-def]
     """`otel-audit verify-bundle` in this process: an exception would fail the test."""
-    from otel_audit.cli import main
-
     path = tmp_path / "flipped.bundle"
     path.write_bytes(bundle)
     code = main(["verify-bundle", str(path), "--key", KEY.verifier().serialize()])

@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
-from backend.commands import run
+from backend.read_commands import run
 from backend.store import Store
 from otel_audit.errors import ConfigError, StoreError, StoreUnavailableError
 from otel_audit.note import SignerKey

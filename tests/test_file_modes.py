@@ -9,7 +9,6 @@ import re
 import signal
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from otel_audit.anchors import LATEST, origin_dir, write_anchor
 from otel_audit.note import SignerKey
 
-from .conftest import run_cli
+from .conftest import CLI, run_cli
 from .producers import send_audit_events
 
 KEY = SignerKey.from_seed("modes.example/audit", b"\x03" * 32)
@@ -75,7 +74,7 @@ def test_serve_verify_and_search_create_only_private_files_under_umask_000(
         "OTEL_AUDIT_WORKERS": "0",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "otel_audit.cli", "serve"],  # every default: ./otel-audit-data/
+        [*CLI, "serve"],  # every default: ./otel-audit-data/
         cwd=tmp_path,
         env=env,
         stderr=subprocess.PIPE,

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from backend.commands import run
 from backend.migrations import migrate
+from backend.read_commands import run
 from backend.store import Store
 from otel_audit.errors import AuditError
 from otel_audit.note import SignerKey
@@ -108,7 +108,7 @@ def through_socket(running: Sealer) -> Ask:
 
 @pytest.fixture(scope="module")
 def directly(stopped: Sealer) -> Iterator[Ask]:
-    """What the CLI runs on a store it opens itself (backend/commands.py `run`), in this process."""
+    """What the CLI runs on a store it opens itself (backend/read_commands.py `run`), in this process."""
     store = Store.open(stopped.store, read_only=True)
 
     def ask(sql: str, fmt: str = "TSV", **limits: int) -> bytes:

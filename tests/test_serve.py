@@ -8,7 +8,6 @@ import re
 import signal
 import stat
 import subprocess
-import sys
 import time
 
 import grpc
@@ -21,7 +20,7 @@ from backend.store import Store
 from otel_audit.anchors import read_anchors
 from otel_audit.note import SignedNote, VerifierKey
 
-from .conftest import run_cli, start_sealer
+from .conftest import CLI, run_cli, start_sealer
 from .producers import send_audit_events
 
 pytestmark = pytest.mark.integration
@@ -234,7 +233,7 @@ def test_defaults_and_environment_a_new_user_gets(tmp_path):
         "OTEL_AUDIT_ORIGIN": "newcomer.example/audit",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "otel_audit.cli", "serve"],
+        [*CLI, "serve"],
         cwd=tmp_path,
         env=env,
         stderr=subprocess.PIPE,

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
+
+from tests.conftest import CLI
 
 ID_KEY = "campaign.id"  # the attribute every campaign record carries: its unique id
 
 
 def query(store: str, sql: str) -> list[dict]:
     result = subprocess.run(
-        [sys.executable, "-m", "otel_audit.cli", "query", "--store", store, "--format", "JSONEachRow", sql],
+        [*CLI, "query", "--store", store, "--format", "JSONEachRow", sql],
         capture_output=True,
         text=True,
         timeout=300,

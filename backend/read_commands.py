@@ -1,5 +1,6 @@
 """The read-only commands (search, export, proof, consistency, query, status) as one function each
-from JSON-safe parameters to output bytes.
+from JSON-safe parameters to output bytes; what they print as text is in record_table.py and
+log_status.py.
 
 The CLI runs them against a store it opens itself, or, when `otel-audit serve` owns the
 embedded store, sends the same parameters to the running sealer (sealer/read_api.py), which
@@ -10,20 +11,18 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from otel_audit.anchors import latest_anchor
-from otel_audit.checkpoint import Checkpoint
 from otel_audit.errors import ConfigError
-from otel_audit.note import SignedNote, VerifierKey
+from otel_audit.note import VerifierKey
 from otel_audit.readable import json_line, record_dict
 
 from .evidence import Search, consistency_proof, default_origin, export, inclusion_proof, search
+from .log_status import log_status, sealer_line
 from .migrations import check_readable
-from .producers import producer_report
+from .record_table import record_table
 from .store import LOGS, Store
 from .user_sql import QueryLimits, run_user_sql
 
@@ -59,25 +58,7 @@ def run_search(store: Store, params: Params) -> Result:
     if params.get("json"):
         return Result("".join(json_line(r) + "\n" for r in records).encode(), notes)
     notes.append(f"{len(records)} records ({query.describe()})")
-    return Result(_table(records).encode(), notes)
-
-
-_TABLE = (("timestamp", 30), ("origin", 24), ("seq", 10), ("service", 14), ("actor", 14),
-          ("action", 18), ("outcome", 8), ("resource", 16), ("body", 60))  # fmt: skip
-
-
-def _table(records: list[dict[str, object]]) -> str:
-    columns = [(n, w) for n, w in _TABLE if n != "origin" or len({r["origin"] for r in records}) > 1]
-    widths = [min(w, max([len(n), *(len(str(r[n])) for r in records)])) for n, w in columns]
-
-    def line(cells: list[str]) -> str:
-        fitted = [c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(cells, widths, strict=True)]
-        return "  ".join(c.ljust(w) for c, w in zip(fitted, widths, strict=True)).rstrip() + "\n"
-
-    out = line([n.upper() for n, _ in columns])
-    for r in records:
-        out += line([str(r[n]).replace("\n", " ") for n, _ in columns])
-    return out
+    return Result(record_table(records).encode(), notes)
 
 
 def run_export(store: Store, params: Params) -> Result:
@@ -156,63 +137,6 @@ def run_query(store: Store, params: Params) -> Result:
     return Result(run_user_sql(store.dsn, sql, fmt, limits))
 
 
-@dataclass
-class LogStatus:
-    origin: str
-    records: int
-    last_seq: int | None
-    unsigned_records: int
-    checkpoint_tree_size: int | None
-    checkpoint_age_seconds: float | None
-    anchored_tree_size: int | None
-    producers: dict[str, int]  # producer name ("" when anonymous) -> records
-    producer_instances: int
-    warnings: list[str]
-
-    def lines(self) -> list[str]:
-        if self.checkpoint_tree_size is None:
-            signed = "no checkpoint yet"
-        else:
-            signed = f"checkpoint at {self.checkpoint_tree_size}, {self.checkpoint_age_seconds} s old"
-        if self.anchored_tree_size is None:
-            anchored = "no anchor read (pass --anchor-dir)"
-        else:
-            anchored = f"anchored up to {self.anchored_tree_size}"
-        producers = ", ".join(f"{name or '(anonymous)'} {n}" for name, n in self.producers.items()) or "none"
-        return [
-            f"log {self.origin}: {self.records} records; {signed}; {anchored}",
-            f"  producers: {producers}; SDK instances seen: {self.producer_instances}",
-            *(f"  warning: {line}" for line in self.warnings),
-        ]
-
-
-def log_status(store: Store, origin: str, anchor_dir: Path | None) -> LogStatus:
-    count, _, last = store.seq_range(origin)
-    size = age = None
-    stored = store.latest_checkpoint(origin)
-    if stored is not None:
-        signed = Checkpoint.parse(SignedNote.parse(stored.note).text)
-        size, age = signed.tree_size, round((time.time_ns() - signed.sealed_at_ns) / 1e9, 1)
-    anchor = latest_anchor(anchor_dir, origin) if anchor_dir else None
-    report = producer_report(store, origin)
-    by_name = store.select(
-        f"SELECT Producer, count() FROM {LOGS} WHERE Origin = {{o:String}} GROUP BY Producer ORDER BY 1",
-        {"o": origin},
-    )
-    return LogStatus(
-        origin=origin,
-        records=count,
-        last_seq=last if count else None,
-        unsigned_records=count - (size or 0),
-        checkpoint_tree_size=size,
-        checkpoint_age_seconds=age,
-        anchored_tree_size=anchor.checkpoint.tree_size if anchor else None,
-        producers={str(name): int(n) for name, n in by_name},
-        producer_instances=len(report.instances),
-        warnings=report.lines(),
-    )
-
-
 def _origins(store: Store, params: Params) -> list[str]:
     """The logs a command covers: --origin, else the given keys' logs, else all in the store."""
     if params.get("origin"):
@@ -231,18 +155,6 @@ def run_status(store: Store, params: Params) -> Result:
         return Result((json.dumps(body, indent=1) + "\n").encode())
     lines = [line for log in logs for line in log.lines()] + [sealer_line(sealer)]
     return Result("".join(line + "\n" for line in lines).encode())
-
-
-def sealer_line(sealer: object) -> str:
-    """The running sealer's readiness (sealer/service.py `readiness`), as `status` prints it."""
-    if not isinstance(sealer, dict):
-        return "sealer: not reached (status read the store directly; a running sealer's /readyz says more)"
-    free, minimum = sealer.get("store_free_bytes"), sealer.get("min_free_disk_bytes")
-    disk = ""
-    if isinstance(free, int) and isinstance(minimum, int):
-        disk = f"; store disk: {free >> 20} MiB free, refusing records below {minimum >> 20} MiB"
-    state = "ready" if sealer.get("ready") else f"NOT READY: {sealer.get('problem')}"
-    return f"sealer: {state}{disk}"
 
 
 def run_partitions(store: Store, params: Params) -> Result:

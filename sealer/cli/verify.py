@@ -1,0 +1,87 @@
+"""`otel-audit verify`: check a log in the store against its verifier key and anchors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from backend.migrations import check_readable
+from backend.producers import producer_report
+from backend.readers import verify_origin
+from backend.store import Store, redact
+from otel_audit.errors import ConfigError
+from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env
+
+from .options import default_store, key_and_anchors
+
+
+def add_verify_command(sub: argparse._SubParsersAction, located: argparse.ArgumentParser) -> None:
+    verify = sub.add_parser("verify", parents=[located], help="verify a log in the store")
+    verify.add_argument(
+        "--key",
+        default=env("VERIFIER_KEY"),
+        help="verifier key origin+keyid+base64 (env OTEL_AUDIT_VERIFIER_KEY)",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument(
+        "--retention-years",
+        type=float,
+        default=float(env("RETENTION_YEARS", "7") or 7),
+        help="the oldest months of the log may be missing only if older than this (default 7; "
+        "env OTEL_AUDIT_RETENTION_YEARS)",
+    )
+    verify.add_argument(
+        "--deep",
+        action="store_true",
+        help="decode every entry in Python and "
+        "compare its columns, instead of checking the signed column commitments "
+        "(slower; does not rely on the engine's hashing)",
+    )
+    verify.set_defaults(run=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    key, anchor_dir = key_and_anchors(args)
+    dsn = args.store or default_store()
+    store = Store.open(dsn)
+    try:
+        if not store.has_schema():
+            raise ConfigError(f"store {redact(dsn)} holds no otel-audit log; check --store")
+        check_readable(store)
+        report = verify_origin(store, key, anchor_dir, deep=args.deep, retention_years=args.retention_years)
+        origins = store.origins() if report.records == 0 else []
+        producers = producer_report(store, key.name)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({**report.as_dict(), "producers": producers.as_dict()}, indent=2))
+    else:
+        status = "OK" if report.ok else "FAILED"
+        print(
+            f"{status}: log {report.origin} ({report.mode}): {report.records} records, "
+            f"{report.checkpoints_verified} checkpoints and {report.anchors_verified} anchors "
+            f"verified ({report.anchors_consistent} proven extended by consistency proofs), "
+            f"signed up to tree size {report.signed_size}"
+        )
+        if report.records == 0 and report.signed_size == 0:
+            others = ", ".join(origins) or "none"
+            print(f"note: the store holds no records of {report.origin} (origins in it: {others})")
+        if report.expired_records:
+            print(
+                f"note: Seq 0..{report.expired_records - 1} expired under the retention policy (older than "
+                f"{args.retention_years:g} years); the rest was verified from the signed checkpoint at "
+                f"{report.expired_records}"
+            )
+        if report.unsigned_records:
+            print(f"note: {report.unsigned_records} newest records are not yet covered by a checkpoint")
+        for note in report.notes:
+            print(f"note: {note}")
+        for warning in report.warnings:
+            print(f"WARNING: {warning}")
+        for finding in report.findings:
+            print(f"  {finding}")
+        if report.findings_dropped:
+            print(f"  ... and {report.findings_dropped} more findings")
+        for line in producers.lines():  # what reached the log, not whether it was altered
+            print(f"warning: {line}")
+    return EXIT_OK if report.ok else EXIT_FAILED
