@@ -16,6 +16,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from otel_audit.columns import COLUMN_HASH_SQL
 from otel_audit.entry import DERIVED_COLUMNS
 from otel_audit.errors import (
     ConfigError,
@@ -26,7 +27,6 @@ from otel_audit.errors import (
 )
 
 from .cluster import INSERT_SETTINGS, check_name
-from .columns import COLUMN_HASH_SQL
 from .limits import is_data_error
 
 LOGS = "otel_audit.logs"

@@ -17,7 +17,7 @@ exactly as they did when their checkpoints signed them.
 
 from __future__ import annotations
 
-from otel_audit.entry import DERIVED_COLUMNS
+from .entry import DERIVED_COLUMNS
 
 _FIRST_RELEASE = [name for name in DERIVED_COLUMNS if name != "Producer"]
 COLUMN_HASH_SQL = f"SHA256(concat(formatRowNoNewline('RowBinary', {', '.join(_FIRST_RELEASE)}), Producer))"
