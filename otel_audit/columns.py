@@ -113,9 +113,7 @@ class StoredRow(NamedTuple):
     @classmethod
     def of(cls, values: Sequence[object]) -> StoredRow:
         """A row as the store reads it (ROW_COLUMNS, in order), by name."""
-        derived = DerivedRow._make(values[:_DERIVED_COUNT])
-        entry, leaf_hash, chain_hash = values[_DERIVED_COUNT:]
-        return cls(derived, entry, leaf_hash, chain_hash)  # type: ignore[arg-type]
+        return cls._make((DerivedRow._make(values[:_DERIVED_COUNT]), *values[_DERIVED_COUNT:]))
 
 
 def _declared(row: type) -> tuple[Column, ...]:
