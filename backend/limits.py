@@ -7,7 +7,7 @@ comes from a column's type in backend/sql/001_schema.sql and ClickHouse's docume
 that type (docs: sql-reference/data-types):
 
 - TimestampTime is `DateTime`: UInt32 seconds since the epoch, so 2106-02-07T06:28:15Z at the
-  latest. It is Timestamp's second (otel_audit/entry.py: timestamp_columns), so the record
+  latest. It is Timestamp's second (otel_audit/derivation.py: the Timestamp rule), so the record
   time that becomes Timestamp (its time_unix_nano, else its observed_time_unix_nano) must
   fall in or before that second.
 - ObservedTimestamp, Timestamp and SealedAt are `DateTime64(9)`: Int64 nanoseconds, so

@@ -11,7 +11,7 @@ a loop over its rows.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -20,8 +20,9 @@ from clickhouse_connect.datatypes.registry import get_from_name
 from clickhouse_connect.driver.exceptions import DataError
 from clickhouse_connect.driver.insert import InsertContext
 
-from otel_audit.entry import varint
+from otel_audit.columns import COLUMN
 from otel_audit.errors import StoreDataError
+from otel_audit.varint import varint
 
 
 def _string(text: str) -> bytes:
@@ -35,6 +36,11 @@ class Columns:
 
     names: tuple[str, ...]
     types: tuple[str, ...]
+
+    @classmethod
+    def of(cls, names: Sequence[str]) -> Columns:
+        """Columns of otel_audit.logs, each sent as its table entry says (Column.sent_as)."""
+        return cls(tuple(names), tuple(COLUMN[name].sent_as for name in names))
 
     @cached_property
     def _writers(self) -> list[tuple[str, bytes, ClickHouseType]]:
@@ -57,6 +63,10 @@ class Columns:
                     f"column {name}: a value its type {writer.name} cannot hold ({exc})"
                 ) from None
         return bytes(out)
+
+    def encode_by_name(self, values: Mapping[str, Sequence[object]]) -> bytes:
+        """`encode`, the values given by column name."""
+        return self.encode([values[name] for name in self.names])
 
 
 def block(rows: int, columns: int, *parts: bytes) -> bytes:

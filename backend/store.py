@@ -16,7 +16,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from otel_audit.entry import DERIVED_COLUMNS
+from otel_audit.columns import COLUMN, COLUMN_HASH_SQL, DERIVED_COLUMNS, ROW_COLUMNS
 from otel_audit.errors import (
     ConfigError,
     StoreDamagedError,
@@ -26,16 +26,12 @@ from otel_audit.errors import (
 )
 
 from .cluster import INSERT_SETTINGS, check_name
-from .columns import COLUMN_HASH_SQL
 from .limits import is_data_error
 from .migrations import migrate
 
 LOGS = "otel_audit.logs"
 CHECKPOINTS = "otel_audit.checkpoints"
 TREE_NODES = "otel_audit.tree_nodes"
-SEAL_COLUMNS = ("Entry", "LeafHash", "ChainHash")
-ROW_COLUMNS = DERIVED_COLUMNS + SEAL_COLUMNS  # every column of a sealed row
-_NANOSECOND_COLUMNS = {"Timestamp", "ObservedTimestamp", "SealedAt"}
 # The engine's error codes for data it holds but cannot read: ATTEMPT_TO_READ_AFTER_EOF,
 # CANNOT_READ_ALL_DATA, CHECKSUM_DOESNT_MATCH, BAD_SIZE_OF_FILE_IN_DATA_PART, CORRUPTED_DATA.
 _DAMAGED_CODES = {32, 33, 40, 228, 246}
@@ -51,13 +47,15 @@ def redact(dsn: str) -> str:
 
 
 def select_list(columns: Sequence[str] = DERIVED_COLUMNS) -> str:
-    """Read DateTime64 columns as integer nanoseconds and TimestampTime as seconds."""
+    """Columns of otel_audit.logs as Python holds them (otel_audit/columns.py): DateTime64(9)
+    as integer nanoseconds, DateTime as integer seconds."""
     out = []
     for name in columns:
-        if name in _NANOSECOND_COLUMNS:
+        kind = COLUMN[name].type
+        if kind == "DateTime64(9)":
             out.append(f"toUnixTimestamp64Nano({name}) AS {name}_ns")
-        elif name == "TimestampTime":
-            out.append("toUnixTimestamp(TimestampTime) AS TimestampTime_s")
+        elif kind == "DateTime":
+            out.append(f"toUnixTimestamp({name}) AS {name}_s")
         else:
             out.append(name)
     return ", ".join(out)
@@ -266,7 +264,7 @@ class Store:
         )
 
     def column_hashes(self, origin: str, first: int, end: int) -> bytes:
-        """The column hashes (32 bytes each, backend/columns.py) of Seq [first, end), in order."""
+        """The column hashes (32 bytes each, otel_audit/columns.py) of Seq [first, end), in order."""
         return self._raw(
             f"SELECT {COLUMN_HASH_SQL} FROM {LOGS} WHERE Origin = {{o:String}} "
             "AND Seq >= {a:UInt64} AND Seq < {b:UInt64} ORDER BY Seq",
@@ -451,8 +449,8 @@ class Store:
     def stream_rows(
         self, origin: str, first: int = 0, end: int = 2**64 - 1, block_rows: int = 65536
     ) -> Iterator[list[tuple]]:
-        """The rows of Seq [first, end) in Seq order, as blocks of tuples:
-        DERIVED_COLUMNS, then Entry, LeafHash, ChainHash."""
+        """The rows of Seq [first, end) in Seq order, as blocks of tuples of ROW_COLUMNS
+        (otel_audit/columns.py: StoredRow.of reads one by name)."""
         select = select_list(ROW_COLUMNS)
         query = (
             f"SELECT {select} FROM {LOGS} WHERE Origin = {{o:String}} "

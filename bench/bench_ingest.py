@@ -83,17 +83,17 @@ def make_requests(total: int, batch: int) -> list:
 
 def plain_rows(requests: list) -> list[list[tuple]]:
     """The records as otel_logs rows, mapped the way the Collector's exporter maps them."""
-    from otel_audit.entry import Seal, _shared_columns, attributes_as_map, record_columns
+    from otel_audit.derivation import derived_row, shared_columns
+    from otel_audit.value_strings import attributes_as_map
 
     batches = []
-    no_seal = Seal("", 0, 0)
     for request in requests:
         rows = []
         for rl in request.resource_logs:
             for sl in rl.scope_logs:
-                shared = _shared_columns(rl, sl)
+                shared = shared_columns(rl, sl)
                 for rec in sl.log_records:
-                    cols = record_columns(shared, rec, no_seal, attributes_as_map(rec.attributes))
+                    cols = derived_row(shared, rec, attributes_as_map(rec.attributes), "", 0, 0, "")
                     rows.append(cols[3:-1])  # drop Origin, Seq, SealedAt and Producer
         batches.append(rows)
     return batches
@@ -167,7 +167,7 @@ class PlainRun:
     """clickhouse-connect inserts into a table with the Collector exporter's otel_logs columns."""
 
     def __init__(self, workdir: Path) -> None:
-        from otel_audit.entry import DERIVED_COLUMNS
+        from otel_audit.columns import DERIVED_COLUMNS
 
         self.client = clickhouse_connect.get_client(dsn=f"chdb://{workdir / 'plain'}")
         schema = (ROOT / "backend" / "sql" / "001_schema.sql").read_text()

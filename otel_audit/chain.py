@@ -14,9 +14,3 @@ CHAIN_START = bytes(32)
 
 def chain_next(previous: bytes, leaf_hash: bytes) -> bytes:
     return hashlib.sha256(previous + leaf_hash).digest()
-
-
-def columns_commitment(column_hashes: bytes) -> bytes:
-    """What a checkpoint signs for the column hashes of its records, concatenated in Seq
-    order (backend/columns.py says how a column hash is made)."""
-    return hashlib.sha256(column_hashes).digest()

@@ -8,7 +8,7 @@ ignore them, as the spec asks:
 - ``otel-audit chain <base64>``: the chain head after the last leaf;
 - ``otel-audit sealed-at <ns>``: the seal time of the last leaf, Unix nanoseconds;
 - ``otel-audit columns <from> <base64>``: the columns commitment of the records
-  [from, tree size): SHA-256 over their column hashes in Seq order (see backend/columns.py).
+  [from, tree size): SHA-256 over their column hashes in Seq order (see otel_audit/columns.py).
   It lets `verify` check every stored column without decoding each entry.
 """
 

@@ -1,29 +1,29 @@
-"""Leaf entries: one sealed OTLP log record, and the columns derived from it.
+"""Leaf entries: one sealed OTLP log record, encoded for sealing and decoded for checking.
 
 An entry is the deterministic protobuf serialization of an OTLP ``ResourceLogs`` holding one
 ``ScopeLogs`` holding one ``LogRecord`` (DESIGN.md, "Formats"), so any OTLP tool decodes it.
 The seal metadata travels inside it as the record's last attributes, under the reserved
 ``otel_audit.`` prefix that producers may not use.
 
-Every column of ``otel_audit.logs`` except LeafHash and ChainHash is a function of the entry
-(`columns_of`). The sealer and the verifier both call that one function, which is how the
-verifier proves that no column was edited behind the entry's back.
+Encoding is split for speed: the sealing workers serialize each record once, split where the
+seal goes (`split_record`), and frame it once per ScopeLogs (`EntryFrame`); the sealer only
+splices in the seal attributes (`SealEncoder`). `decode_entry` reads an entry back, strictly,
+and derives its columns (otel_audit/derivation.py), as the verifier and `restore` need.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
-from math import isfinite
 
 from google.protobuf.unknown_fields import UnknownFieldSet
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
+from .columns import DerivedRow
+from .derivation import derived_row, shared_columns
 from .errors import FormatError
+from .value_strings import attributes_as_map
+from .varint import varint
 
 SEAL_PREFIX = "otel_audit."
 ATTR_ORIGIN = "otel_audit.origin"
@@ -32,107 +32,11 @@ ATTR_SEALED_AT = "otel_audit.sealed_at"
 ATTR_PRODUCER = "otel_audit.producer"  # only when the producer was authenticated
 ATTR_MASKING = "otel_audit.masking"  # only when masking rules applied (sealer/masking.py)
 
-# The columns of otel_audit.logs that `columns_of` derives, in this order. TimestampTime is
-# the Collector schema's DEFAULT toDateTime(Timestamp), written explicitly and checked too.
-DERIVED_COLUMNS: tuple[str, ...] = (
-    "Origin",
-    "Seq",
-    "SealedAt",
-    "Timestamp",
-    "TimestampTime",
-    "ObservedTimestamp",
-    "TraceId",
-    "SpanId",
-    "TraceFlags",
-    "SeverityText",
-    "SeverityNumber",
-    "ServiceName",
-    "Body",
-    "ResourceSchemaUrl",
-    "ResourceAttributes",
-    "ScopeSchemaUrl",
-    "ScopeName",
-    "ScopeVersion",
-    "ScopeAttributes",
-    "LogAttributes",
-    "EventName",
-    "Producer",
-)
-# The derived columns that come from the producer's record alone, whatever its Seq and seal:
-# the sealing workers make these (sealer/prepare.py), the sealer the rest.
-RECORD_COLUMNS: tuple[str, ...] = DERIVED_COLUMNS[DERIVED_COLUMNS.index("ObservedTimestamp") : -1]
-# Timestamps are carried as integer nanoseconds (seconds for TimestampTime).
-Row = tuple
-
-
-def any_value_as_string(value: AnyValue) -> str:
-    """pdata's Value.AsString(), the rule the Collector's ClickHouse exporter uses."""
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind is None:
-        return ""
-    if kind in ("array_value", "kvlist_value"):
-        return json.dumps(_raw(value), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-    return _scalar_as_string(value, kind)
-
-
-def _scalar_as_string(value: AnyValue, kind: str) -> str:
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind == "int_value":
-        return str(value.int_value)
-    if kind == "double_value":
-        return _format_float(value.double_value)
-    return base64.b64encode(value.bytes_value).decode()
-
-
-def _format_float(number: float) -> str:
-    """Go's strconv.FormatFloat(f, 'f', -1, 64): shortest digits, never an exponent."""
-    if not isfinite(number):
-        return "NaN" if number != number else ("+Inf" if number > 0 else "-Inf")
-    text = format(Decimal(repr(number)), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
-
-
-def _raw(value: AnyValue) -> object:
-    kind = value.WhichOneof("value")
-    if kind == "array_value":
-        return [_raw(v) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _raw(kv.value) for kv in value.kvlist_value.values}
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "double_value":
-        return value.double_value if isfinite(value.double_value) else _format_float(value.double_value)
-    if kind == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode()
-    return None
-
-
-def attributes_as_map(attributes: object) -> dict[str, str]:
-    """Each attribute's key and value as a string (any_value_as_string). A non-empty
-    string_value can only be the value of a string attribute (the value is a oneof), and
-    most are: those skip the slower general path."""
-    out: dict[str, str] = {}
-    for kv in attributes:  # type: ignore[attr-defined]
-        value = kv.value
-        out[kv.key] = value.string_value or any_value_as_string(value)
-    return out
-
-
-def _hex_id(raw: bytes) -> str:
-    return raw.hex() if any(raw) else ""
-
 
 @dataclass(frozen=True)
 class Seal:
+    """What the sealer adds to a record: its otel_audit.* attributes, decoded."""
+
     origin: str
     seq: int
     sealed_at_ns: int
@@ -273,21 +177,6 @@ def _read_seal(record: LogRecord) -> tuple[Seal, dict[str, str]]:
     return seal, own
 
 
-def _shared_columns(resource_logs: ResourceLogs, scope_logs: ScopeLogs) -> tuple:
-    """The columns every record of one ScopeLogs shares (see record_columns)."""
-    resource_attrs = attributes_as_map(resource_logs.resource.attributes)
-    scope = scope_logs.scope
-    return (
-        resource_attrs.get("service.name", ""),
-        resource_logs.schema_url,
-        resource_attrs,
-        scope_logs.schema_url,
-        scope.name,
-        scope.version,
-        attributes_as_map(scope.attributes),
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class EntryFrame:
     """The bytes of an entry around its record, encoded once per ScopeLogs.
@@ -336,30 +225,8 @@ class Context:
     __slots__ = ("frame", "shared")
 
     def __init__(self, resource_logs: ResourceLogs, scope_logs: ScopeLogs) -> None:
-        self.shared = _shared_columns(resource_logs, scope_logs)
+        self.shared = shared_columns(resource_logs, scope_logs)
         self.frame = EntryFrame.of(resource_logs, scope_logs)
-
-
-def _varint_slow(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SMALL_VARINTS = tuple(_varint_slow(n) for n in range(1 << 14))  # every length below 16 KiB
-# The first two bytes of a longer varint, by its low 14 bits (both with the continuation bit).
-_LOW_14_BITS = tuple(bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(1 << 14))
-
-
-def varint(n: int) -> bytes:
-    """Protobuf's base-128 varint of a non-negative integer (unsigned LEB128, which
-    ClickHouse's Native format uses too), 14 bits a table lookup: Seq takes one per record."""
-    if n < 16384:
-        return _SMALL_VARINTS[n]
-    return _LOW_14_BITS[n & 0x3FFF] + varint(n >> 14)
 
 
 # The Seq attribute up to its value, for each length of the value's varint (1 to 10 bytes).
@@ -373,53 +240,7 @@ def _field(number: int, payload: bytes) -> bytes:
     return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
-def record_timestamp(record: LogRecord) -> int:
-    """The record's own time: its time, else its observed time; 0 when it has neither (then
-    the Timestamp column takes the seal time, timestamp_columns)."""
-    return record.time_unix_nano or record.observed_time_unix_nano
-
-
-def timestamp_columns(record_time_ns: int, sealed_at_ns: int) -> tuple[int, int]:
-    """Timestamp (ns) and TimestampTime (s): the record's own time (record_timestamp), or the
-    seal time when it has none. The sealer and the verifier both derive them here."""
-    timestamp = record_time_ns or sealed_at_ns
-    return timestamp, timestamp // 1_000_000_000
-
-
-def record_values(shared: tuple, record: LogRecord, own_attributes: dict[str, str]) -> Row:
-    """The RECORD_COLUMNS values of a record. TraceFlags is the trace-flags byte of `flags`
-    (OTLP's LOG_RECORD_FLAGS_TRACE_FLAGS_MASK). The sealer no longer seals a severity
-    outside 0..255 (backend/limits.py); the clamp stays so that entries sealed before that
-    still derive the columns they were stored with."""
-    service, resource_schema, resource_attrs, scope_schema, scope_name, scope_version, scope_attrs = shared
-    return (
-        record.observed_time_unix_nano,
-        _hex_id(record.trace_id),
-        _hex_id(record.span_id),
-        record.flags & 0xFF,
-        record.severity_text,
-        max(0, min(255, record.severity_number)),
-        service,
-        record.body.string_value or any_value_as_string(record.body),
-        resource_schema,
-        resource_attrs,
-        scope_schema,
-        scope_name,
-        scope_version,
-        scope_attrs,
-        own_attributes,
-        record.event_name,
-    )
-
-
-def record_columns(shared: tuple, record: LogRecord, seal: Seal, own_attributes: dict[str, str]) -> Row:
-    """The derived column values, in DERIVED_COLUMNS order."""
-    times = timestamp_columns(record_timestamp(record), seal.sealed_at_ns)
-    head = (seal.origin, seal.seq, seal.sealed_at_ns, *times)
-    return head + record_values(shared, record, own_attributes) + (seal.producer,)
-
-
-def decode_entry(entry: bytes) -> tuple[Seal, Row]:
+def decode_entry(entry: bytes) -> tuple[Seal, DerivedRow]:
     """Parse an entry and derive its columns; FormatError if it is not a sealed entry."""
     resource_logs = ResourceLogs()
     try:
@@ -431,4 +252,5 @@ def decode_entry(entry: bytes) -> tuple[Seal, Row]:
     scope_logs = resource_logs.scope_logs[0]
     record = scope_logs.log_records[0]
     seal, own = _read_seal(record)
-    return seal, record_columns(_shared_columns(resource_logs, scope_logs), record, seal, own)
+    shared = shared_columns(resource_logs, scope_logs)
+    return seal, derived_row(shared, record, own, seal.origin, seal.seq, seal.sealed_at_ns, seal.producer)

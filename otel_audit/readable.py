@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from . import attributes as attr
-from .entry import DERIVED_COLUMNS
+from .columns import DerivedRow
 
 # The CSV/HTML columns, in order; JSON lines carry every key of `record_dict`.
 TABLE_COLUMNS = (
@@ -33,30 +33,31 @@ def iso_ns(ns: int) -> str:
 
 
 def record_dict(row: Sequence[object], leaf_hash: bytes | None = None) -> dict[str, object]:
-    """A record's readable form from its derived columns (DERIVED_COLUMNS order)."""
-    c: Mapping[str, object] = dict(zip(DERIVED_COLUMNS, row, strict=True))
-    log_attributes: Mapping[str, str] = c["LogAttributes"]  # type: ignore[assignment]
+    """A record's readable form from its derived columns (otel_audit/columns.py: DerivedRow,
+    or a plain row of DERIVED_COLUMNS)."""
+    c = DerivedRow._make(row)
+    log_attributes = c.LogAttributes
     out: dict[str, object] = {
-        "origin": c["Origin"],
-        "seq": c["Seq"],
-        "sealed_at": iso_ns(c["SealedAt"]),  # type: ignore[arg-type]
-        "timestamp": iso_ns(c["Timestamp"]),  # type: ignore[arg-type]
-        "service": c["ServiceName"],
+        "origin": c.Origin,
+        "seq": c.Seq,
+        "sealed_at": iso_ns(c.SealedAt),
+        "timestamp": iso_ns(c.Timestamp),
+        "service": c.ServiceName,
         "actor": log_attributes.get(attr.ACTOR, ""),
         "action": log_attributes.get(attr.ACTION, ""),
         "outcome": log_attributes.get(attr.OUTCOME, ""),
         "resource": log_attributes.get(attr.RESOURCE, ""),
-        "event_name": c["EventName"],
-        "severity": c["SeverityText"],
-        "severity_number": c["SeverityNumber"],
-        "body": c["Body"],
+        "event_name": c.EventName,
+        "severity": c.SeverityText,
+        "severity_number": c.SeverityNumber,
+        "body": c.Body,
         "attributes": dict(sorted(log_attributes.items())),
-        "resource_attributes": dict(sorted(c["ResourceAttributes"].items())),  # type: ignore[attr-defined]
-        "scope_name": c["ScopeName"],
-        "scope_version": c["ScopeVersion"],
-        "trace_id": c["TraceId"],
-        "span_id": c["SpanId"],
-        "producer": c["Producer"],
+        "resource_attributes": dict(sorted(c.ResourceAttributes.items())),
+        "scope_name": c.ScopeName,
+        "scope_version": c.ScopeVersion,
+        "trace_id": c.TraceId,
+        "span_id": c.SpanId,
+        "producer": c.Producer,
     }
     if leaf_hash is not None:
         out["leaf_hash"] = leaf_hash.hex()

@@ -37,16 +37,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .anchors import Anchor, AnchorProblem
-from .chain import CHAIN_START, chain_next, columns_commitment
+from .chain import CHAIN_START, chain_next
 from .checkpoint import Checkpoint
-from .entry import DERIVED_COLUMNS, decode_entry
+from .columns import DERIVED_COLUMNS, StoredRow, columns_commitment
+from .entry import decode_entry
 from .errors import AuditError, Finding, FormatError
 from .merkle import CompactRange, hash_leaf
 from .note import SignedNote, VerifierKey
 from .proof import verify_consistency
 
-_N = len(DERIVED_COLUMNS)
-_SEQ = DERIVED_COLUMNS.index("Seq")
 MAX_FINDINGS = 1000
 
 
@@ -233,16 +232,14 @@ class LogVerifier:
     # -- rows ---------------------------------------------------------------------------
 
     def feed(self, rows: Iterable[Sequence[object]]) -> None:
-        """Check stored rows, in Seq order: DERIVED_COLUMNS, then Entry, LeafHash, ChainHash."""
+        """Check stored rows, in Seq order, as the store reads them (ROW_COLUMNS: StoredRow.of)."""
         self.report.mode = "deep"
         tree = self._tree
         targets = self._targets
-        for row in rows:
+        for values in rows:
             self._rows += 1
-            seq: int = row[_SEQ]  # type: ignore[assignment]
-            entry: bytes = row[_N]  # type: ignore[assignment]
-            leaf_hash: bytes = row[_N + 1]  # type: ignore[assignment]
-            chain_hash: bytes = row[_N + 2]  # type: ignore[assignment]
+            row = StoredRow.of(values)
+            seq, entry, leaf_hash, chain_hash = row.derived.Seq, row.Entry, row.LeafHash, row.ChainHash
             follows = True
             if seq != self._expected_seq:
                 if seq < self._expected_seq:
@@ -261,21 +258,21 @@ class LogVerifier:
             if follows and chain_next(self._prev_chain, leaf_hash) != chain_hash:
                 self._find("chain_hash", "ChainHash does not follow from the previous row", seq, seq)
             self._prev_chain = chain_hash
-            self._check_columns(row, entry, seq)
+            self._check_columns(row)
             tree.append(leaf)
             self._expected_seq = seq + 1
             if self._expected_seq in targets:
                 self._check_targets(self._expected_seq)
 
-    def _check_columns(self, row: Sequence[object], entry: bytes, seq: int) -> bool:
+    def _check_columns(self, row: StoredRow) -> bool:
+        seq = row.derived.Seq
         try:
-            _, derived = decode_entry(entry)
+            _, derived = decode_entry(row.Entry)
         except FormatError as exc:
             self._find("entry", f"Entry does not decode: {exc}", seq, seq)
             return False
-        stored = tuple(row[:_N])
-        if stored != derived:
-            names = [n for n, a, b in zip(DERIVED_COLUMNS, stored, derived) if a != b]
+        if row.derived != derived:
+            names = [n for n, a, b in zip(DERIVED_COLUMNS, row.derived, derived) if a != b]
             self._find("column", f"columns differ from Entry: {', '.join(names)}", seq, seq)
             return False
         return True
@@ -321,10 +318,11 @@ class LogVerifier:
         return columns_commitment(column_hashes) == checkpoint.columns_hash
 
     def check_columns(self, rows: Iterable[Sequence[object]]) -> int:
-        """Decode the entries of these rows and compare their columns; returns the rows that differ."""
+        """Decode the entries of these rows (ROW_COLUMNS, as `feed`) and compare their columns;
+        returns the rows that differ."""
         bad = 0
-        for row in rows:
-            if not self._check_columns(row, row[_N], row[_SEQ]):  # type: ignore[arg-type]
+        for values in rows:
+            if not self._check_columns(StoredRow.of(values)):
                 bad += 1
         return bad
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from backend.store import Store, StoredCheckpoint
 from backend.tiles import extend_nodes
 from otel_audit.anchors import latest_anchor, write_anchor
-from otel_audit.chain import columns_commitment
 from otel_audit.checkpoint import Checkpoint
+from otel_audit.columns import columns_commitment
 from otel_audit.errors import AuditError, StoreDamagedError, StoreError
 from otel_audit.note import SignedNote, SignerKey
 

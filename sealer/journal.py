@@ -48,6 +48,7 @@ from urllib.parse import quote
 
 from backend.store import Store
 from otel_audit.chain import CHAIN_START, chain_next
+from otel_audit.columns import StoredRow
 from otel_audit.errors import ConfigError, JournalError
 from otel_audit.merkle import hash_leaf
 from otel_audit.note import SignerKey, VerifierKey
@@ -420,11 +421,12 @@ def catch_up(journal: Journal, store: Store, end: int) -> None:
     log.warning("journal: copying Seq %d..%d from the store", journal.end, end - 1)
     for block in store.stream_rows(journal.origin, journal.end, end, block_rows=CATCH_UP_ROWS):
         first = journal.end
-        entries, chains = [row[-3] for row in block], [row[-1] for row in block]
+        rows = [StoredRow.of(values) for values in block]
+        entries = [row.Entry for row in rows]
         chain = journal.chain_head
-        for seq, entry, stored in zip(range(first, first + len(block)), entries, chains):
-            chain = chain_next(chain, hash_leaf(entry))
-            if chain != stored or block[seq - first][1] != seq:
+        for seq, row in zip(range(first, first + len(rows)), rows):
+            chain = chain_next(chain, hash_leaf(row.Entry))
+            if chain != row.ChainHash or row.derived.Seq != seq:
                 raise JournalError(f"the store's Seq {seq} does not follow the journal's Seq {first - 1}")
         journal.append(first, entries, journal.chain_head, chain)
     if journal.end != end:

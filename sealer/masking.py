@@ -27,8 +27,8 @@ from pathlib import Path
 
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from otel_audit.entry import any_value_as_string
 from otel_audit.errors import ConfigError
+from otel_audit.value_strings import any_value_as_string
 
 REDACTED = "[REDACTED]"
 ACTIONS = ("hmac", "redact")

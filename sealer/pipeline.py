@@ -12,7 +12,7 @@ seals the next group while ClickHouse (which releases the GIL) writes the previo
   releases its callers. One sealer means one order: Seq is contiguous and the chain has no
   forks, whichever receiver a record came through. When more records are already on their way
   (`arriving`), it waits for them a moment, to share the INSERT's fixed cost;
-- the *publisher* reads back the column hashes of the rows just written (backend/columns.py),
+- the *publisher* reads back the column hashes of the rows just written (otel_audit/columns.py),
   on a connection of its own while the writer goes on with the next INSERT, hands them to
   `on_commit` (the checkpointer) and then publishes the new state, so the next checkpoint
   signs the columns exactly as they were written a moment before. While the writer is busy
@@ -61,7 +61,9 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from backend import native
 from backend.store import Store
 from otel_audit.chain import chain_next
-from otel_audit.entry import SealEncoder, timestamp_columns
+from otel_audit.columns import INSERT_COLUMNS, SEALER_COLUMNS
+from otel_audit.derivation import timestamp_columns
+from otel_audit.entry import SealEncoder
 from otel_audit.errors import AuditError, StoreDamagedError, StoreDataError, StoreError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 
@@ -69,20 +71,16 @@ from .disk import DiskFullError, DiskGuard
 from .journal import Journal, catch_up
 from .losses import lost_rows
 from .metrics import SealerMetrics
-from .prepare import PREPARED_COLUMNS, Prepared, RequestError
+from .prepare import Prepared, RequestError
 from .refusals import RefusalLog
 from .state import LogState
 
 log = logging.getLogger(__name__)
 
-# The columns the sealer encodes itself (the rest come prepared: PREPARED_COLUMNS), with the
-# types they are sent as (the engine converts to the table's, as for PREPARED_COLUMNS).
-SEAL_COLUMNS = native.Columns(
-    ("Origin", "Seq", "SealedAt", "Timestamp", "TimestampTime", "Producer", "Entry", "LeafHash", "ChainHash"),
-    ("String", "UInt64", "DateTime64(9)", "DateTime64(9)", "DateTime", "String", "String",
-     "FixedString(32)", "FixedString(32)"),
-)  # fmt: skip
-INSERT_COLUMNS = PREPARED_COLUMNS.names + SEAL_COLUMNS.names
+# The sealer's half of each Native block (backend/native.py): the columns it encodes itself,
+# with the types they are sent as (otel_audit/columns.py); the other half comes prepared
+# (sealer/prepare.py: PREPARED_COLUMNS).
+SEALER_HALF = native.Columns.of(SEALER_COLUMNS)
 
 
 class BackpressureError(StoreUnavailableError):
@@ -802,20 +800,20 @@ class Pipeline:
 def _block(
     batch: Batch, origin: str, sealed_at: int, entries: list[bytes], leaves: list[bytes], chains: list[bytes]
 ) -> bytes:
-    """A sealed batch's rows as one Native block: its prepared columns, then the seal columns."""
+    """A sealed batch's rows as one Native block: its prepared columns, then the sealer's."""
     count, first = len(entries), batch.first_seq
     timestamps, seconds = zip(*(timestamp_columns(t, sealed_at) for t in batch.prepared.timestamps))
-    seal_columns = SEAL_COLUMNS.encode(
-        [
-            [origin] * count,
-            range(first, first + count),
-            [sealed_at] * count,
-            timestamps,
-            seconds,
-            [batch.producer] * count,
-            entries,
-            leaves,
-            chains,
-        ]
+    sealer_columns = SEALER_HALF.encode_by_name(
+        {
+            "Origin": [origin] * count,
+            "Seq": range(first, first + count),
+            "SealedAt": [sealed_at] * count,
+            "Timestamp": timestamps,
+            "TimestampTime": seconds,
+            "Producer": [batch.producer] * count,
+            "Entry": entries,
+            "LeafHash": leaves,
+            "ChainHash": chains,
+        }
     )
-    return native.block(count, len(INSERT_COLUMNS), batch.prepared.columns, seal_columns)
+    return native.block(count, len(INSERT_COLUMNS), batch.prepared.columns, sealer_columns)

@@ -33,18 +33,11 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from backend import limits
 from backend.native import Columns
 from otel_audit import attributes as attr
-from otel_audit.entry import (
-    RECORD_COLUMNS,
-    SEAL_PREFIX,
-    Context,
-    EntryFrame,
-    attributes_as_map,
-    record_timestamp,
-    record_values,
-    reserved_attribute,
-    split_record,
-)
+from otel_audit.columns import RECORD_COLUMNS
+from otel_audit.derivation import record_timestamp, record_timestamp_field, record_values
+from otel_audit.entry import SEAL_PREFIX, Context, EntryFrame, reserved_attribute, split_record
 from otel_audit.errors import AuditError, StoreDataError
+from otel_audit.value_strings import attributes_as_map
 
 from .masking import Masking
 from .salvage import salvage
@@ -54,11 +47,8 @@ class RequestError(AuditError):
     """The request is not an OTLP ExportLogsServiceRequest; sending it again will not help."""
 
 
-# The columns made here, with the types they are sent as (the engine converts to the table's:
-# LowCardinality dictionaries, for one, are built by the engine, in C++).
-_SENT_AS = {"ObservedTimestamp": "DateTime64(9)", "TraceFlags": "UInt8", "SeverityNumber": "UInt8"}
-_SENT_AS |= dict.fromkeys(("ResourceAttributes", "ScopeAttributes", "LogAttributes"), "Map(String, String)")
-PREPARED_COLUMNS = Columns(RECORD_COLUMNS, tuple(_SENT_AS.get(name, "String") for name in RECORD_COLUMNS))
+# The columns made here (otel_audit/columns.py: Source.RECORD), with the types they are sent as.
+PREPARED_COLUMNS = Columns.of(RECORD_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -158,7 +148,7 @@ def _shared_rejection(
     for where in (resource, scope):
         if where in broken:
             return Rejection("undecodable", f"{where}: {broken[where]}; every record under it is refused")
-    resource_attrs, scope_attrs = context.shared[2], context.shared[6]  # see _shared_columns
+    resource_attrs, scope_attrs = context.shared.ResourceAttributes, context.shared.ScopeAttributes
     for where, attributes in ((f"{resource}.resource", resource_attrs), (f"{scope}.scope", scope_attrs)):
         key = reserved_attribute(attributes)
         if key is not None:
@@ -199,11 +189,9 @@ def _out_of_range(record: LogRecord, path: str) -> Rejection | None:
         and 0 <= record.severity_number <= limits.UINT8_MAX
     ):
         return None  # the common case, in a few comparisons
-    # The record's own time becomes Timestamp and TimestampTime (entry.record_timestamp): its
-    # time_unix_nano, else its observed_time_unix_nano.
-    timed = "time_unix_nano" if record.time_unix_nano else "observed_time_unix_nano"
+    # The record's own time becomes Timestamp and TimestampTime (otel_audit/derivation.py).
     checks = (
-        (timed, limits.timestamp_error(record_timestamp(record))),
+        (record_timestamp_field(record), limits.timestamp_error(record_timestamp(record))),
         (
             "observed_time_unix_nano",
             limits.datetime64_error(record.observed_time_unix_nano, "ObservedTimestamp"),

@@ -27,13 +27,14 @@ from backend.store import Store
 from otel_audit.anchors import read_anchors
 from otel_audit.chain import CHAIN_START, chain_next
 from otel_audit.checkpoint import Checkpoint
+from otel_audit.columns import DERIVED_COLUMNS, INSERT_COLUMNS
 from otel_audit.entry import decode_entry
 from otel_audit.errors import AuditError, JournalError
 from otel_audit.merkle import CompactRange
 from otel_audit.note import SignedNote, VerifierKey
 
 from .journal import read_frames
-from .pipeline import INSERT_COLUMNS, SEAL_COLUMNS
+from .pipeline import SEALER_HALF
 from .prepare import PREPARED_COLUMNS
 
 INSERT_ROWS = 8192
@@ -243,14 +244,8 @@ def rows_block(origin: str, seqs: range, records: Sequence[_Record]) -> bytes:
                 f"the journal's record at Seq {seq} is sealed as {seal.origin!r} Seq {seal.seq}"
             )
         rows.append(row)
-    prepared = PREPARED_COLUMNS.encode(list(zip(*(row[5:-1] for row in rows))))
-    seal_columns = SEAL_COLUMNS.encode(
-        [
-            *list(zip(*(row[:5] for row in rows))),
-            [row[-1] for row in rows],
-            [r.entry for r in records],
-            [r.leaf for r in records],
-            [r.chain for r in records],
-        ]
-    )
-    return native.block(len(rows), len(INSERT_COLUMNS), prepared, seal_columns)
+    columns = dict(zip(DERIVED_COLUMNS, map(list, zip(*rows))))
+    columns |= {"Entry": [r.entry for r in records], "LeafHash": [r.leaf for r in records]}
+    columns["ChainHash"] = [r.chain for r in records]
+    prepared = PREPARED_COLUMNS.encode_by_name(columns)
+    return native.block(len(rows), len(INSERT_COLUMNS), prepared, SEALER_HALF.encode_by_name(columns))

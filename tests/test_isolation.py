@@ -22,10 +22,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from backend import native
 from backend.readers import verify_origin
 from backend.store import Store
+from otel_audit.columns import INSERT_COLUMNS
 from otel_audit.errors import StoreDataError, StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
-from sealer.pipeline import INSERT_COLUMNS, SEAL_COLUMNS, Pipeline
+from sealer.pipeline import SEALER_HALF, Pipeline
 from sealer.prepare import PREPARED_COLUMNS, Prepared, RequestError, Rules, prepare_request
 from sealer.state import LogState
 
@@ -152,7 +153,7 @@ def test_an_outage_while_a_refused_group_is_rewritten_fails_the_rest_retryably(t
 def test_insert_errors_are_classified_by_the_engines_code(store) -> None:
     good = items(1, "x")
     bad = refused_by_engine(1)
-    seal = SEAL_COLUMNS.encode([["o"], [0], [0], [0], [0], [""], [b""], [bytes(32)], [bytes(32)]])
+    seal = SEALER_HALF.encode([["o"], [0], [0], [0], [0], [""], [b""], [bytes(32)], [bytes(32)]])
     blocks = [native.block(1, len(INSERT_COLUMNS), p.columns, seal) for p in (bad, good)]
     with pytest.raises(StoreDataError, match="CANNOT_PARSE_DATETIME"):
         store.insert_blocks(INSERT_COLUMNS, blocks[:1], "t1")

@@ -12,9 +12,10 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from backend import limits, native
 from backend.readers import verify_origin
 from backend.store import Store
-from otel_audit.entry import decode_entry, varint
+from otel_audit.entry import decode_entry
 from otel_audit.errors import StoreDataError
 from otel_audit.note import SignerKey
+from otel_audit.varint import varint
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline
 from sealer.prepare import Prepared, RequestError, Rules, prepare_request

@@ -9,6 +9,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from backend.readers import verify_origin
+from otel_audit.columns import COLUMN_HASH_SQL, DERIVED_COLUMNS
 from otel_audit.errors import StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
@@ -138,9 +139,6 @@ def test_batches_queued_while_the_store_breaks_are_either_written_or_refused(sto
 def test_column_hash_of_rows_without_producer_is_the_first_releases(store):
     """Producer was added after checkpoints had signed column hashes: rows without one must
     hash exactly as before, or every older checkpoint's columns commitment would break."""
-    from backend.columns import COLUMN_HASH_SQL
-    from otel_audit.entry import DERIVED_COLUMNS
-
     pipeline = Pipeline(store, LogState.empty(ORIGIN))
     pipeline.start()
     pipeline.seal(items(3))
