@@ -139,7 +139,7 @@ def root_from_inclusion_proof(index: int, size: int, leaf_hash: bytes, proof: Se
     (ProofSizeError).
     """
     if not 0 <= index < size:
-        raise ProofError(f"index is beyond size: {index} >= {size}")
+        raise ProofError(f"leaf index {index} is outside a tree of size {size}")
     _check_hashes(proof, leaf_hash=leaf_hash)
     _check_proof_size(proof, sum(_inclusion_proof_size(index, size)))
     # With the number of hashes checked, the algorithm's own "sn is 0 too early / not 0 at the
@@ -178,7 +178,7 @@ def verify_consistency(
     """
     _check_hashes(proof, old_root=old_root, new_root=new_root)
     if not 0 <= old_size <= new_size:
-        raise ProofError(f"new tree size {new_size} is smaller than old tree size {old_size}")
+        raise ProofError(f"no consistency proof from tree size {old_size} to {new_size}")
     if old_size == new_size:
         _check_proof_size(proof, 0)
         _check_match(new_root, old_root)

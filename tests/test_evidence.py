@@ -299,8 +299,6 @@ def test_consistency_refuses_a_forged_old_checkpoint_row(
 
 
 def test_altered_tree_nodes_fail_proofs_and_verify(stopped: Sealer, key: SignerKey) -> None:
-    from backend.store import Store
-
     store = Store.open(stopped.store)
     try:
         store.command(
