@@ -509,9 +509,9 @@ def _key_and_anchors(args: argparse.Namespace) -> tuple[VerifierKey, Path | None
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from backend.log_verifier import verify_origin
     from backend.migrations import check_readable
     from backend.producers import producer_report
-    from backend.readers import verify_origin
     from backend.store import Store
 
     key, anchor_dir = _key_and_anchors(args)
@@ -573,7 +573,7 @@ def _listening(path: Path) -> bool:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from backend.readers import verify_origin
+    from backend.log_verifier import verify_origin
     from backend.store import Store
     from sealer.read_api import socket_path
     from sealer.restore import restore
