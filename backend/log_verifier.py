@@ -1,4 +1,4 @@
-"""Readers that feed stored data to the pure verifier in otel_audit.verify.
+"""The verify driver over the store: reads a log and feeds it to the pure verifier (otel_audit.verify).
 
 The fast path (default) lets the engine do the per-row work it does in C++ (hashing entries,
 checking the chain, hashing columns) and keeps Python to the Merkle tree and the signatures;

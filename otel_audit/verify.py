@@ -1,6 +1,6 @@
 """Verification of one origin's log: pure logic fed with stored data, checkpoints, anchors.
 
-This module does no I/O; backend/readers.py feeds it. Two ways to feed it, same findings:
+This module does no I/O; backend/log_verifier.py feeds it. Two ways to feed it, same findings:
 
 - deep (`feed`): full rows in Seq order; every entry is hashed and decoded here, and every
   derived column compared with what the entry says;
