@@ -8,20 +8,21 @@ in someone else's hands.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
 from otel_audit import attributes as attr
 from otel_audit.bundle import BundleRecord, Rendering, write_bundle
-from otel_audit.checkpoint import Checkpoint
-from otel_audit.errors import ConfigError, ProofError
+from otel_audit.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, read_unverified
+from otel_audit.errors import AuditError, ConfigError, ProofError
 from otel_audit.merkle import hash_children, hash_leaf
-from otel_audit.note import SignedNote, VerifierKey
+from otel_audit.note import VerifierKey
 from otel_audit.proof import verify_consistency, verify_inclusion
 from otel_audit.readable import iso_ns
 from otel_audit.tlog_proof import TlogProof
 
-from .store import LOGS, Store, StoredCheckpoint, select_list
+from .store import LOGS, Store, select_list
 from .tiles import TreeReader
 
 
@@ -121,17 +122,21 @@ def _key_for(origin: str, keys: Sequence[VerifierKey]) -> VerifierKey | None:
 
 def signed_checkpoint(
     store: Store, origin: str, key: VerifierKey | None, tree_size: int | None = None
-) -> tuple[StoredCheckpoint, Checkpoint]:
-    """The newest stored checkpoint (or the one of `tree_size`), its signature checked when a
-    key is given."""
+) -> SignedCheckpoint:
+    """The newest stored checkpoint (or the one of `tree_size`), opened with the key when one
+    is given."""
     stored = store.latest_checkpoint(origin) if tree_size is None else store.checkpoint_at(origin, tree_size)
     if stored is None:
         at = "" if tree_size is None else f" of tree size {tree_size}"
         raise ConfigError(f"log {origin!r} has no checkpoint{at} in the store")
-    note = SignedNote.parse(stored.note)
-    if key is not None:
-        note.verify(key)
-    return stored, Checkpoint.parse(note.text)
+    return _open(stored.note, key)
+
+
+def _open(note: str, key: VerifierKey | None) -> SignedCheckpoint:
+    """`proof` and `consistency` without --key read the store's checkpoints unverified on
+    purpose (they say so on stderr: "signature not checked"); with a key, every checkpoint
+    they use is opened with it."""
+    return read_unverified(note) if key is None else open_checkpoint(note, key)
 
 
 def default_origin(store: Store, keys: Sequence[VerifierKey], origin: str | None) -> str:
@@ -151,7 +156,8 @@ def default_origin(store: Store, keys: Sequence[VerifierKey], origin: str | None
 def inclusion_proof(
     store: Store, origin: str, seq: int, key: VerifierKey | None, tree_size: int | None = None
 ) -> TlogProof:
-    stored, checkpoint = signed_checkpoint(store, origin, key, tree_size)
+    signed = signed_checkpoint(store, origin, key, tree_size)
+    checkpoint = signed.checkpoint
     if seq >= checkpoint.tree_size:
         raise ConfigError(
             f"Seq {seq} of {origin!r} is not covered by a checkpoint yet (the newest signs "
@@ -159,17 +165,24 @@ def inclusion_proof(
         )
     reader = TreeReader(store, origin)
     reader.prefetch_for([seq], checkpoint.tree_size)
-    proof = TlogProof(seq, tuple(reader.inclusion_proof(seq, checkpoint.tree_size)), stored.note)
+    proof = TlogProof(seq, tuple(reader.inclusion_proof(seq, checkpoint.tree_size)), signed.text)
     leaf = reader.leaf_hash(seq)
-    if not verify_inclusion(seq, checkpoint.tree_size, leaf, proof.hashes, checkpoint.root_hash):
-        raise ProofError(_ALTERED.format(origin=origin, size=checkpoint.tree_size))
+    with _from_the_store(origin, checkpoint.tree_size):
+        verify_inclusion(seq, checkpoint.tree_size, leaf, proof.hashes, checkpoint.root_hash)
     return proof
 
 
-_ALTERED = (
-    "the store's records or tree nodes of {origin!r} do not lead to the signed root of tree "
-    "size {size}: they were altered. Run `otel-audit verify` to locate the change."
-)
+@contextmanager
+def _from_the_store(origin: str, size: int) -> Iterator[None]:
+    """A proof built from the store that fails its check: say what that means and what to do
+    (the failed check is kept as the cause)."""
+    try:
+        yield
+    except ProofError as exc:
+        raise ProofError(
+            f"the store's records or tree nodes of {origin!r} do not lead to the signed root of tree "
+            f"size {size}: they were altered. Run `otel-audit verify` to locate the change."
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -191,7 +204,8 @@ class ConsistencyProof:
 def consistency_proof(
     store: Store, origin: str, old_size: int, new_size: int | None, key: VerifierKey | None
 ) -> ConsistencyProof:
-    new_stored, new = signed_checkpoint(store, origin, key, new_size)
+    new_signed = signed_checkpoint(store, origin, key, new_size)
+    new = new_signed.checkpoint
     if old_size > new.tree_size:
         raise ConfigError(f"--from {old_size} is beyond the checkpoint of tree size {new.tree_size}")
     reader = TreeReader(store, origin)
@@ -199,12 +213,29 @@ def consistency_proof(
     old_stored = store.checkpoint_at(origin, old_size)
     old_note = None if old_stored is None else old_stored.note
     if old_note is not None:
-        old_root = Checkpoint.parse(SignedNote.parse(old_note).text).root_hash
+        old_root = _old_checkpoint(origin, old_size, old_note, key).root_hash
     else:  # no signed root of that size: check against the tree the store holds
         old_root = reader.root(old_size)
-    if not verify_consistency(old_size, new.tree_size, hashes, old_root, new.root_hash):
-        raise ProofError(_ALTERED.format(origin=origin, size=new.tree_size))
-    return ConsistencyProof(old_size, new.tree_size, hashes, old_note, new_stored.note)
+    with _from_the_store(origin, new.tree_size):
+        verify_consistency(old_size, new.tree_size, hashes, old_root, new.root_hash)
+    return ConsistencyProof(old_size, new.tree_size, hashes, old_note, new_signed.text)
+
+
+def _old_checkpoint(origin: str, old_size: int, note: str, key: VerifierKey | None) -> Checkpoint:
+    """The store's checkpoint of `old_size`, opened like the new one: a row whose note is not
+    signed by the key, or signs another tree size, is refused, never served as evidence."""
+    try:
+        checkpoint = _open(note, key).checkpoint
+    except AuditError as exc:
+        problem = str(exc)
+    else:
+        if checkpoint.tree_size == old_size:
+            return checkpoint
+        problem = f"its note signs tree size {checkpoint.tree_size}"
+    raise ProofError(
+        f"the store's checkpoint of {origin!r} at tree size {old_size} is not a checkpoint of this "
+        f"log: {problem}. Run `otel-audit verify` to locate the change."
+    )
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -225,29 +256,29 @@ def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
         params,
         column_formats={"Entry": "bytes"},
     )
-    checkpoints: dict[str, tuple[StoredCheckpoint, Checkpoint]] = {}
+    checkpoints: dict[str, SignedCheckpoint] = {}
     for origin in sorted({origin for origin, _, _ in rows}):
         key = _key_for(origin, keys)
         if key is None:
             raise ConfigError(f"records of log {origin!r} match; pass its verifier key with --key")
         checkpoints[origin] = signed_checkpoint(store, origin, key)
-    covered = [row for row in rows if row[1] < checkpoints[row[0]][1].tree_size]
+    covered = [row for row in rows if row[1] < checkpoints[row[0]].checkpoint.tree_size]
     rendering = Rendering([entry for _, _, entry in covered])  # decodes in other processes meanwhile
     proofs: dict[tuple[str, int], TlogProof] = {}
-    for origin, (stored, checkpoint) in checkpoints.items():
+    for origin, signed in checkpoints.items():
         leaves = {seq: hash_leaf(entry) for o, seq, entry in covered if o == origin}
-        for seq, hashes in _proofs(store, origin, leaves, checkpoint).items():
-            proofs[(origin, seq)] = TlogProof(seq, hashes, stored.note)
+        for seq, hashes in _proofs(store, origin, leaves, signed.checkpoint).items():
+            proofs[(origin, seq)] = TlogProof(seq, hashes, signed.text)
     records = [BundleRecord(origin, seq, entry, proofs[(origin, seq)]) for origin, seq, entry in covered]
     used = {r.origin for r in records}
     bundle = write_bundle(
         records,
-        {o: stored.note for o, (stored, _) in checkpoints.items() if o in used},
+        {o: signed.text for o, signed in checkpoints.items() if o in used},
         [k for k in keys if k.name in used],
         {"description": query.describe(), "search": query.as_dict(), "table": LOGS, "order": ORDER},
         rendering,
     )
-    sizes = {o: cp.tree_size for o, (_, cp) in checkpoints.items()}
+    sizes = {o: signed.checkpoint.tree_size for o, signed in checkpoints.items()}
     return Export(bundle, len(records), sizes, len(rows) - len(records))
 
 
@@ -281,8 +312,8 @@ def _proofs(
                     hashes = (*siblings, *previous[1][level:])
         if hashes is None:
             hashes = tuple(reader.inclusion_proof(seq, size))
-            if not verify_inclusion(seq, size, leaf, hashes, root):
-                raise ProofError(_ALTERED.format(origin=origin, size=size))
+            with _from_the_store(origin, size):
+                verify_inclusion(seq, size, leaf, hashes, root)
             complete = 0  # how many of the lowest proof hashes are siblings in complete subtrees
             while complete < len(hashes) and ((seq >> (complete + 1)) + 1) << (complete + 1) <= size:
                 complete += 1

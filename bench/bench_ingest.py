@@ -47,7 +47,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.readers import verify_origin  # noqa: E402
+from backend.log_verifier import verify_origin  # noqa: E402
 from backend.store import Store  # noqa: E402
 from otel_audit.note import SignerKey  # noqa: E402
 from tests.conftest import CLI  # noqa: E402

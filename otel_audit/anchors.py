@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, read_unverified
 from .errors import AuditError, ConfigError
-from .note import SignedNote
 
 LATEST = "latest.checkpoint"
 FILE_MODE, DIR_MODE = 0o600, 0o700
@@ -73,8 +72,11 @@ def _make_private_dirs(folder: Path) -> None:
 
 @dataclass(frozen=True)
 class Anchor:
+    """One anchor file: its signed note verbatim and the checkpoint in it, signature NOT
+    checked (the verifier opens `text` with its key; recovery only compares tree sizes)."""
+
     path: Path
-    note: SignedNote
+    text: str
     checkpoint: Checkpoint
 
 
@@ -96,15 +98,15 @@ def read_anchors(anchor_dir: Path, origin: str) -> tuple[list[Anchor], list[Anch
         return anchors, problems
     for path in sorted(folder.glob("*.checkpoint")):
         try:
-            note = SignedNote.parse(path.read_text(encoding="utf-8"))
-            checkpoint = Checkpoint.parse(note.text)
+            text = path.read_text(encoding="utf-8")
+            checkpoint = read_unverified(text).checkpoint
         except (AuditError, OSError, UnicodeDecodeError) as exc:
             problems.append(AnchorProblem(path, str(exc)))
             continue
         if checkpoint.origin != origin:
             problems.append(AnchorProblem(path, f"checkpoint is for origin {checkpoint.origin!r}"))
             continue
-        anchors.append(Anchor(path, note, checkpoint))
+        anchors.append(Anchor(path, text, checkpoint))
     anchors.sort(key=lambda a: a.checkpoint.tree_size)
     return anchors, problems
 

@@ -10,6 +10,13 @@ ignore them, as the spec asks:
 - ``otel-audit columns <from> <base64>``: the columns commitment of the records
   [from, tree size): SHA-256 over their column hashes in Seq order (see otel_audit/columns.py).
   It lets `verify` check every stored column without decoding each entry.
+
+A checkpoint is only ever read inside its signed note (note.py), and `open_checkpoint` is the
+one place that opens one: strict note parse, signatures checked against the trusted keys
+first, then the body parsed, and the body's origin must be the name of a key that signed it
+(tlog-checkpoint: the origin is the log's key name). It returns a `SignedCheckpoint` or
+raises FormatError / SignatureError. Code that deliberately reads a checkpoint without a key
+(`status`, anchors listed before the verifier checks them) says so with `read_unverified`.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ import base64
 import re
 from dataclasses import dataclass
 
-from .errors import FormatError
-from .note import decode_base64
+from .errors import FormatError, SignatureError
+from .note import SignedNote, VerifierKey, decode_base64
 
 CHAIN_EXTENSION = "otel-audit chain "
 SEALED_AT_EXTENSION = "otel-audit sealed-at "
@@ -97,3 +104,42 @@ def _parse_columns(value: str) -> tuple[int, bytes]:
     if len(digest) != 32:
         raise FormatError("checkpoint columns hash must be 32 bytes")
     return int(parts[0]), digest
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """A checkpoint opened from its signed note, in the spirit of sigstore-python's
+    `SignedCheckpoint.from_text`: the note's exact text (stored, served and compared
+    verbatim), the note, its parsed body, and the trusted keys whose signatures over it are
+    valid. `verified_by` is empty only for a checkpoint from `read_unverified`."""
+
+    text: str
+    note: SignedNote
+    checkpoint: Checkpoint
+    verified_by: tuple[VerifierKey, ...]
+
+
+def open_checkpoint(text: str, *keys: VerifierKey) -> SignedCheckpoint:
+    """The checkpoint in the signed note `text`, trusted because `keys` signed it.
+
+    The signatures are checked before the body is read (as sumdb/note.Open), and the body's
+    origin must be the name of a key that signed it, so a log's key cannot vouch for
+    another log's checkpoint. FormatError: the note or the body is malformed.
+    SignatureError: no trusted key signed it, a signature is invalid, or the checkpoint is of
+    another log.
+    """
+    note = SignedNote.parse(text)
+    signers = note.verify_signers(keys)
+    checkpoint = Checkpoint.parse(note.text)
+    if checkpoint.origin not in {key.name for key in signers}:
+        names = ", ".join(repr(key.name) for key in signers)
+        raise SignatureError(f"checkpoint is of log {checkpoint.origin!r}, not {names}")
+    return SignedCheckpoint(text, note, checkpoint, signers)
+
+
+def read_unverified(text: str) -> SignedCheckpoint:
+    """The checkpoint in a signed note, parsed as strictly as `open_checkpoint` does but with
+    no signature checked. Only for callers that hold no key on purpose (they say why); what
+    it returns proves nothing."""
+    note = SignedNote.parse(text)
+    return SignedCheckpoint(text, note, Checkpoint.parse(note.text), ())

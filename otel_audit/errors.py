@@ -25,6 +25,34 @@ class ProofError(AuditError):
     """A Merkle proof, or the bundle carrying it, does not lead to the signed root."""
 
 
+class RootMismatchError(ProofError):
+    """A proof leads to another root than the one it was checked against (as
+    transparency-dev/merkle's RootMismatchError); both roots are carried as data."""
+
+    def __init__(self, expected_root: bytes, calculated_root: bytes) -> None:
+        super().__init__(expected_root, calculated_root)  # the args: it pickles across processes
+        self.expected_root = expected_root
+        self.calculated_root = calculated_root
+
+    def __str__(self) -> str:
+        return (
+            f"calculated root {self.calculated_root.hex()} does not match "
+            f"expected root {self.expected_root.hex()}"
+        )
+
+
+class ProofSizeError(ProofError):
+    """A proof holds another number of hashes than its tree sizes call for."""
+
+    def __init__(self, got: int, want: int) -> None:
+        super().__init__(got, want)
+        self.got = got
+        self.want = want
+
+    def __str__(self) -> str:
+        return f"wrong proof size {self.got}, want {self.want}"
+
+
 class ConfigError(AuditError):
     """A command-line flag, environment variable or key file is unusable."""
 

@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -191,17 +192,32 @@ class SignedNote:
         return cls(text, tuple(sigs))
 
     def verify(self, key: VerifierKey) -> None:
-        """Raise SignatureError unless a signature by `key` over the text is valid.
+        """Raise SignatureError unless a signature by `key` over the text is valid."""
+        self.verify_signers((key,))
+
+    def verify_signers(self, keys: Sequence[VerifierKey]) -> tuple[VerifierKey, ...]:
+        """The keys among `keys` that signed the text; SignatureError if none did, or if a
+        signature by one of them is invalid (as sumdb/note.Open: a bad signature by a known
+        key fails the note).
 
         Signatures by other keys are ignored, as the spec says: a checkpoint may carry
         witness cosignatures we do not know.
         """
-        mine = [s for s in self.signatures if s.name == key.name and s.key_id == key.key_id]
-        if not mine:
+        signers = tuple(k for k in keys if any(self._by(k, s) for s in self.signatures))
+        if not signers:
+            wanted = ", ".join(f"{k.name}+{k.key_id:08x}" for k in keys) or "a trusted key (none given)"
             names = ", ".join(f"{s.name}+{s.key_id:08x}" for s in self.signatures)
-            raise SignatureError(f"note has no signature by {key.name}+{key.key_id:08x} (has {names})")
-        if not all(key.verify(self.text.encode(), s.signature) for s in mine):
-            raise SignatureError(f"invalid signature by {key.name}+{key.key_id:08x}")
+            raise SignatureError(f"note has no signature by {wanted} (has {names})")
+        for key in signers:
+            if not all(
+                key.verify(self.text.encode(), s.signature) for s in self.signatures if self._by(key, s)
+            ):
+                raise SignatureError(f"invalid signature by {key.name}+{key.key_id:08x}")
+        return signers
+
+    @staticmethod
+    def _by(key: VerifierKey, signature: NoteSignature) -> bool:
+        return signature.name == key.name and signature.key_id == key.key_id
 
 
 def _check_text(text: str) -> None:

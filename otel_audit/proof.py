@@ -6,14 +6,17 @@ it needs in a few queries: `inclusion_ranges` / `consistency_ranges` name the le
 2.1.4.1 SUBPROOF, in proof order), and `perfect_subtrees` splits any such range into the
 perfect, aligned subtrees a tile store holds. Checking follows the verification algorithms
 of RFC 9162 sections 2.1.3.2 and 2.1.4.2 step by step, so that a proof accepted here is one
-any other RFC 9162 implementation accepts.
+any other RFC 9162 implementation accepts. The checks raise, like transparency-dev/merkle's
+proof/verify.go: `verify_inclusion` is a thin wrapper over the pure
+`root_from_inclusion_proof`; a wrong root is a RootMismatchError carrying both roots, a
+wrong number of hashes a ProofSizeError ("wrong proof size %d, want %d").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .errors import FormatError
+from .errors import FormatError, ProofError, ProofSizeError, RootMismatchError
 from .merkle import HASH_SIZE, hash_children
 
 Range = tuple[int, int]  # leaves [begin, end)
@@ -101,21 +104,49 @@ def subtree_root(hashes: Sequence[bytes]) -> bytes:
     return level[0]
 
 
-def _check_hashes(proof: Sequence[bytes], *hashes: bytes) -> None:
-    if any(len(h) != HASH_SIZE for h in (*proof, *hashes)):
-        raise FormatError("every hash in a proof, leaf and root must be 32 bytes")
+def _check_hashes(proof: Sequence[bytes], **hashes: bytes) -> None:
+    for name, value in hashes.items():
+        if len(value) != HASH_SIZE:
+            raise ProofError(f"{name} has unexpected size {len(value)}, want {HASH_SIZE}")
+    for i, value in enumerate(proof):
+        if len(value) != HASH_SIZE:
+            raise ProofError(f"proof hash {i} has unexpected size {len(value)}, want {HASH_SIZE}")
+
+
+def _inclusion_proof_size(index: int, size: int) -> tuple[int, int]:
+    """How many hashes PATH(index, D[0:size]) holds, as (inner, border): the inner ones below
+    the point where the paths of `index` and of the last leaf meet, then one per left border
+    subtree above it (transparency-dev/merkle's decompInclProof)."""
+    inner = (index ^ (size - 1)).bit_length()
+    return inner, (index >> inner).bit_count()
+
+
+def _check_proof_size(proof: Sequence[bytes], want: int) -> None:
+    if len(proof) != want:
+        raise ProofSizeError(len(proof), want)
+
+
+def _check_match(expected_root: bytes, calculated_root: bytes) -> None:
+    if calculated_root != expected_root:
+        raise RootMismatchError(expected_root, calculated_root)
 
 
 def root_from_inclusion_proof(index: int, size: int, leaf_hash: bytes, proof: Sequence[bytes]) -> bytes:
-    """RFC 9162 section 2.1.3.2: the root the proof leads to; FormatError if it cannot be valid."""
-    _check_hashes(proof, leaf_hash)
-    if index >= size:
-        raise FormatError(f"leaf index {index} is outside a tree of size {size}")
+    """RFC 9162 section 2.1.3.2: the root the proof leads to from the leaf.
+
+    Requires 0 <= index < size. ProofError if the inputs cannot make a valid proof: the index
+    outside the tree, a hash that is not 32 bytes, or the wrong number of hashes
+    (ProofSizeError).
+    """
+    if not 0 <= index < size:
+        raise ProofError(f"leaf index {index} is outside a tree of size {size}")
+    _check_hashes(proof, leaf_hash=leaf_hash)
+    _check_proof_size(proof, sum(_inclusion_proof_size(index, size)))
+    # With the number of hashes checked, the algorithm's own "sn is 0 too early / not 0 at the
+    # end" checks cannot fail: they depend on the sizes and that number only.
     fn, sn = index, size - 1
     r = leaf_hash
     for p in proof:
-        if sn == 0:
-            raise FormatError("inclusion proof has more hashes than the tree is deep")
         if fn & 1 or fn == sn:
             r = hash_children(p, r)
             if not fn & 1:
@@ -126,44 +157,49 @@ def root_from_inclusion_proof(index: int, size: int, leaf_hash: bytes, proof: Se
             r = hash_children(r, p)
         fn >>= 1
         sn >>= 1
-    if sn != 0:
-        raise FormatError("inclusion proof has fewer hashes than the tree is deep")
     return r
 
 
-def verify_inclusion(index: int, size: int, leaf_hash: bytes, proof: Sequence[bytes], root: bytes) -> bool:
-    try:
-        _check_hashes((), root)
-        return root_from_inclusion_proof(index, size, leaf_hash, proof) == root
-    except FormatError:
-        return False
+def verify_inclusion(index: int, size: int, leaf_hash: bytes, proof: Sequence[bytes], root: bytes) -> None:
+    """Raise unless `proof` places `leaf_hash` at `index` in the tree of `size` leaves whose
+    root is `root`: RootMismatchError if it leads elsewhere, ProofError (ProofSizeError) if
+    it cannot be a valid proof."""
+    _check_hashes((), root=root)
+    _check_match(root, root_from_inclusion_proof(index, size, leaf_hash, proof))
 
 
 def verify_consistency(
     old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes
-) -> bool:
-    """RFC 9162 section 2.1.4.2, including its trivial cases (sizes equal, old tree empty)."""
-    if len(old_root) != HASH_SIZE or len(new_root) != HASH_SIZE or any(len(p) != HASH_SIZE for p in proof):
-        return False
-    if old_size > new_size:
-        return False
+) -> None:
+    """RFC 9162 section 2.1.4.2, including its trivial cases (sizes equal, old tree empty).
+
+    Requires 0 <= old_size <= new_size. Raises RootMismatchError if the proof leads to
+    another old or new root, ProofError (ProofSizeError) if it cannot be a valid proof.
+    """
+    _check_hashes(proof, old_root=old_root, new_root=new_root)
+    if not 0 <= old_size <= new_size:
+        raise ProofError(f"no consistency proof from tree size {old_size} to {new_size}")
     if old_size == new_size:
-        return not proof and old_root == new_root
+        _check_proof_size(proof, 0)
+        _check_match(new_root, old_root)
+        return
     if old_size == 0:
-        return not proof
-    if not proof:
-        return False
+        _check_proof_size(proof, 0)
+        return
     path = list(proof)
-    if old_size & (old_size - 1) == 0:  # a power of two: the old root is the first node
+    inner, border = _inclusion_proof_size(old_size - 1, new_size)
+    shift = (old_size & -old_size).bit_length() - 1  # the old tree's last perfect subtree height
+    if old_size == 1 << shift:  # a power of two: the old root is the first node
         path.insert(0, old_root)
+        _check_proof_size(proof, inner - shift + border)
+    else:
+        _check_proof_size(proof, 1 + inner - shift + border)
     fn, sn = old_size - 1, new_size - 1
     while fn & 1:
         fn >>= 1
         sn >>= 1
     fr = sr = path[0]
     for c in path[1:]:
-        if sn == 0:
-            return False
         if fn & 1 or fn == sn:
             fr = hash_children(c, fr)
             sr = hash_children(c, sr)
@@ -175,4 +211,5 @@ def verify_consistency(
             sr = hash_children(sr, c)
         fn >>= 1
         sn >>= 1
-    return sn == 0 and fr == old_root and sr == new_root
+    _check_match(old_root, fr)
+    _check_match(new_root, sr)

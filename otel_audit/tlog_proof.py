@@ -18,10 +18,10 @@ import re
 from binascii import b2a_base64
 from dataclasses import dataclass
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, open_checkpoint
 from .errors import FormatError, ProofError
 from .merkle import HASH_SIZE
-from .note import SignedNote, VerifierKey, decode_base64
+from .note import VerifierKey, decode_base64
 from .proof import verify_inclusion
 
 HEADER = "c2sp.org/tlog-proof@v1"
@@ -71,19 +71,15 @@ class TlogProof:
     def verify(self, leaf_hash: bytes, key: VerifierKey) -> Checkpoint:
         """The signed checkpoint this proof places `leaf_hash` in; raises if it does not.
 
-        SignatureError: the checkpoint is not signed by `key`. ProofError: the hashes do not
-        lead from the leaf to the signed root.
+        SignatureError: the checkpoint is not signed by `key`, or is of another log.
+        ProofError: the hashes do not lead from the leaf to the signed root.
         """
-        note = SignedNote.parse(self.checkpoint_note)
-        note.verify(key)
-        checkpoint = Checkpoint.parse(note.text)
-        if checkpoint.origin != key.name:
-            raise ProofError(f"checkpoint is of log {checkpoint.origin!r}, not {key.name!r}")
-        if not verify_inclusion(
-            self.index, checkpoint.tree_size, leaf_hash, self.hashes, checkpoint.root_hash
-        ):
+        checkpoint = open_checkpoint(self.checkpoint_note, key).checkpoint
+        try:
+            verify_inclusion(self.index, checkpoint.tree_size, leaf_hash, self.hashes, checkpoint.root_hash)
+        except ProofError as exc:
             raise ProofError(
                 f"inclusion proof for index {self.index} does not lead to the signed root of "
                 f"tree size {checkpoint.tree_size}"
-            )
+            ) from exc
         return checkpoint

@@ -231,7 +231,7 @@ class Pipeline:
         self.on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None
         # Called before the first record of a new partition (month of SealedAt) is sealed, to
         # sign a checkpoint exactly at the boundary: retention drops whole partitions, and the
-        # verifier restarts from that checkpoint (backend/readers.py).
+        # verifier restarts from that checkpoint (backend/log_verifier.py).
         self.on_partition_boundary: Callable[[], object] = lambda: None
         self._timezone = ZoneInfo(store.timezone())
         self._retrying = Retrying(

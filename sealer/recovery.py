@@ -22,10 +22,10 @@ from pathlib import Path
 from backend.store import Store
 from otel_audit.anchors import latest_anchor
 from otel_audit.chain import CHAIN_START, chain_next
-from otel_audit.checkpoint import Checkpoint
+from otel_audit.checkpoint import open_checkpoint
 from otel_audit.errors import AuditError, StoreError
 from otel_audit.merkle import CompactRange
-from otel_audit.note import SignedNote, VerifierKey
+from otel_audit.note import VerifierKey
 
 from .state import LogState
 
@@ -106,9 +106,7 @@ def _from_checkpoint(store: Store, origin: str, key: VerifierKey) -> LogState:
     if stored is None:
         return LogState(origin, CompactRange(), CHAIN_START, 0)
     try:
-        note = SignedNote.parse(stored.note)
-        note.verify(key)
-        checkpoint = Checkpoint.parse(note.text)
+        checkpoint = open_checkpoint(stored.note, key).checkpoint
         tree = CompactRange.from_bytes(stored.tree_size, stored.compact_range)
     except AuditError as exc:
         raise StoreError(

@@ -26,12 +26,12 @@ from backend import native
 from backend.store import Store
 from otel_audit.anchors import read_anchors
 from otel_audit.chain import CHAIN_START, chain_next
-from otel_audit.checkpoint import Checkpoint
+from otel_audit.checkpoint import Checkpoint, open_checkpoint
 from otel_audit.columns import DERIVED_COLUMNS, INSERT_COLUMNS
 from otel_audit.entry import decode_entry
 from otel_audit.errors import AuditError, JournalError
 from otel_audit.merkle import CompactRange
-from otel_audit.note import SignedNote, VerifierKey
+from otel_audit.note import VerifierKey
 
 from .journal import read_frames
 from .pipeline import SEALER_HALF
@@ -108,13 +108,11 @@ def _signed_checkpoints(store: Store, key: VerifierKey, anchor_dir: Path | None)
     """The checkpoints of the store and the anchors that carry the key's signature, by size."""
     notes = [cp.note for cp in store.checkpoints(key.name)]
     if anchor_dir is not None:
-        notes += [a.note.serialize() for a in read_anchors(anchor_dir, key.name)[0]]
+        notes += [a.text for a in read_anchors(anchor_dir, key.name)[0]]
     signed: dict[int, Checkpoint] = {}
     for text in notes:
         try:
-            note = SignedNote.parse(text)
-            note.verify(key)
-            checkpoint = Checkpoint.parse(note.text)
+            checkpoint = open_checkpoint(text, key).checkpoint
         except AuditError:
             continue  # not ours: `verify` reports it; it proves nothing here
         earlier = signed.setdefault(checkpoint.tree_size, checkpoint)

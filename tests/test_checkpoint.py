@@ -6,7 +6,13 @@ import base64
 
 import pytest
 
-from otel_audit.checkpoint import CHAIN_EXTENSION, SEALED_AT_EXTENSION, Checkpoint
+from otel_audit.checkpoint import (
+    CHAIN_EXTENSION,
+    SEALED_AT_EXTENSION,
+    Checkpoint,
+    open_checkpoint,
+    read_unverified,
+)
 from otel_audit.errors import FormatError, SignatureError
 from otel_audit.note import SignedNote, SignerKey
 
@@ -198,13 +204,69 @@ def test_parse_rejects(text: str, match: str) -> None:
         Checkpoint.parse(text)
 
 
-def test_signed_checkpoint_verifies() -> None:
+def test_signed_checkpoint_opens() -> None:
     signer = SignerKey.generate("example.com/audit/prod")
     note_text = SignedNote.sign(KNOWN.serialize(), signer).serialize()
     assert note_text.startswith(KNOWN_TEXT + "\n\u2014 example.com/audit/prod ")
-    note = SignedNote.parse(note_text)
-    note.verify(signer.verifier())
-    assert Checkpoint.parse(note.text) == KNOWN
+    opened = open_checkpoint(note_text, signer.verifier())
+    assert opened.checkpoint == KNOWN
+    assert opened.text == note_text and opened.note == SignedNote.parse(note_text)
+    assert opened.verified_by == (signer.verifier(),)
+    unverified = read_unverified(note_text)
+    assert (unverified.checkpoint, unverified.verified_by) == (KNOWN, ())
+
+
+def test_signed_checkpoint_names_every_trusted_key_that_signed_it() -> None:
+    """Keys of other logs are passed over; a cosigner the caller trusts is listed."""
+    signer = SignerKey.generate("example.com/audit/prod")
+    witness = SignerKey.generate("witness.example")
+    stranger = SignerKey.generate("example.com/other")
+    note_text = SignedNote.sign(KNOWN.serialize(), signer, witness).serialize()
+    opened = open_checkpoint(note_text, stranger.verifier(), signer.verifier(), witness.verifier())
+    assert opened.verified_by == (signer.verifier(), witness.verifier())
+    with pytest.raises(SignatureError, match=r"checkpoint is of log 'example\.com/audit/prod', not 'witness"):
+        open_checkpoint(note_text, witness.verifier())  # a cosignature alone does not open it
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "match"),
+    [
+        (
+            "other key, same name",
+            SignatureError,
+            r"no signature by example\.com/audit/prod\+[0-9a-f]{8} \(has",
+        ),
+        ("key of another log", SignatureError, r"checkpoint is of log 'example\.com/audit/prod', not 'other"),
+        (
+            "no key",
+            SignatureError,
+            r"no signature by a trusted key \(none given\) \(has example\.com/audit/prod",
+        ),
+        ("body edited", SignatureError, r"invalid signature by example\.com/audit/prod\+"),
+        ("body malformed, signed", FormatError, r"lacks the otel-audit chain"),
+        ("not a note", FormatError, r"no blank line before the signatures"),
+    ],
+)
+def test_open_checkpoint_refuses(case: str, error: type[Exception], match: str) -> None:
+    signer = SignerKey.generate("example.com/audit/prod")
+    trusted = [signer.verifier()]
+    note_text = SignedNote.sign(KNOWN.serialize(), signer).serialize()
+    if case == "other key, same name":
+        trusted = [SignerKey.generate(signer.name).verifier()]
+    elif case == "key of another log":
+        other = SignerKey.generate("other.example")
+        note_text = SignedNote.sign(KNOWN.serialize(), other).serialize()
+        trusted = [other.verifier()]
+    elif case == "no key":
+        trusted = []
+    elif case == "body edited":
+        note_text = note_text.replace("\n12345\n", "\n12346\n", 1)
+    elif case == "body malformed, signed":
+        note_text = SignedNote.sign(KNOWN_TEXT.split("otel-audit")[0], signer).serialize()
+    elif case == "not a note":
+        note_text = KNOWN_TEXT
+    with pytest.raises(error, match=match):
+        open_checkpoint(note_text, *trusted)
 
 
 @pytest.mark.parametrize(
@@ -219,10 +281,10 @@ def test_signed_checkpoint_detects_edits(old: str, new: str) -> None:
     signer = SignerKey.generate("example.com/audit/prod")
     note_text = SignedNote.sign(KNOWN.serialize(), signer).serialize()
     assert old in note_text
-    tampered = SignedNote.parse(note_text.replace(old, new, 1))
-    Checkpoint.parse(tampered.text)  # still a well-formed checkpoint
+    tampered = note_text.replace(old, new, 1)
+    read_unverified(tampered)  # still a well-formed checkpoint
     with pytest.raises(SignatureError, match=r"invalid signature by example\.com/audit/prod\+"):
-        tampered.verify(signer.verifier())
+        open_checkpoint(tampered, signer.verifier())
 
 
 @pytest.mark.parametrize(

@@ -13,12 +13,14 @@ import base64
 import io
 import json
 import zipfile
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
+from backend.store import Store
 from otel_audit.bundle import verify_bundle
-from otel_audit.checkpoint import Checkpoint
+from otel_audit.checkpoint import open_checkpoint, read_unverified
 from otel_audit.entry import decode_entry
 from otel_audit.merkle import hash_leaf
 from otel_audit.note import SignedNote, SignerKey
@@ -165,7 +167,7 @@ def test_consistency_with_every_anchor(running: Sealer, key: SignerKey) -> None:
     anchors = sorted(running.anchor_dir.glob("*/0*.checkpoint"))
     assert anchors
     for anchor in anchors:
-        old = Checkpoint.parse(SignedNote.parse(anchor.read_text()).text)
+        old = open_checkpoint(anchor.read_text(), key.verifier()).checkpoint
         rc, out, err = cli(
             running,
             "consistency",
@@ -177,11 +179,11 @@ def test_consistency_with_every_anchor(running: Sealer, key: SignerKey) -> None:
         )
         assert rc == 0, err
         body = json.loads(out)
-        new_note = SignedNote.parse(body["new_checkpoint"])
-        new_note.verify(key.verifier())
-        new = Checkpoint.parse(new_note.text)
+        new = open_checkpoint(body["new_checkpoint"], key.verifier()).checkpoint
         hashes = [base64.b64decode(h) for h in body["hashes"]]
-        assert verify_consistency(old.tree_size, new.tree_size, hashes, old.root_hash, new.root_hash)
+        verify_consistency(
+            old.tree_size, new.tree_size, hashes, old.root_hash, new.root_hash
+        )  # raises if not
         assert body["old_checkpoint"] == anchor.read_text()
     rc, out, _ = cli(running, "consistency", "--from", "7", "--key", key.verifier().serialize())
     assert rc == 0 and out.startswith("old 7\n")
@@ -242,9 +244,61 @@ def test_read_commands_work_on_a_stopped_sealer(stopped: Sealer, key: SignerKey)
     assert verify_bundle(bundle, [key.verifier()]).records_verified == 1
 
 
-def test_altered_tree_nodes_fail_proofs_and_verify(stopped: Sealer, key: SignerKey) -> None:
-    from backend.store import Store
+FORGED_KEY_ID = "f0f0f0f0"  # marks the rows a test forges, so that it can remove them
 
+
+@pytest.mark.parametrize("forgery", ["same root, another key", "another root, another key", "another size"])
+def test_consistency_refuses_a_forged_old_checkpoint_row(
+    stopped: Sealer, key: SignerKey, forgery: str
+) -> None:
+    """A row put into the checkpoints table for the old tree size (newer than the real one, so
+    the store returns it) is opened with --key like the new checkpoint, and refused naming its
+    size; it was once served as `old_checkpoint` unchecked."""
+    old = 1000
+    impostor = SignerKey.generate(key.name)  # the log's name, other key material
+    store = Store.open(stopped.store)
+    try:
+        real = store.checkpoint_at(key.name, old)
+        assert real is not None
+        body = read_unverified(real.note).checkpoint
+        size, note, problem = old, real.note, f"its note signs tree size {old}"
+        if forgery == "same root, another key":
+            note, problem = SignedNote.sign(body.serialize(), impostor).serialize(), "no signature by"
+        elif forgery == "another root, another key":
+            forged = replace(body, root_hash=bytes([7]) * 32).serialize()
+            note, problem = SignedNote.sign(forged, impostor).serialize(), "no signature by"
+        else:
+            size = old - 1  # the real note of 1000, filed under 999
+        store.command(
+            "INSERT INTO otel_audit.checkpoints (Origin, TreeSize, RootHash, ChainHead, SealedAt, "
+            "CreatedAt, KeyId, Note, CompactRange) "
+            f"SELECT Origin, {size}, RootHash, ChainHead, SealedAt, CreatedAt + 1, '{FORGED_KEY_ID}', "
+            f"unhex('{note.encode().hex()}'), CompactRange FROM otel_audit.checkpoints "
+            f"WHERE Origin = '{key.name}' AND TreeSize = {old} ORDER BY CreatedAt DESC LIMIT 1 "
+            "SETTINGS insert_deduplicate = 0"
+        )
+        assert store.checkpoint_at(key.name, size).note == note  # the store now serves the forgery
+    finally:
+        store.close()
+    try:
+        rc, out, err = cli(stopped, "consistency", "--from", str(size), "--key", key.verifier().serialize())
+        assert rc == 1 and not out, err
+        assert f"checkpoint of {key.name!r} at tree size {size} is not a checkpoint of this log" in err
+        assert problem in err and "otel-audit verify" in err
+    finally:
+        store = Store.open(stopped.store)
+        try:
+            store.command(
+                f"ALTER TABLE otel_audit.checkpoints DELETE WHERE KeyId = '{FORGED_KEY_ID}' "
+                "SETTINGS mutations_sync = 1"
+            )
+        finally:
+            store.close()
+    rc, _, err = cli(stopped, "consistency", "--from", str(old), "--key", key.verifier().serialize())
+    assert rc == 0, err  # the real row again
+
+
+def test_altered_tree_nodes_fail_proofs_and_verify(stopped: Sealer, key: SignerKey) -> None:
     store = Store.open(stopped.store)
     try:
         store.command(

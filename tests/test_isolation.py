@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from backend import native
-from backend.readers import verify_origin
+from backend.log_verifier import verify_origin
 from backend.store import Store
 from otel_audit.columns import INSERT_COLUMNS
 from otel_audit.errors import StoreDataError, StoreUnavailableError

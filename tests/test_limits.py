@@ -10,7 +10,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from backend import limits, native
-from backend.readers import verify_origin
+from backend.log_verifier import verify_origin
 from backend.store import Store
 from otel_audit.entry import decode_entry
 from otel_audit.errors import StoreDataError

@@ -8,7 +8,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from backend.readers import verify_origin
+from backend.log_verifier import verify_origin
 from otel_audit.columns import COLUMN_HASH_SQL, DERIVED_COLUMNS
 from otel_audit.errors import StoreUnavailableError
 from otel_audit.note import SignerKey

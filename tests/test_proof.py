@@ -9,9 +9,11 @@ bits, extra or missing hashes) which every verifier must reject.
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
-from otel_audit.errors import FormatError
+from otel_audit.errors import FormatError, ProofError, ProofSizeError, RootMismatchError
 from otel_audit.merkle import hash_leaf, root_from_leaf_hashes
 from otel_audit.proof import (
     consistency_ranges,
@@ -91,7 +93,7 @@ def _consistency_proof(leaves: list[bytes], old: int, new: int) -> list[bytes]:
 def test_inclusion_vectors_verify(leaf: int, size: int, proof: list[bytes]) -> None:
     index = leaf - 1
     assert root_from_inclusion_proof(index, size, LEAF_HASHES[index], proof) == ROOTS[size]
-    assert verify_inclusion(index, size, LEAF_HASHES[index], proof, ROOTS[size])
+    verify_inclusion(index, size, LEAF_HASHES[index], proof, ROOTS[size])  # raises on failure
 
 
 @pytest.mark.parametrize(("leaf", "size", "proof"), INCLUSION_VECTORS)
@@ -130,23 +132,51 @@ def test_inclusion_corruptions_are_rejected(leaf: int, size: int, proof: list[by
     if len(proof) > 1:
         probes.append((index, size, root, leaf_hash, [proof[0], SOME_HASH, *proof[1:]]))
     for i, (idx, sz, rt, lh, pf) in enumerate(probes):
-        assert not verify_inclusion(idx, sz, lh, pf, rt), f"probe {i} verified"
+        with pytest.raises(ProofError):
+            verify_inclusion(idx, sz, lh, pf, rt)
+            pytest.fail(f"probe {i} verified")
+
+
+@pytest.mark.parametrize(("leaf", "size", "proof"), [v for v in INCLUSION_VECTORS if v[2]])
+def test_inclusion_failures_carry_what_was_got_and_wanted(leaf: int, size: int, proof: list[bytes]) -> None:
+    index, leaf_hash = leaf - 1, LEAF_HASHES[leaf - 1]
+    with pytest.raises(RootMismatchError, match=f"calculated root {ROOTS[size].hex()} does not match") as got:
+        verify_inclusion(index, size, leaf_hash, proof, SOME_HASH)
+    assert (got.value.expected_root, got.value.calculated_root) == (SOME_HASH, ROOTS[size])
+    again = pickle.loads(pickle.dumps(got.value))  # bundles check proofs in worker processes
+    assert (again.expected_root, again.calculated_root, str(again)) == (
+        SOME_HASH,
+        ROOTS[size],
+        str(got.value),
+    )
+    with pytest.raises(
+        ProofSizeError, match=f"wrong proof size {len(proof) + 1}, want {len(proof)}"
+    ) as size_error:
+        verify_inclusion(index, size, leaf_hash, [*proof, SOME_HASH], ROOTS[size])
+    assert (size_error.value.got, size_error.value.want) == (len(proof) + 1, len(proof))
+    with pytest.raises(ProofSizeError, match=f"wrong proof size {len(proof) - 1}, want {len(proof)}"):
+        root_from_inclusion_proof(index, size, leaf_hash, proof[:-1])
 
 
 def test_inclusion_single_entry_and_degenerate_trees() -> None:
     leaf = hash_leaf(b"data")
-    assert verify_inclusion(0, 1, leaf, [], leaf)
-    assert not verify_inclusion(0, 1, b"", [], leaf)
-    assert not verify_inclusion(0, 1, leaf, [], b"")
+    verify_inclusion(0, 1, leaf, [], leaf)
+    with pytest.raises(ProofError, match="leaf_hash has unexpected size 0, want 32"):
+        verify_inclusion(0, 1, b"", [], leaf)
+    with pytest.raises(ProofError, match="root has unexpected size 0, want 32"):
+        verify_inclusion(0, 1, leaf, [], b"")
+    with pytest.raises(ProofError, match="proof hash 0 has unexpected size 9, want 32"):
+        verify_inclusion(0, 2, leaf, [b"WrongHash"], leaf)
     for index, size in [(0, 0), (1, 0), (2, 1)]:
-        assert not verify_inclusion(index, size, SOME_HASH, [], EMPTY_TREE)
+        with pytest.raises(ProofError, match=f"leaf index {index} is outside a tree of size {size}"):
+            verify_inclusion(index, size, SOME_HASH, [], EMPTY_TREE)
     with pytest.raises(FormatError):
         inclusion_ranges(3, 3)
 
 
 @pytest.mark.parametrize(("old", "new", "proof"), CONSISTENCY_VECTORS)
 def test_consistency_vectors_verify(old: int, new: int, proof: list[bytes]) -> None:
-    assert verify_consistency(old, new, proof, ROOTS[old], ROOTS[new])
+    verify_consistency(old, new, proof, ROOTS[old], ROOTS[new])  # raises on failure
 
 
 @pytest.mark.parametrize(("old", "new", "proof"), CONSISTENCY_VECTORS)
@@ -178,20 +208,39 @@ def test_consistency_corruptions_are_rejected(old: int, new: int, proof: list[by
         *[(old, new, r1, r2, p) for p in _bit_flips(proof, 16)],
     ]
     for i, (o, n, a, b, p) in enumerate(probes):
-        assert not verify_consistency(o, n, p, a, b), f"probe {i} verified"
+        with pytest.raises(ProofError):
+            verify_consistency(o, n, p, a, b)
+            pytest.fail(f"probe {i} verified")
+
+
+@pytest.mark.parametrize(("old", "new", "proof"), [v for v in CONSISTENCY_VECTORS if v[2]])
+def test_consistency_failures_carry_what_was_got_and_wanted(old: int, new: int, proof: list[bytes]) -> None:
+    with pytest.raises(RootMismatchError, match=f"does not match expected root {SOME_HASH.hex()}") as got:
+        verify_consistency(old, new, proof, ROOTS[old], SOME_HASH)
+    assert (got.value.expected_root, got.value.calculated_root) == (SOME_HASH, ROOTS[new])
+    with pytest.raises(RootMismatchError) as got:
+        verify_consistency(old, new, proof, SOME_HASH, ROOTS[new])
+    # The old root is checked against the path's end, or (old size a power of two) starts it.
+    assert got.value.expected_root == (ROOTS[new] if old & (old - 1) == 0 else SOME_HASH)
+    with pytest.raises(ProofSizeError, match=f"wrong proof size {len(proof) - 1}, want {len(proof)}"):
+        verify_consistency(old, new, proof[:-1], ROOTS[old], ROOTS[new])
 
 
 def test_consistency_trivial_cases() -> None:
     a, b = SOME_HASH, EMPTY_TREE
-    assert verify_consistency(0, 0, [], a, a)
-    assert verify_consistency(0, 1, [], a, b)
-    assert verify_consistency(1, 1, [], b, b)
-    assert not verify_consistency(0, 0, [], a, b)
-    assert not verify_consistency(1, 0, [], a, b)
-    assert not verify_consistency(2, 1, [], a, b)
-    assert not verify_consistency(1, 2, [], a, b)
-    assert not verify_consistency(0, 1, [b], b, b)
-    assert not verify_consistency(1, 1, [b], b, b)
+    verify_consistency(0, 0, [], a, a)
+    verify_consistency(0, 1, [], a, b)
+    verify_consistency(1, 1, [], b, b)
+    for old, new, proof, old_root, error, match in [
+        (0, 0, [], a, RootMismatchError, f"calculated root {a.hex()} does not match expected root {b.hex()}"),
+        (1, 0, [], a, ProofError, "no consistency proof from tree size 1 to 0"),
+        (2, 1, [], a, ProofError, "no consistency proof from tree size 2 to 1"),
+        (1, 2, [], a, ProofSizeError, "wrong proof size 0, want 1"),
+        (0, 1, [b], b, ProofSizeError, "wrong proof size 1, want 0"),
+        (1, 1, [b], b, ProofSizeError, "wrong proof size 1, want 0"),
+    ]:
+        with pytest.raises(error, match=match):
+            verify_consistency(old, new, proof, old_root, b)
 
 
 # -- our construction, every small tree -----------------------------------------------------
@@ -203,12 +252,13 @@ def test_every_inclusion_and_consistency_proof_up_to_70_leaves() -> None:
     for size in range(1, 71):
         for index in range(size):
             proof = _inclusion_proof(leaves, index, size)
-            assert verify_inclusion(index, size, leaves[index], proof, roots[size]), (index, size)
+            verify_inclusion(index, size, leaves[index], proof, roots[size])
         for old in range(size + 1):
             proof = _consistency_proof(leaves, old, size)
-            assert verify_consistency(old, size, proof, roots[old], roots[size]), (old, size)
+            verify_consistency(old, size, proof, roots[old], roots[size])
             if old not in (0, size):
-                assert not verify_consistency(old, size, proof, roots[old], roots[size - 1])
+                with pytest.raises(RootMismatchError):
+                    verify_consistency(old, size, proof, roots[old], roots[size - 1])
 
 
 @pytest.mark.parametrize(("begin", "end"), [(0, 1), (0, 13), (8, 13), (256, 300), (0, 2**20 + 5), (12, 16)])

@@ -14,7 +14,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from backend.readers import verify_origin
+from backend.log_verifier import verify_origin
 from backend.store import Store
 from otel_audit.anchors import latest_anchor
 from otel_audit.chain import chain_next

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from backend.log_verifier import verify_origin
 from backend.migrations import set_retention
-from backend.readers import verify_origin
 from backend.store import Store
 from otel_audit.errors import StoreError
 from otel_audit.note import SignerKey

@@ -10,6 +10,7 @@ import pytest
 
 from backend.store import Store
 from backend.tiles import TILE_HEIGHT, TreeReader, extend_nodes
+from otel_audit.errors import RootMismatchError
 from otel_audit.merkle import CompactRange
 from otel_audit.proof import subtree_root, verify_consistency, verify_inclusion
 from sealer.pipeline import Pipeline
@@ -65,7 +66,7 @@ def test_inclusion_proofs_from_stored_nodes_verify(sealed, size):
     reader = TreeReader(store, ORIGIN)
     for index in sorted({0, size // 3, size // 2, size - 1}):
         proof = reader.inclusion_proof(index, size)
-        assert verify_inclusion(index, size, leaves[index], proof, root), (index, size)
+        verify_inclusion(index, size, leaves[index], proof, root)  # raises on failure
         assert reader.leaf_hash(index) == leaves[index]
 
 
@@ -74,7 +75,7 @@ def test_consistency_proofs_from_stored_nodes_verify(sealed, old, new):
     store, leaves = sealed
     extend_nodes(store, ORIGIN, SIZE)
     proof = TreeReader(store, ORIGIN).consistency_proof(old, new)
-    assert verify_consistency(old, new, proof, _root(leaves, old), _root(leaves, new))
+    verify_consistency(old, new, proof, _root(leaves, old), _root(leaves, new))  # raises on failure
 
 
 def test_missing_nodes_are_folded_from_below_and_bad_ones_give_bad_proofs(sealed):
@@ -87,14 +88,15 @@ def test_missing_nodes_are_folded_from_below_and_bad_ones_give_bad_proofs(sealed
         "SETTINGS mutations_sync = 1"
     )
     proof = TreeReader(store, ORIGIN).inclusion_proof(12345, SIZE)
-    assert verify_inclusion(12345, SIZE, leaves[12345], proof, root)
+    verify_inclusion(12345, SIZE, leaves[12345], proof, root)
     assert extend_nodes(store, ORIGIN, SIZE) == (SIZE >> 8) - 101 + 1  # repaired: 8s and the 16
     store.command(
         "ALTER TABLE otel_audit.tree_nodes UPDATE Hash = toFixedString(repeat('x', 32), 32) "
         "WHERE Height = 8 AND NodeIndex = 1 SETTINGS mutations_sync = 1"  # the height-8 sibling of leaf 3
     )
     proof = TreeReader(store, ORIGIN).inclusion_proof(3, SIZE)
-    assert not verify_inclusion(3, SIZE, leaves[3], proof, root)
+    with pytest.raises(RootMismatchError, match=f"does not match expected root {root.hex()}"):
+        verify_inclusion(3, SIZE, leaves[3], proof, root)
 
 
 def test_batch_proofs_for_many_records_each_verify(sealed):
@@ -116,7 +118,7 @@ def test_batch_proofs_for_many_records_each_verify(sealed):
         proofs = _proofs(store, ORIGIN, {seq: leaves[seq] for seq in seqs}, checkpoint)
         assert sorted(proofs) == seqs
         for seq in seqs:
-            assert verify_inclusion(seq, size, leaves[seq], proofs[seq], root), (size, seq)
+            verify_inclusion(seq, size, leaves[seq], proofs[seq], root)
             assert list(proofs[seq]) == TreeReader(store, ORIGIN).inclusion_proof(seq, size)
         wrong = {seqs[0]: bytes(32)}  # an entry whose bytes are not the sealed ones
         with pytest.raises(ProofError):

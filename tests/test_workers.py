@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from backend.readers import verify_origin
+from backend.log_verifier import verify_origin
 from backend.store import Store
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer

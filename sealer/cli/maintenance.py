@@ -8,8 +8,8 @@ import socket
 import sys
 from pathlib import Path
 
+from backend.log_verifier import verify_origin
 from backend.migrations import applied, set_retention
-from backend.readers import verify_origin
 from backend.store import Store, redact
 from otel_audit.errors import ConfigError, JournalError
 from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from backend.log_verifier import verify_origin
 from backend.migrations import check_readable
 from backend.producers import producer_report
-from backend.readers import verify_origin
 from backend.store import Store, redact
 from otel_audit.errors import ConfigError
 from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env

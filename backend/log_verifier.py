@@ -1,4 +1,4 @@
-"""Readers that feed stored data to the pure verifier in otel_audit.verify.
+"""The verify driver over the store: reads a log and feeds it to the pure verifier (otel_audit.verify).
 
 The fast path (default) lets the engine do the per-row work it does in C++ (hashing entries,
 checking the chain, hashing columns) and keeps Python to the Merkle tree and the signatures;
@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from otel_audit.anchors import read_anchors
-from otel_audit.checkpoint import Checkpoint
+from otel_audit.checkpoint import Checkpoint, open_checkpoint
 from otel_audit.errors import AuditError
 from otel_audit.merkle import CompactRange
-from otel_audit.note import SignedNote, VerifierKey
+from otel_audit.note import VerifierKey
 from otel_audit.verify import LogVerifier, Report
 
 from .store import Store
@@ -72,9 +72,7 @@ def _after_expiry(
     if stored is None:
         return None
     try:
-        note = SignedNote.parse(stored.note)
-        note.verify(key)
-        checkpoint = Checkpoint.parse(note.text)
+        checkpoint = open_checkpoint(stored.note, key).checkpoint
         tree = CompactRange.from_bytes(stored.tree_size, stored.compact_range)
     except AuditError:
         return None
