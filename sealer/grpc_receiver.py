@@ -21,13 +21,11 @@ from google.protobuf.any_pb2 import Any
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from otel_audit.errors import AuditError
+from otel_audit.errors import AuditError, BackpressureError, DiskFullError, RequestError, Unauthenticated
 
-from .auth import Authenticator, TlsFiles, Unauthenticated
-from .disk import DiskFullError
+from .auth import Authenticator, TlsFiles
 from .otlp import Intake, export
-from .pipeline import BackpressureError, Pipeline
-from .prepare import RequestError
+from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -49,14 +49,19 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
-from otel_audit.errors import AuditError
+from otel_audit.errors import (
+    AuditError,
+    BackpressureError,
+    BodyTooLarge,
+    DiskFullError,
+    RequestError,
+    Unauthenticated,
+)
 
-from .auth import Authenticator, TlsFiles, Unauthenticated
-from .disk import DiskFullError
-from .http_body import JSON, MEDIA_TYPES, PROTOBUF, BodyTooLarge, encoding_of, request_bytes
+from .auth import Authenticator, TlsFiles
+from .http_body import JSON, MEDIA_TYPES, PROTOBUF, encoding_of, request_bytes
 from .otlp import Intake, export
-from .pipeline import BackpressureError, Pipeline
-from .prepare import RequestError
+from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -44,15 +44,10 @@ from otel_audit.entry import (
     reserved_attribute,
     split_record,
 )
-from otel_audit.errors import AuditError, StoreDataError
+from otel_audit.errors import RequestError, StoreDataError
 
 from .masking import Masking
 from .salvage import salvage
-
-
-class RequestError(AuditError):
-    """The request is not an OTLP ExportLogsServiceRequest; sending it again will not help."""
-
 
 # The columns made here, with the types they are sent as (the engine converts to the table's:
 # LowCardinality dictionaries, for one, are built by the engine, in C++).

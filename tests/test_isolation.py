@@ -22,11 +22,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from backend import native
 from backend.readers import verify_origin
 from backend.store import Store
-from otel_audit.errors import StoreDataError, StoreUnavailableError
+from otel_audit.errors import RequestError, StoreDataError, StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import INSERT_COLUMNS, SEAL_COLUMNS, Pipeline
-from sealer.prepare import PREPARED_COLUMNS, Prepared, RequestError, Rules, prepare_request
+from sealer.prepare import PREPARED_COLUMNS, Prepared, Rules, prepare_request
 from sealer.state import LogState
 
 from .conftest import Sealer

@@ -13,11 +13,11 @@ from backend import limits, native
 from backend.readers import verify_origin
 from backend.store import Store
 from otel_audit.entry import decode_entry, varint
-from otel_audit.errors import StoreDataError
+from otel_audit.errors import RequestError, StoreDataError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline
-from sealer.prepare import Prepared, RequestError, Rules, prepare_request
+from sealer.prepare import Prepared, Rules, prepare_request
 from sealer.salvage import salvage
 from sealer.state import LogState
 
