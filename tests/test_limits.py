@@ -346,21 +346,6 @@ def test_a_reserved_record_attribute_names_its_record() -> None:
     assert prepared.rejected[0].message.startswith(f"{RECORD}.attributes: key 'otel_audit.origin'")
 
 
-# -- the engine's data error codes -----------------------------------------------------------
-
-
-def test_the_data_error_codes_are_the_engines(tmp_path) -> None:
-    store = Store.open(f"chdb://{tmp_path / 'store'}")
-    try:
-        names = store.client.query(
-            "SELECT arrayJoin({c:Array(UInt32)}) AS c, errorCodeToName(c)",
-            parameters={"c": sorted(limits.DATA_ERRORS)},
-        ).result_rows
-    finally:
-        store.close()
-    assert dict(names) == limits.DATA_ERRORS
-
-
 @pytest.mark.parametrize(
     ("type_name", "largest"),
     [
