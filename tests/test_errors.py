@@ -14,13 +14,18 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 import otel_audit.errors as errors
 from backend.error_codes import CODES
 from backend.store import Store
+from otel_audit.anchors import latest_anchor, write_anchor
 from otel_audit.errors import (
+    AnchorError,
+    ConfigError,
     StoreDiskFullError,
     StoreError,
     StoreReadOnlyError,
     StoreStatementError,
     StoreUnavailableError,
 )
+from otel_audit.note import SignerKey
+from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline
 from sealer.prepare import Prepared, Rules, prepare_request
 from sealer.state import LogState
@@ -135,3 +140,31 @@ def test_the_pipeline_retries_an_outage_but_not_a_bad_statement(store) -> None:
         pipeline.stop()
     assert [row[0] for row in store.hashes_from(ORIGIN, 0)] == [0, 1]
 
+
+def test_an_anchor_that_cannot_be_written_is_an_anchor_error(tmp_path) -> None:
+    """Not a ConfigError: the sealer's configuration is fine, its anchor directory's file
+    system is not; the checkpointer logs it and writes the next anchor (sealer/checkpointer.py)."""
+    (tmp_path / "anchors").write_text("a file where the anchor directory should be")
+    with pytest.raises(AnchorError, match="cannot write anchor in") as raised:
+        write_anchor(tmp_path / "anchors", ORIGIN, 7, "note\n")
+    assert not isinstance(raised.value, ConfigError)
+
+
+def test_the_checkpointer_anchors_again_after_an_anchor_write_failed(store, tmp_path) -> None:
+    """The checkpoint is stored before its anchor is written; the AnchorError reaches the
+    caller (the timer logs it and tries again), and once the directory can be written the
+    next try anchors that tree size."""
+    anchors = tmp_path / "anchors"
+    anchors.write_text("not a directory")
+    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline.start()
+    pipeline.seal(items(3))
+    pipeline.stop()  # its state published
+    checkpointer = Checkpointer(store, SignerKey.generate(ORIGIN), anchors, lambda: pipeline.state, 3600)
+    with pytest.raises(AnchorError, match="cannot write anchor in"):
+        checkpointer.checkpoint_now()
+    assert store.checkpoint_sizes_above(ORIGIN, -1, limit=5) == [3]
+    anchors.unlink()
+    assert checkpointer.checkpoint_now() is not None
+    anchor = latest_anchor(anchors, ORIGIN)
+    assert anchor is not None and anchor.checkpoint.tree_size == 3
