@@ -3,11 +3,11 @@
 Messages say what failed and what to do. Integrity failures carry the Seq range and the
 kind of failure as data so that the CLI, its JSON output and the tests read the same fields.
 
-Every class says whether sending the same thing again may succeed (`retryable`): the
-receivers answer retryable failures with a status OTLP clients retry (sealer/outcomes.py),
-and the sealer's own INSERT retry (sealer/pipeline.py) retries StoreUnavailableError and
-nothing else, so among the store's errors `retryable` holds exactly for StoreUnavailableError
-and its subclasses (tests/test_errors.py checks it).
+Every class says whether doing the same again may succeed (`retryable`). The sealer's own
+INSERT retry (sealer/pipeline.py) retries StoreUnavailableError and nothing else, so among the
+store's errors `retryable` holds exactly for StoreUnavailableError and its subclasses
+(tests/test_errors.py checks it). How a receiver answers each error, and whether OTLP clients
+retry that answer, is sealer/outcomes.py's table.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import inspect
 import socket
 
 import pytest
+from google.rpc import code_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -26,6 +27,7 @@ from otel_audit.errors import (
 )
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
+from sealer.outcomes import outcome_of
 from sealer.pipeline import Pipeline
 from sealer.prepare import Prepared, Rules, prepare_request
 from sealer.state import LogState
@@ -168,3 +170,64 @@ def test_the_checkpointer_anchors_again_after_an_anchor_write_failed(store, tmp_
     assert checkpointer.checkpoint_now() is not None
     anchor = latest_anchor(anchors, ORIGIN)
     assert anchor is not None and anchor.checkpoint.tree_size == 3
+
+
+# -- one table from an intake outcome to a gRPC and an HTTP status ------------------------
+
+_ANSWERS = [  # what each receiver has always answered: gRPC code and text, HTTP status, body code and text
+    (errors.Unauthenticated("unknown bearer token"), "unauthenticated",
+     "UNAUTHENTICATED", "unknown bearer token", 401, "UNAUTHENTICATED", "unknown bearer token",
+     {"WWW-Authenticate": "Bearer"}),
+    (errors.BodyTooLarge("body exceeds 9 bytes"), None,
+     "RESOURCE_EXHAUSTED", "body exceeds 9 bytes", 413, "INVALID_ARGUMENT", "body exceeds 9 bytes", {}),
+    (errors.RequestError("not OTLP"), "bad_request",
+     "INVALID_ARGUMENT", "not OTLP", 400, "INVALID_ARGUMENT", "not OTLP", {}),
+    (errors.RefusedByStoreError(errors.StoreDataError("x")), "bad_request", "INVALID_ARGUMENT",
+     "records refused, the store cannot hold them (do not retry): x", 400, "INVALID_ARGUMENT",
+     "records refused, the store cannot hold them (do not retry): x", {}),
+    (errors.BackpressureError("queue full"), "queue_full",
+     "UNAVAILABLE", "records not sealed, retry in 1 s: queue full", 429, "RESOURCE_EXHAUSTED", "queue full",
+     {"Retry-After": "1"}),
+    (errors.DiskFullError("disk"), None,
+     "UNAVAILABLE", "records not sealed, retry: disk", 503, "UNAVAILABLE", "records not sealed, retry: disk",
+     {"Retry-After": "1"}),
+    (errors.StoreUnavailableError("down"), "unavailable",
+     "UNAVAILABLE", "records not sealed, retry: down", 503, "UNAVAILABLE", "records not sealed, retry: down",
+     {"Retry-After": "1"}),
+    (errors.StoreStatementError("bad"), "unavailable",  # not lost: the sealer is mended, the retry passes
+     "UNAVAILABLE", "records not sealed, retry: bad", 503, "UNAVAILABLE", "records not sealed, retry: bad",
+     {"Retry-After": "1"}),
+    (errors.WorkerError("stopped"), "unavailable", "UNAVAILABLE", "records not sealed, retry: stopped",
+     503, "UNAVAILABLE", "records not sealed, retry: stopped", {"Retry-After": "1"}),
+    (ValueError("a bug"), None,
+     "INTERNAL", "sealer error: a bug", 500, "INTERNAL", "sealer error: a bug", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason", "grpc_code", "grpc_text", "http_status", "body_code", "body_text", "headers"), _ANSWERS
+)
+def test_each_refusal_is_answered_as_the_receivers_always_answered_it(  # type: ignore[no-untyped-def]
+    exc, reason, grpc_code, grpc_text, http_status, body_code, body_text, headers
+) -> None:
+    outcome = outcome_of(exc)
+    assert outcome.reason == reason
+    assert (outcome.grpc_code.name, outcome.grpc_text(exc)) == (grpc_code, grpc_text)
+    assert (int(outcome.http_status), code_pb2.Code.Name(outcome.http_code)) == (http_status, body_code)
+    assert (outcome.http_text(exc), outcome.headers()) == (body_text, headers)
+    assert outcome.grpc_retry_info == isinstance(exc, errors.BackpressureError)
+
+
+# OTLP spec (protocol/otlp.md, Failures): what clients retry.
+_GRPC_RETRYABLE = {"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"}
+_HTTP_RETRYABLE = {429, 502, 503, 504}
+
+
+@pytest.mark.parametrize("exc", [answer[0] for answer in _ANSWERS], ids=lambda e: type(e).__name__)
+def test_an_outcome_is_retried_by_otlp_clients_exactly_when_it_says_so(exc: Exception) -> None:
+    outcome = outcome_of(exc)
+    assert (outcome.grpc_code.name in _GRPC_RETRYABLE) == outcome.retryable
+    assert (int(outcome.http_status) in _HTTP_RETRYABLE) == outcome.retryable
+    assert (
+        outcome.retry_delay_seconds is not None
+    ) == outcome.retryable  # Retry-After on every retryable one
