@@ -20,7 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2, status_pb2
 
 from .auth import Authenticator, TlsFiles
-from .otlp import Intake, export
+from .intake import Intake, export
 from .outcomes import INTERNAL, Outcome, outcome_of
 from .pipeline import Pipeline
 

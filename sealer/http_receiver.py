@@ -54,7 +54,7 @@ from otel_audit.errors import BodyTooLarge, RequestError, Unauthenticated
 
 from .auth import Authenticator, TlsFiles
 from .http_body import JSON, MEDIA_TYPES, PROTOBUF, encoding_of, request_bytes
-from .otlp import Intake, export
+from .intake import Intake, export
 from .outcomes import INTERNAL, Outcome, outcome_of
 from .pipeline import Pipeline
 
