@@ -1,6 +1,6 @@
 """OTLP/HTTP: POST /v1/logs with binary protobuf or OTLP JSON, optionally gzip-compressed.
 
-The same pipeline as OTLP/gRPC (sealer/otlp.py), and the same table from a refused call to
+The same pipeline as OTLP/gRPC (sealer/intake.py), and the same table from a refused call to
 its answer (sealer/outcomes.py). Answers, per the OTLP specification:
 
 - 200 with an ExportLogsServiceResponse (partial_success when records were rejected), in the
