@@ -26,9 +26,9 @@ protobuf's parser (no more than 100 messages deep; sealer/salvage.py refuses a r
 it alone), and an entry is one level shallower than the request it came in, so every sealed
 entry decodes again.
 
-`DATA_ERRORS` are the engine's error codes that say the rows themselves are bad (a value it
-cannot parse or convert, out of its type's range): sending them again cannot help. Every
-other failure of an INSERT (a lost connection, a full disk, a missing table) may pass.
+The engine's error codes that say the rows themselves are bad (a value it cannot parse or
+convert, out of its type's range: sending them again cannot help) are in backend/error_codes.py,
+with every other code the store's errors are told apart by.
 """
 
 from __future__ import annotations
@@ -40,27 +40,6 @@ TIMESTAMP_TIME_MAX_S = 2**32 - 1  # DateTime: UInt32 seconds
 LATEST_TIMESTAMP_NS = (TIMESTAMP_TIME_MAX_S + 1) * NS_PER_SECOND - 1  # its last second's last ns
 LATEST_DATETIME64_NS = 2**63 - 1  # DateTime64(9): Int64 nanoseconds
 UINT8_MAX = 255
-
-# ClickHouse error codes (src/Common/ErrorCodes.cpp; errorCodeToName(code) in SQL) meaning
-# "these rows are bad", checked against the engine in tests/test_limits.py.
-DATA_ERRORS = {
-    6: "CANNOT_PARSE_TEXT",
-    26: "CANNOT_PARSE_QUOTED_STRING",
-    27: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
-    38: "CANNOT_PARSE_DATE",
-    41: "CANNOT_PARSE_DATETIME",
-    53: "TYPE_MISMATCH",
-    69: "ARGUMENT_OUT_OF_BOUND",
-    70: "CANNOT_CONVERT_TYPE",
-    72: "CANNOT_PARSE_NUMBER",
-    117: "INCORRECT_DATA",
-    128: "TOO_LARGE_ARRAY_SIZE",
-    131: "TOO_LARGE_STRING_SIZE",
-    190: "SIZES_OF_ARRAYS_DONT_MATCH",
-    321: "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
-    349: "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN",
-    407: "DECIMAL_OVERFLOW",
-}
 
 
 def _utc(ns: int) -> str:
@@ -93,8 +72,3 @@ def uint8_error(value: int, column: str) -> str | None:
     if 0 <= value <= UINT8_MAX:
         return None
     return f"{value} is outside 0..{UINT8_MAX}, what the store's {column} column (UInt8) can hold"
-
-
-def is_data_error(code: int | None) -> bool:
-    """Whether an engine error code says the rows themselves are bad (not worth a retry)."""
-    return code in DATA_ERRORS

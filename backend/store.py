@@ -17,24 +17,15 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from otel_audit.columns import COLUMN, COLUMN_HASH_SQL, DERIVED_COLUMNS, ROW_COLUMNS
-from otel_audit.errors import (
-    ConfigError,
-    StoreDamagedError,
-    StoreDataError,
-    StoreError,
-    StoreUnavailableError,
-)
+from otel_audit.errors import ConfigError, StoreDamagedError, StoreDataError, StoreError
 
 from .cluster import INSERT_SETTINGS, check_name
-from .limits import is_data_error
+from .error_codes import error_class, store_error
 from .migrations import migrate
 
 LOGS = "otel_audit.logs"
 CHECKPOINTS = "otel_audit.checkpoints"
 TREE_NODES = "otel_audit.tree_nodes"
-# The engine's error codes for data it holds but cannot read: ATTEMPT_TO_READ_AFTER_EOF,
-# CANNOT_READ_ALL_DATA, CHECKSUM_DOESNT_MATCH, BAD_SIZE_OF_FILE_IN_DATA_PART, CORRUPTED_DATA.
-_DAMAGED_CODES = {32, 33, 40, 228, 246}
 
 
 def redact(dsn: str) -> str:
@@ -104,8 +95,8 @@ class Store:
             raise ConfigError(f"store {redact(dsn)!r}: use chdb:///absolute/path or http(s)://host:8123/")
         try:
             client = clickhouse_connect.get_client(dsn=dsn)
-        except Exception as exc:
-            raise StoreError(_open_hint(dsn, exc)) from None
+        except Exception as exc:  # the driver's own, OSError, or the embedded engine's
+            raise store_error(exc, _open_hint(dsn, exc)) from None
         store = cls(client, dsn, read_only, check_name(cluster) if cluster else None)
         if read_only:
             store._command("SET readonly = 2")
@@ -134,7 +125,9 @@ class Store:
                 settings=self._settings(),
             )
         except (ClickHouseError, OSError) as exc:
-            raise StoreUnavailableError(f"recording schema migration {version} failed: {exc}") from exc
+            raise store_error(
+                exc, f"recording schema migration {version} failed: {exc}", inserting=True
+            ) from exc
 
     def timezone(self) -> str:
         """The server's time zone: what toYYYYMM(SealedAt), the partition key, uses."""
@@ -151,8 +144,8 @@ class Store:
         A retry with the same token after an unclear failure is dropped by ClickHouse
         instead of duplicating the rows (non_replicated_deduplication_window). The engine
         squashes the blocks into one part. StoreDataError when the engine's error code says
-        the rows themselves are bad (backend/limits.py: DATA_ERRORS), StoreUnavailableError
-        for every other failure.
+        the rows themselves are bad, otherwise the class its code names (backend/error_codes.py:
+        StoreUnavailableError, which the pipeline retries, for an outage).
         """
         try:
             self.client.raw_insert(
@@ -163,9 +156,9 @@ class Store:
                 settings=self._settings(insert_deduplication_token=token),
             )
         except (ClickHouseError, OSError) as exc:
-            if is_data_error(getattr(exc, "code", None)):  # the rows are bad: a retry cannot help
-                raise StoreDataError(f"insert into {LOGS} refused the rows: {exc}") from exc
-            raise StoreUnavailableError(f"insert into {LOGS} failed: {exc}") from exc
+            error = error_class(exc, inserting=True)
+            outcome = "refused the rows" if error is StoreDataError else "failed"  # bad rows: no retry helps
+            raise error(f"insert into {LOGS} {outcome}: {exc}") from exc
 
     def insert_checkpoint(
         self, cp: StoredCheckpoint, sealed_at_ns: int, created_at_ns: int, key_id: int
@@ -193,7 +186,7 @@ class Store:
                 ),
             )
         except (ClickHouseError, OSError) as exc:
-            raise StoreUnavailableError(f"insert into {CHECKPOINTS} failed: {exc}") from exc
+            raise store_error(exc, f"insert into {CHECKPOINTS} failed: {exc}", inserting=True) from exc
 
     def pause_merges(self, paused: bool) -> None:
         """Stop background merges of our tables (a running one is cancelled), or start them
@@ -345,7 +338,7 @@ class Store:
                 settings=self._settings(insert_deduplication_token=f"{origin}:{height}:{first}:{len(rows)}"),
             )
         except (ClickHouseError, OSError) as exc:
-            raise StoreUnavailableError(f"insert into {TREE_NODES} failed: {exc}") from exc
+            raise store_error(exc, f"insert into {TREE_NODES} failed: {exc}", inserting=True) from exc
 
     def row_anomalies(
         self, origin: str, first_seq: int = 0, first_chain: bytes = bytes(32)
@@ -466,7 +459,7 @@ class Store:
             ) as stream:
                 yield from stream
         except (ClickHouseError, OSError) as exc:
-            raise StoreUnavailableError(f"reading {LOGS} failed: {exc}") from exc
+            raise store_error(exc, f"reading {LOGS} failed: {exc}") from exc
 
     def select(
         self,
@@ -486,7 +479,7 @@ class Store:
         try:
             return self.client.command(sql)
         except (ClickHouseError, OSError) as exc:
-            raise StoreUnavailableError(f"{sql.split(chr(10))[0][:80]}...: {exc}") from exc
+            raise store_error(exc, f"{sql.split(chr(10))[0][:80]}...: {exc}") from exc
 
     def _raw(self, sql: str, parameters: dict) -> bytes:
         try:
@@ -507,11 +500,12 @@ class Store:
             raise _read_error(exc) from exc
 
 
-def _read_error(exc: Exception) -> StoreUnavailableError:
-    """A failed read as our error: StoreDamagedError when the engine says its data is damaged."""
-    if getattr(exc, "code", None) in _DAMAGED_CODES:
+def _read_error(exc: Exception) -> StoreError:
+    """A failed read as our error (backend/error_codes.py), saying so when the engine says
+    the data it holds is damaged."""
+    if error_class(exc) is StoreDamagedError:
         return StoreDamagedError(f"the store cannot read data it holds: {exc}")
-    return StoreUnavailableError(f"query failed: {exc}")
+    return store_error(exc, f"query failed: {exc}")
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

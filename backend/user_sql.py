@@ -37,8 +37,18 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from otel_audit.errors import ConfigError, StoreError
+from otel_audit.errors import ConfigError, StoreError, StoreReadOnlyError
 
+from .error_codes import (
+    BAD_ARGUMENTS,
+    MEMORY_LIMIT_EXCEEDED,
+    SYNTAX_ERROR,
+    TIMEOUT_EXCEEDED,
+    TOO_MANY_ROWS_OR_BYTES,
+    code_of,
+    error_class,
+    store_error,
+)
 from .migrations import TABLE as MIGRATIONS
 from .store import CHECKPOINTS, LOGS, TREE_NODES
 
@@ -80,15 +90,6 @@ _WHAT_IS_ALLOWED = (
     "`otel-audit query` is read-only: SELECT, SHOW TABLES, SHOW COLUMNS, DESCRIBE, EXISTS, SHOW CREATE "
     "and EXPLAIN, over the otel_audit tables and system.tables/columns/parts"
 )
-
-# ClickHouse error codes (src/Common/ErrorCodes.cpp).
-SYNTAX_ERROR = 62
-BAD_ARGUMENTS = 36
-TIMEOUT_EXCEEDED = 159
-READONLY = 164
-MEMORY_LIMIT_EXCEEDED = 241
-TOO_MANY_ROWS_OR_BYTES = 396
-ACCESS_DENIED = 497
 
 
 @dataclass(frozen=True)
@@ -354,7 +355,7 @@ def _syntax_tree(session: Client, canonical: str) -> dict | None:
             0
         ][0]
     except ClickHouseError as exc:
-        if getattr(exc, "code", None) == BAD_ARGUMENTS:
+        if code_of(exc) == BAD_ARGUMENTS:
             return None
         raise
     tree = json.loads(text)
@@ -362,10 +363,10 @@ def _syntax_tree(session: Client, canonical: str) -> dict | None:
 
 
 def _failure(exc: Exception, limits: QueryLimits) -> ConfigError | StoreError:
-    """The engine's refusal or failure of a user query, by its error code."""
-    code = getattr(exc, "code", None)
+    """The engine's refusal or failure of a user query, by its error code (backend/error_codes.py)."""
+    code = code_of(exc)
     text = str(exc).strip()
-    if code in (READONLY, ACCESS_DENIED):
+    if error_class(exc) is StoreReadOnlyError:
         return refused(f"the engine refuses it ({text})")
     if code == TIMEOUT_EXCEEDED:
         return ConfigError(
@@ -383,7 +384,7 @@ def _failure(exc: Exception, limits: QueryLimits) -> ConfigError | StoreError:
         )
     if code == SYNTAX_ERROR:  # said of our formatQuerySingleLine() call: the user's text, not ours
         return ConfigError(f"query failed: {text.split(': In scope SELECT formatQuerySingleLine(')[0]}")
-    return StoreError(f"query failed: {text}")
+    return store_error(exc, f"query failed: {text}")
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .checkpoint import Checkpoint, read_unverified
-from .errors import AuditError, ConfigError
+from .errors import AnchorError, AuditError
 
 LATEST = "latest.checkpoint"
 FILE_MODE, DIR_MODE = 0o600, 0o700
@@ -47,6 +47,8 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def write_anchor(anchor_dir: Path, origin: str, tree_size: int, note_text: str) -> Path:
+    """Write a signed checkpoint as the origin's anchor of `tree_size` and as its latest;
+    AnchorError if the folder or a file cannot be written."""
     folder = origin_dir(anchor_dir, origin)
     try:
         _make_private_dirs(folder)
@@ -54,7 +56,7 @@ def write_anchor(anchor_dir: Path, origin: str, tree_size: int, note_text: str) 
         _write_atomically(path, note_text)
         _write_atomically(folder / LATEST, note_text)
     except OSError as exc:
-        raise ConfigError(f"cannot write anchor in {folder}: {exc}") from exc
+        raise AnchorError(f"cannot write anchor in {folder}: {exc}") from exc
     return path
 
 

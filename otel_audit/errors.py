@@ -2,6 +2,12 @@
 
 Messages say what failed and what to do. Integrity failures carry the Seq range and the
 kind of failure as data so that the CLI, its JSON output and the tests read the same fields.
+
+Every class says whether doing the same again may succeed (`retryable`). The sealer's own
+INSERT retry (sealer/pipeline.py) retries StoreUnavailableError and nothing else, so among the
+store's errors `retryable` holds exactly for StoreUnavailableError and its subclasses
+(tests/test_errors.py checks it). How a receiver answers each error, and whether OTLP clients
+retry that answer, is sealer/outcomes.py's table.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from dataclasses import dataclass
 
 class AuditError(Exception):
     """Base of every error otel-audit raises on purpose."""
+
+    retryable: bool = False
 
 
 class FormatError(AuditError):
@@ -57,12 +65,37 @@ class ConfigError(AuditError):
     """A command-line flag, environment variable or key file is unusable."""
 
 
+class AnchorError(AuditError):
+    """A checkpoint could not be written to an external anchor (otel_audit/anchors.py): the
+    anchor directory cannot be created or written. The checkpointer tries again at its next
+    checkpoint; the same write may pass once the file system does."""
+
+    retryable = True
+
+
+# -- the store ----------------------------------------------------------------------------
+# backend/error_codes.py turns the engine's error codes into these classes.
+
+
 class StoreError(AuditError):
     """The ClickHouse store failed or holds something the sealer cannot continue from."""
 
 
 class StoreUnavailableError(StoreError):
-    """A store operation failed in a way that may succeed when retried."""
+    """A store operation failed in a way that may succeed when retried (a lost connection,
+    a missing table, a cancelled query, a full disk)."""
+
+    retryable = True
+
+
+class StoreStatementError(StoreError):
+    """The engine refused a statement as wrong (bad SQL, an unknown column or function, a
+    wrong argument): a programming error, not an outage. Sending it again will not help."""
+
+
+class StoreReadOnlyError(StoreError):
+    """The engine refused a write or a settings change in this session: it is read-only
+    (readonly = 1 or 2) or lacks the grant. Sending it again on this session will not help."""
 
 
 class StoreDataError(StoreError):
@@ -74,6 +107,57 @@ class StoreDamagedError(StoreUnavailableError):
     """The engine cannot read data it holds (a part whose files are empty or cut short, as a
     full disk leaves them). A retry may succeed once the engine drops the part; its rows are
     lost all the same."""
+
+
+class StoreDiskFullError(StoreUnavailableError):
+    """The engine refused to write: not enough space on its disk (NOT_ENOUGH_SPACE). A retry
+    succeeds once space is freed."""
+
+
+# -- the sealer ----------------------------------------------------------------------------
+
+
+class DiskFullError(StoreUnavailableError):
+    """The store's file system is nearly full (sealer/disk.py): records are refused until
+    space is freed, then a retry succeeds."""
+
+
+class BackpressureError(StoreUnavailableError):
+    """The pipeline holds as many records as it may; the caller should retry later."""
+
+
+class SealerStoppedError(StoreUnavailableError):
+    """The pipeline is not accepting records (stopping, or halted by a store divergence);
+    a retry succeeds against a running sealer."""
+
+
+class WorkerError(AuditError):
+    """A sealing worker stopped while preparing the request (sealer/workers.py); retrying it
+    is safe."""
+
+    retryable = True
+
+
+class RequestError(AuditError):
+    """The request is not an OTLP ExportLogsServiceRequest; sending it again will not help."""
+
+
+class BodyTooLarge(RequestError):
+    """The body, as sent or once inflated, is over the size limit (answered 413); sending it
+    again will not help."""
+
+
+class RefusedByStoreError(RequestError):
+    """The store cannot hold this batch's records (StoreDataError); sending them again will
+    not help. Only this batch is refused: the others of its group are written without it."""
+
+    def __init__(self, cause: StoreDataError) -> None:
+        super().__init__(f"records refused, the store cannot hold them (do not retry): {cause}")
+
+
+class Unauthenticated(AuditError):
+    """The request carries no identity we accept (sealer/auth.py); the message says what to
+    send. Sending it again unchanged will not help."""
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,10 @@ from pathlib import Path
 
 from cryptography import x509
 
-from otel_audit.errors import AuditError, ConfigError
+from otel_audit.errors import ConfigError, Unauthenticated
 
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/=,:+-]*")
-
-
-class Unauthenticated(AuditError):
-    """The request carries no identity we accept; the message says what to send."""
 
 
 @dataclass(frozen=True)

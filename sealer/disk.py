@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from otel_audit.errors import ConfigError, StoreUnavailableError
+from otel_audit.errors import ConfigError
 
 from .refusals import RefusalLog
 
@@ -40,10 +40,6 @@ DEFAULT_MIN_FREE_BYTES = 256 * MIB
 ENGINE_MIN_FREE_BYTES = 64 * MIB
 _UNITS = {"": 1, "k": 1 << 10, "m": MIB, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.I)
-
-
-class DiskFullError(StoreUnavailableError):
-    """The store's file system is nearly full: records are refused until space is freed."""
 
 
 def parse_size(text: str, flag: str = "--min-free-disk") -> int:

@@ -1,14 +1,12 @@
 """OTLP/gRPC LogsService/Export (opentelemetry-proto docs/specification.md).
 
 The handler takes the raw request bytes so that a malformed protobuf is answered with
-INVALID_ARGUMENT and a message, instead of grpcio's generic INTERNAL. Status mapping:
-
-- records with reserved ``otel_audit.*`` attributes: rejected via partial_success (the
-  client must not retry them); the rest of the request is sealed;
-- a request that is not an ExportLogsServiceRequest: INVALID_ARGUMENT;
-- no accepted producer identity (sealer/auth.py): UNAUTHENTICATED;
-- queue full: UNAVAILABLE with a google.rpc.RetryInfo detail (back-pressure: retry after 1 s);
-- store down, sealer stopping: UNAVAILABLE, which OTel exporters retry.
+INVALID_ARGUMENT and a message, instead of grpcio's generic INTERNAL. Records with reserved
+``otel_audit.*`` attributes are rejected via partial_success (the client must not retry
+them) and the rest of the request is sealed; a refused call is answered with the status
+sealer/outcomes.py names for it (the same table as OTLP/HTTP's): INVALID_ARGUMENT,
+UNAUTHENTICATED, UNAVAILABLE (with a google.rpc.RetryInfo detail for back-pressure), which
+OTel exporters retry.
 """
 
 from __future__ import annotations
@@ -19,30 +17,25 @@ from concurrent import futures
 import grpc
 from google.protobuf.any_pb2 import Any
 from google.protobuf.duration_pb2 import Duration
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
-from otel_audit.errors import AuditError
-
-from .auth import Authenticator, TlsFiles, Unauthenticated
-from .disk import DiskFullError
-from .otlp import Intake, export
-from .pipeline import BackpressureError, Pipeline
-from .prepare import RequestError
+from .auth import Authenticator, TlsFiles
+from .intake import Intake, export
+from .outcomes import INTERNAL, Outcome, outcome_of
+from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
-
-
-RETRY_DELAY_SECONDS = 1
 _DETAILS = "grpc-status-details-bin"
 
 
-def _retry_info(message: str) -> bytes:
+def _retry_info(outcome: Outcome, message: str) -> bytes:
     """google.rpc.Status with RetryInfo: back-pressure the OTel exporters honour (OTLP spec)."""
     detail = Any()
-    detail.Pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=RETRY_DELAY_SECONDS)))
-    return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=[detail]).SerializeToString()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=outcome.retry_delay_seconds or 0)))
+    status = status_pb2.Status(code=outcome.grpc_code.value[0], message=message, details=[detail])
+    return status.SerializeToString()
 
 
 class GrpcReceiver:
@@ -95,29 +88,16 @@ class GrpcReceiver:
         certificate = (context.auth_context().get("x509_pem_cert") or [None])[0]
         try:
             producer = self._authenticator.producer(metadata.get("authorization"), certificate)
-        except Unauthenticated as exc:
-            self._intake.rejected("unauthenticated")
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-            raise
-        try:
             response = export(self._pipeline, self._intake, request, producer)
-        except RequestError as exc:
-            self._intake.rejected("bad_request")
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise
-        except BackpressureError as exc:
-            self._intake.rejected("queue_full")
-            message = f"records not sealed, retry in {RETRY_DELAY_SECONDS} s: {exc}"
-            context.set_trailing_metadata(((_DETAILS, _retry_info(message)),))
-            context.abort(grpc.StatusCode.UNAVAILABLE, message)
-            raise
-        except AuditError as exc:
-            if not isinstance(exc, DiskFullError):  # the pipeline counts those as disk_full
-                self._intake.rejected("unavailable")
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"records not sealed, retry: {exc}")
+        except Exception as exc:  # answered as sealer/outcomes.py says; never hang or crash a caller
+            outcome = outcome_of(exc)
+            if outcome is INTERNAL:
+                log.exception("export failed")
+            if outcome.reason is not None:
+                self._intake.rejected(outcome.reason)
+            message = outcome.grpc_text(exc)
+            if outcome.grpc_retry_info:
+                context.set_trailing_metadata(((_DETAILS, _retry_info(outcome, message)),))
+            context.abort(outcome.grpc_code, message)
             raise  # abort() raised already; this line is for type checkers
-        except Exception as exc:  # never hang or crash a caller on our bug
-            log.exception("export failed")
-            context.abort(grpc.StatusCode.INTERNAL, f"sealer error: {exc}")
-            raise
         return response.SerializeToString()

@@ -26,16 +26,12 @@ import zlib
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from .prepare import RequestError
+from otel_audit.errors import BodyTooLarge, RequestError
 
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 MEDIA_TYPES = (PROTOBUF, JSON)
 GZIP, IDENTITY = "gzip", "identity"
 ENCODINGS = {"": IDENTITY, IDENTITY: IDENTITY, GZIP: GZIP, "x-gzip": GZIP}  # RFC 9110 8.4.1.3
-
-
-class BodyTooLarge(RequestError):
-    """The body, as sent or once inflated, is over the size limit (answered 413)."""
 
 
 def encoding_of(header: str) -> str:

@@ -1,6 +1,7 @@
 """OTLP/HTTP: POST /v1/logs with binary protobuf or OTLP JSON, optionally gzip-compressed.
 
-The same pipeline as OTLP/gRPC (sealer/otlp.py). Answers, per the OTLP specification:
+The same pipeline as OTLP/gRPC (sealer/intake.py), and the same table from a refused call to
+its answer (sealer/outcomes.py). Answers, per the OTLP specification:
 
 - 200 with an ExportLogsServiceResponse (partial_success when records were rejected), in the
   request's Content-Type;
@@ -49,19 +50,17 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
-from otel_audit.errors import AuditError
+from otel_audit.errors import BodyTooLarge, RequestError, Unauthenticated
 
-from .auth import Authenticator, TlsFiles, Unauthenticated
-from .disk import DiskFullError
-from .http_body import JSON, MEDIA_TYPES, PROTOBUF, BodyTooLarge, encoding_of, request_bytes
-from .otlp import Intake, export
-from .pipeline import BackpressureError, Pipeline
-from .prepare import RequestError
+from .auth import Authenticator, TlsFiles
+from .http_body import JSON, MEDIA_TYPES, PROTOBUF, encoding_of, request_bytes
+from .intake import Intake, export
+from .outcomes import INTERNAL, Outcome, outcome_of
+from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 PATH = "/v1/logs"
-RETRY_AFTER_SECONDS = 1
 _PRODUCER = web.RequestKey("producer", str)  # set once the headers are accepted
 
 
@@ -195,7 +194,7 @@ class HttpReceiver:
             try:
                 body = await asyncio.wait_for(self._read(request), self._limits.body_seconds)
             except BodyTooLarge as exc:
-                answer = _Answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _invalid(str(exc)), {}, close=True)
+                answer = self._refused(exc, close=True)
             except HttpProcessingError as exc:  # chunked framing, a body shorter than announced
                 self._intake.rejected("bad_request")
                 message = f"the body is malformed: {exc.message}"
@@ -240,9 +239,7 @@ class HttpReceiver:
                 request.headers.get(hdrs.AUTHORIZATION), certificate
             )
         except Unauthenticated as exc:
-            self._intake.rejected("unauthenticated")
-            status = _status(code_pb2.UNAUTHENTICATED, str(exc))
-            return _Answer(HTTPStatus.UNAUTHORIZED, status, {"WWW-Authenticate": "Bearer"}, close=True)
+            return self._refused(exc, close=True)
         media_type = _media_type(request)
         if media_type not in MEDIA_TYPES:
             message = f"Content-Type {media_type!r} is not supported; use {PROTOBUF} or {JSON}"
@@ -250,8 +247,7 @@ class HttpReceiver:
         try:
             encoding_of(request.headers.get(hdrs.CONTENT_ENCODING, ""))
         except RequestError as exc:
-            self._intake.rejected("bad_request")
-            return _Answer(HTTPStatus.BAD_REQUEST, _invalid(str(exc)), {}, close=True)
+            return self._refused(exc, close=True)
         if request.content_length is not None and request.content_length > self._max:
             message = f"body exceeds {self._max} bytes (Content-Length {request.content_length})"
             return _Answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _invalid(message), {}, close=True)
@@ -272,27 +268,17 @@ class HttpReceiver:
         try:
             request = request_bytes(body, media_type, encoding_of(encoding), self._max)
             return _Answer(HTTPStatus.OK, export(self._pipeline, self._intake, request, producer), {})
-        except BodyTooLarge as exc:
-            return _Answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _invalid(str(exc)), {})
-        except RequestError as exc:
-            self._intake.rejected("bad_request")
-            return _Answer(HTTPStatus.BAD_REQUEST, _invalid(str(exc)), {})
-        except BackpressureError as exc:
-            self._intake.rejected("queue_full")
-            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-            return _Answer(
-                HTTPStatus.TOO_MANY_REQUESTS, _status(code_pb2.RESOURCE_EXHAUSTED, str(exc)), retry
-            )
-        except AuditError as exc:
-            if not isinstance(exc, DiskFullError):  # the pipeline counts those as disk_full
-                self._intake.rejected("unavailable")
-            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-            message = f"records not sealed, retry: {exc}"
-            return _Answer(HTTPStatus.SERVICE_UNAVAILABLE, _status(code_pb2.UNAVAILABLE, message), retry)
-        except Exception as exc:  # never hang or crash a caller on our bug
+        except Exception as exc:  # answered as sealer/outcomes.py says; never hang or crash a caller
+            return self._refused(exc)
+
+    def _refused(self, exc: Exception, close: bool = False) -> _Answer:
+        """The answer sealer/outcomes.py gives a refused call, counted under its reason."""
+        outcome = outcome_of(exc)
+        if outcome is INTERNAL:
             log.exception("OTLP/HTTP export failed")
-            message = f"sealer error: {exc}"
-            return _Answer(HTTPStatus.INTERNAL_SERVER_ERROR, _status(code_pb2.INTERNAL, message), {})
+        if outcome.reason is not None:
+            self._intake.rejected(outcome.reason)
+        return _refused(outcome, exc, close)
 
 
 class _Counted(asyncio.Protocol):
@@ -360,6 +346,11 @@ def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
         context.load_verify_locations(cadata=client_ca.decode())
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def _refused(outcome: Outcome, exc: Exception, close: bool) -> _Answer:
+    status = _status(outcome.http_code, outcome.http_text(exc))
+    return _Answer(outcome.http_status, status, outcome.headers(), close)
 
 
 def _invalid(message: str) -> status_pb2.Status:

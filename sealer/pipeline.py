@@ -64,14 +64,24 @@ from otel_audit.chain import chain_next
 from otel_audit.columns import INSERT_COLUMNS, SEALER_COLUMNS
 from otel_audit.derivation import timestamp_columns
 from otel_audit.entry import SealEncoder
-from otel_audit.errors import AuditError, StoreDamagedError, StoreDataError, StoreError, StoreUnavailableError
+from otel_audit.errors import (
+    AuditError,
+    BackpressureError,
+    DiskFullError,
+    RefusedByStoreError,
+    SealerStoppedError,
+    StoreDamagedError,
+    StoreDataError,
+    StoreError,
+    StoreUnavailableError,
+)
 from otel_audit.merkle import hash_leaf
 
-from .disk import DiskFullError, DiskGuard
+from .disk import DiskGuard
 from .journal import Journal, catch_up
 from .losses import lost_rows
 from .metrics import SealerMetrics
-from .prepare import Prepared, RequestError
+from .prepare import Prepared
 from .refusals import RefusalLog
 from .state import LogState
 
@@ -81,22 +91,6 @@ log = logging.getLogger(__name__)
 # with the types they are sent as (otel_audit/columns.py); the other half comes prepared
 # (sealer/prepare.py: PREPARED_COLUMNS).
 SEALER_HALF = native.Columns.of(SEALER_COLUMNS)
-
-
-class BackpressureError(StoreUnavailableError):
-    """The pipeline holds as many records as it may; the caller should retry later."""
-
-
-class SealerStoppedError(StoreUnavailableError):
-    """The pipeline is not accepting records (stopping, or halted by a store divergence)."""
-
-
-class RefusedByStoreError(RequestError):
-    """The store cannot hold this batch's records (StoreDataError); sending them again will
-    not help. Only this batch is refused: the others of its group are written without it."""
-
-    def __init__(self, cause: StoreDataError) -> None:
-        super().__init__(f"records refused, the store cannot hold them (do not retry): {cause}")
 
 
 @dataclass

@@ -36,16 +36,11 @@ from otel_audit import attributes as attr
 from otel_audit.columns import RECORD_COLUMNS
 from otel_audit.derivation import record_timestamp, record_timestamp_field, record_values
 from otel_audit.entry import SEAL_PREFIX, Context, EntryFrame, reserved_attribute, split_record
-from otel_audit.errors import AuditError, StoreDataError
+from otel_audit.errors import RequestError, StoreDataError
 from otel_audit.value_strings import attributes_as_map
 
 from .masking import Masking
 from .salvage import salvage
-
-
-class RequestError(AuditError):
-    """The request is not an OTLP ExportLogsServiceRequest; sending it again will not help."""
-
 
 # The columns made here (otel_audit/columns.py: Source.RECORD), with the types they are sent as.
 PREPARED_COLUMNS = Columns.of(RECORD_COLUMNS)

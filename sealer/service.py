@@ -27,10 +27,10 @@ from .config import ServeConfig
 from .disk import DiskGuard, store_path
 from .grpc_receiver import GrpcReceiver
 from .http_receiver import HttpReceiver
+from .intake import Intake
 from .journal import Journal, catch_up
 from .masking import Masking
 from .metrics import HealthServer, SealerMetrics
-from .otlp import Intake
 from .pipeline import Pipeline
 from .prepare import Rules
 from .producers import ProducerTracker

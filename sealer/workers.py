@@ -24,15 +24,11 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from otel_audit.errors import AuditError
+from otel_audit.errors import WorkerError
 
 from .prepare import Prepared, Rules, prepare_request
 
 log = logging.getLogger(__name__)
-
-
-class WorkerError(AuditError):
-    """A sealing worker stopped while preparing the request; retrying it is safe."""
 
 
 _STOPPED = "the sealing workers are stopped (the sealer is stopping); retry against a running one"

@@ -19,11 +19,10 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from otel_audit.errors import ConfigError
+from otel_audit.errors import ConfigError, Unauthenticated
 from otel_audit.note import SignerKey
 from sealer.auth import (
     Authenticator,
-    Unauthenticated,
     add_token,
     authenticator_for,
     load_tokens,

@@ -20,12 +20,18 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServ
 
 from backend.read_commands import run
 from backend.store import Store
-from otel_audit.errors import ConfigError, StoreError, StoreUnavailableError
+from otel_audit.errors import (
+    ConfigError,
+    DiskFullError,
+    SealerStoppedError,
+    StoreError,
+    StoreUnavailableError,
+)
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
-from sealer.disk import ENGINE_MIN_FREE_BYTES, DiskFullError, DiskGuard, parse_size
+from sealer.disk import ENGINE_MIN_FREE_BYTES, DiskGuard, parse_size
 from sealer.metrics import SealerMetrics
-from sealer.pipeline import Pipeline, SealerStoppedError
+from sealer.pipeline import Pipeline
 from sealer.read_api import call, socket_path
 from sealer.state import LogState
 

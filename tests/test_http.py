@@ -24,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from backend.store import Store
 from sealer.auth import Authenticator
 from sealer.http_receiver import HttpReceiver
-from sealer.otlp import Intake
+from sealer.intake import Intake
 from sealer.pipeline import Pipeline
 from sealer.prepare import Rules
 from sealer.state import LogState

@@ -27,7 +27,7 @@ from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from backend.store import Store
 from sealer.auth import Authenticator, TlsFiles, token_digest
 from sealer.http_receiver import HttpLimits, HttpReceiver
-from sealer.otlp import Intake
+from sealer.intake import Intake
 from sealer.pipeline import Pipeline
 from sealer.prepare import Rules
 from sealer.state import LogState

@@ -23,11 +23,11 @@ from backend import native
 from backend.log_verifier import verify_origin
 from backend.store import Store
 from otel_audit.columns import INSERT_COLUMNS
-from otel_audit.errors import StoreDataError, StoreUnavailableError
+from otel_audit.errors import RequestError, StoreDataError, StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import SEALER_HALF, Pipeline
-from sealer.prepare import PREPARED_COLUMNS, Prepared, RequestError, Rules, prepare_request
+from sealer.prepare import PREPARED_COLUMNS, Prepared, Rules, prepare_request
 from sealer.state import LogState
 
 from .conftest import Sealer

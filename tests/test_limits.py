@@ -13,12 +13,12 @@ from backend import limits, native
 from backend.log_verifier import verify_origin
 from backend.store import Store
 from otel_audit.entry import decode_entry
-from otel_audit.errors import StoreDataError
+from otel_audit.errors import RequestError, StoreDataError
 from otel_audit.note import SignerKey
 from otel_audit.varint import varint
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline
-from sealer.prepare import Prepared, RequestError, Rules, prepare_request
+from sealer.prepare import Prepared, Rules, prepare_request
 from sealer.salvage import salvage
 from sealer.state import LogState
 
@@ -345,21 +345,6 @@ def test_a_reserved_record_attribute_names_its_record() -> None:
     prepared = prepare(req)
     assert prepared.count == 2
     assert prepared.rejected[0].message.startswith(f"{RECORD}.attributes: key 'otel_audit.origin'")
-
-
-# -- the engine's data error codes -----------------------------------------------------------
-
-
-def test_the_data_error_codes_are_the_engines(tmp_path) -> None:
-    store = Store.open(f"chdb://{tmp_path / 'store'}")
-    try:
-        names = store.client.query(
-            "SELECT arrayJoin({c:Array(UInt32)}) AS c, errorCodeToName(c)",
-            parameters={"c": sorted(limits.DATA_ERRORS)},
-        ).result_rows
-    finally:
-        store.close()
-    assert dict(names) == limits.DATA_ERRORS
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from backend.log_verifier import verify_origin
 from otel_audit.columns import COLUMN_HASH_SQL, DERIVED_COLUMNS
-from otel_audit.errors import StoreUnavailableError
+from otel_audit.errors import BackpressureError, SealerStoppedError, StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline
@@ -192,9 +192,6 @@ def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store
     """Rows written but their state not published (a bug in what follows the INSERT): the
     checkpoints could not move past them. The pipeline stops sealing, without ever reusing
     a Seq, and a restart continues from the store."""
-
-    from sealer.pipeline import SealerStoppedError
-
     calls = []
 
     def failing_on_second_commit(first, end, hashes):
@@ -244,8 +241,6 @@ def test_the_writer_waits_for_records_on_their_way_but_never_for_a_lone_caller(s
 
 def test_records_are_refused_before_any_work_when_the_queue_is_full(store):
     import threading
-
-    from sealer.pipeline import BackpressureError, SealerStoppedError
 
     pipeline = Pipeline(store, LogState.empty(ORIGIN), max_queued_records=5)
     gate, real_insert = threading.Event(), store.insert_blocks

@@ -14,12 +14,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from backend.log_verifier import verify_origin
 from backend.store import Store
+from otel_audit.errors import RequestError, WorkerError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline
-from sealer.prepare import RequestError, Rules, prepare_request
+from sealer.prepare import Rules, prepare_request
 from sealer.state import LogState
-from sealer.workers import WorkerError, Workers
+from sealer.workers import Workers
 
 ORIGIN = "workers.example/audit"
 

@@ -6,7 +6,7 @@ and rejects those it must (sealer/prepare.py); rejected records are answered thr
 partial_success (the client must not retry them), the rest are sealed and committed before
 the answer. Errors propagate: RequestError (not a request: not retryable), BackpressureError
 (queue full) and the other AuditErrors (store down, sealer stopping, a worker lost) are
-retryable, and each receiver maps them to its protocol.
+retryable, and both receivers answer them from one table (sealer/outcomes.py).
 """
 
 from __future__ import annotations
