@@ -53,36 +53,23 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from backend import native
 from backend.store import Store
-from otel_audit.chain import chain_next
-from otel_audit.entry import SealEncoder, timestamp_columns
 from otel_audit.errors import AuditError, StoreDamagedError, StoreDataError, StoreError, StoreUnavailableError
-from otel_audit.merkle import hash_leaf
 
 from .disk import DiskFullError, DiskGuard
 from .journal import Journal, catch_up
 from .losses import lost_rows
 from .metrics import SealerMetrics
-from .prepare import PREPARED_COLUMNS, Prepared, RequestError
+from .prepare import Prepared, RequestError
 from .refusals import RefusalLog
+from .seal import INSERT_COLUMNS, RefusedBatch, ToSeal, crosses_partition, seal
 from .state import LogState
 
 log = logging.getLogger(__name__)
-
-# The columns the sealer encodes itself (the rest come prepared: PREPARED_COLUMNS), with the
-# types they are sent as (the engine converts to the table's, as for PREPARED_COLUMNS).
-SEAL_COLUMNS = native.Columns(
-    ("Origin", "Seq", "SealedAt", "Timestamp", "TimestampTime", "Producer", "Entry", "LeafHash", "ChainHash"),
-    ("String", "UInt64", "DateTime64(9)", "DateTime64(9)", "DateTime", "String", "String",
-     "FixedString(32)", "FixedString(32)"),
-)  # fmt: skip
-INSERT_COLUMNS = PREPARED_COLUMNS.names + SEAL_COLUMNS.names
 
 
 class BackpressureError(StoreUnavailableError):
@@ -400,10 +387,10 @@ class Pipeline:
                     self._lock.wait()
                 tip, reruns = self._tip, self._reruns
             sealed_at = max(self._clock(), tip.sealed_at_ns)
-            if self._crosses_partition(tip, sealed_at):
+            if crosses_partition(tip, sealed_at, self._timezone):
                 tip = self._drain()  # the boundary checkpoint signs exactly what precedes it
                 sealed_at = max(self._clock(), tip.sealed_at_ns)
-                if self._crosses_partition(tip, sealed_at):
+                if crosses_partition(tip, sealed_at, self._timezone):
                     self.on_partition_boundary()  # AuditError: these batches fail, retryable
             job = self._seal(batches, tip, sealed_at)
             batches = job.batches  # the others are refused already
@@ -447,49 +434,19 @@ class Pipeline:
             finally:
                 self._draining = False
 
-    def _crosses_partition(self, tip: LogState, sealed_at: int) -> bool:
-        """Whether records sealed at `sealed_at` start a new partition after `tip`."""
-        return bool(tip.size) and self._partition(sealed_at) != self._partition(tip.sealed_at_ns)
-
-    def _partition(self, ns: int) -> str:
-        """toYYYYMM(SealedAt) as the store computes it, in the store's time zone."""
-        return datetime.fromtimestamp(ns / 1e9, self._timezone).strftime("%Y%m")
-
     def _seal(self, batches: list[Batch], before: LogState, sealed_at: int) -> _Job:
-        """Seal batches on top of `before`: each record's Seq, entry, leaf and chain hash,
-        and one Native block per batch. A batch whose block cannot be encoded is refused
-        (its callers released) and left out: the job holds the others."""
-        tree = before.tree.copy()
-        chain = before.chain_head
-        seq = before.size
-        sealed, blocks = [], []
-        entry_bytes = 0
-        for batch in batches:
-            batch.first_seq = seq
-            seal = SealEncoder(before.origin, sealed_at, batch.producer, batch.masking)
-            entries: list[bytes] = []
-            for frame, befores, afters in batch.prepared.groups:
-                for i, (record_before, record_after) in enumerate(zip(befores, afters), len(entries)):
-                    entries.append(frame.entry(record_before, seal(seq + i), record_after))
-            leaves = list(map(hash_leaf, entries))
-            batch.entries = entries
-            chains = []
-            link = chain
-            for leaf in leaves:
-                link = chain_next(link, leaf)
-                chains.append(link)
-            try:
-                blocks.append(_block(batch, before.origin, sealed_at, entries, leaves, chains))
-            except StoreDataError as exc:  # this batch alone: Seq and chain go on without it
-                self._finish([batch], RefusedByStoreError(exc))
+        """Seal batches on top of `before` (sealer/seal.py). A batch whose block cannot be
+        encoded is refused (its callers released) and left out: the job holds the others."""
+        sealed = seal(before, [ToSeal(b.prepared, b.producer, b.masking) for b in batches], sealed_at)
+        kept, blocks = [], []
+        for batch, outcome in zip(batches, sealed.batches):
+            if isinstance(outcome, RefusedBatch):
+                self._finish([batch], RefusedByStoreError(outcome.error))
                 continue
-            sealed.append(batch)
-            seq += len(entries)
-            chain = link
-            tree.extend(leaves)
-            entry_bytes += sum(map(len, entries))
-        after = LogState(before.origin, tree, chain, sealed_at)
-        return _Job(sealed, before, after, blocks, entry_bytes)
+            batch.first_seq, batch.entries = outcome.first_seq, outcome.entries
+            kept.append(batch)
+            blocks.append(outcome.block)
+        return _Job(kept, before, sealed.after, blocks, sealed.entry_bytes)
 
     # -- writer thread -------------------------------------------------------------------
 
@@ -797,25 +754,3 @@ class Pipeline:
             )
             log.error(self._halted)
             raise StoreError(self._halted)
-
-
-def _block(
-    batch: Batch, origin: str, sealed_at: int, entries: list[bytes], leaves: list[bytes], chains: list[bytes]
-) -> bytes:
-    """A sealed batch's rows as one Native block: its prepared columns, then the seal columns."""
-    count, first = len(entries), batch.first_seq
-    timestamps, seconds = zip(*(timestamp_columns(t, sealed_at) for t in batch.prepared.timestamps))
-    seal_columns = SEAL_COLUMNS.encode(
-        [
-            [origin] * count,
-            range(first, first + count),
-            [sealed_at] * count,
-            timestamps,
-            seconds,
-            [batch.producer] * count,
-            entries,
-            leaves,
-            chains,
-        ]
-    )
-    return native.block(count, len(INSERT_COLUMNS), batch.prepared.columns, seal_columns)

@@ -33,8 +33,8 @@ from otel_audit.merkle import CompactRange
 from otel_audit.note import SignedNote, VerifierKey
 
 from .journal import read_frames
-from .pipeline import INSERT_COLUMNS, SEAL_COLUMNS
 from .prepare import PREPARED_COLUMNS
+from .seal import INSERT_COLUMNS, SEAL_COLUMNS
 
 INSERT_ROWS = 8192
 LEAF_CHUNK = 1 << 20

@@ -25,8 +25,9 @@ from backend.store import Store
 from otel_audit.errors import StoreDataError, StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
-from sealer.pipeline import INSERT_COLUMNS, SEAL_COLUMNS, Pipeline
+from sealer.pipeline import Pipeline
 from sealer.prepare import PREPARED_COLUMNS, Prepared, RequestError, Rules, prepare_request
+from sealer.seal import INSERT_COLUMNS, SEAL_COLUMNS
 from sealer.state import LogState
 
 from .conftest import Sealer
