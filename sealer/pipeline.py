@@ -47,7 +47,6 @@ refused (not retryable), the others commit, and the sealer seals on from there.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -67,6 +66,7 @@ from .metrics import SealerMetrics
 from .prepare import Prepared, RequestError
 from .refusals import RefusalLog
 from .seal import INSERT_COLUMNS, RefusedBatch, ToSeal, crosses_partition, seal
+from .stage import Offer, Stage
 from .state import LogState
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,48 @@ class _Job:
         return f"{self.after.origin}:{self.before.size}-{self.after.size - 1}:{self.after.chain_head.hex()}"
 
 
-_STOP = Batch(Prepared())
+class PublishedLog:
+    """The log as the pipeline last published it, and why it halted, if it did.
+
+    Shared from construction on by the pipeline (which publishes each committed state once
+    its column hashes are reported, and halts on lost rows) and the checkpointer (which signs
+    the published state, and halts the log when the store lacks rows it would sign: its
+    `on_lost`), so neither is wired into the other after it is built. Safe to read from any
+    thread.
+    """
+
+    def __init__(self, state: LogState) -> None:
+        self._state = state
+        self._halted: str | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> LogState:
+        """The last published state: committed, its column hashes handed to on_commit."""
+        return self._state
+
+    def publish(self, state: LogState) -> None:
+        self._state = state
+
+    @property
+    def halted(self) -> str | None:
+        """Why the log stopped taking records (until a restart), or None."""
+        return self._halted
+
+    def halt(self, reason: str) -> None:
+        """Stop acknowledging records for good (until a restart), and say why, once: every
+        later call is refused with `reason`, and nothing more is published, so no checkpoint
+        signs past what was published before."""
+        with self._lock:
+            if self._halted is not None:
+                return
+            self._halted = reason
+        log.error("%s", reason)
+
+
+def _records(batch: Batch) -> int:
+    return batch.prepared.count
+
+
 _EARLIER_FAILED = "an earlier write to the store failed, and these records were sealed after it; retry"
 
 
@@ -150,8 +191,10 @@ class Pipeline:
     def __init__(
         self,
         store: Store,
-        state: LogState,
+        published: PublishedLog,
         *,
+        on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None,
+        on_partition_boundary: Callable[[], object] = lambda: None,
         max_batch_records: int = 20_000,
         max_queued_records: int = 200_000,
         insert_attempts: int = 3,
@@ -164,26 +207,39 @@ class Pipeline:
         disk: DiskGuard | None = None,
         read_back_attempts: int = 4,
     ) -> None:
+        """`on_commit` is called with (first Seq, end Seq, column hashes or None) before a
+        commit is published (the checkpointer's record_column_hashes). `on_partition_boundary`
+        is called before the first record of a new partition (month of SealedAt) is sealed,
+        to sign a checkpoint exactly at the boundary: retention drops whole partitions, and
+        the verifier restarts from that checkpoint (backend/readers.py)."""
+        state = published.current()
         self._store = store
         self._journal = journal  # the durable copy of what is acknowledged (sealer/journal.py)
         self._disk = disk  # refuses records while the store's disk is nearly full (sealer/disk.py)
         self._read_back_attempts = read_back_attempts
         # Column hashes are read back on a connection of their own, beside the next INSERT.
         self._reader = Store.open(store.dsn, cluster=store.cluster)
-        self._state = state  # published: committed, and its column hashes reported
+        self._published = published  # committed, and its column hashes reported; and the halt
         self._written = state  # committed: moved by the writer only
         self._clock = clock
         self._metrics = metrics
         if metrics is not None:
-            metrics.queue_depth.set_function(lambda: self._queued)
+            metrics.queue_depth.set_function(lambda: self._intake.outstanding)
         self._max_batch = max_batch_records
-        self._max_queued = max_queued_records
         self._gather = gather_seconds
         self._publish_records = publish_records
         self._publish_seconds = publish_seconds
-        self._queue: queue.Queue[Batch] = queue.Queue()
-        self._queued = 0
-        self._queued_lock = threading.Lock()
+        # The sealer: takes every batch waiting (up to max_batch_records) and seals it. A
+        # batch's records count against max_queued_records until its callers are released.
+        self._intake: Stage[Batch] = Stage(
+            "sealer-seal",
+            self._seal_group,
+            self._sealing_failed,
+            weight=_records,
+            max_batch=max_batch_records,
+            max_outstanding=max_queued_records,
+            hold=True,
+        )
         # Between the threads, under one lock: the sealed job the writer has not taken yet,
         # the state it leads to (where the sealer goes on), whether a write is on, and the
         # committed states whose column hashes are still to be read (and whether that is on);
@@ -201,27 +257,22 @@ class Pipeline:
         self._publishing = False
         self._writing_done = False
         self._accepting = False
-        self._halted: str | None = None
         self._halt_refusals = RefusalLog(log, logging.ERROR)  # said, but not per call
         self._unconfirmed: str | None = None  # committed rows the store does not give back yet
         self._uncertain: _Uncertain | None = None
         self._rerunning = False  # the writer writes a refused group batch by batch (_write_alone)
         self._reruns = 0  # how many times it did: a sealer that saw another number seals again
-        self._sealer = threading.Thread(target=self._run_sealer, name="sealer-seal", daemon=True)
         self._writer = threading.Thread(target=self._run_writer, name="sealer-write", daemon=True)
         # The journaler appends each job the writer committed to the journal, then releases its
         # callers, while the writer goes on with the next INSERT: the fsync costs it nothing.
-        # At most one job waits for it, so at most two committed jobs are not yet journaled.
-        self._journal_queue: queue.Queue[_Job | None] = queue.Queue(maxsize=1)
+        # At most two committed jobs are not yet journaled: one appended, one waiting.
+        self._journaling: Stage[_Job] = Stage(
+            "sealer-journal", self._journal_jobs, self._journaling_failed, max_outstanding=2
+        )
         self._journal_lock = threading.Lock()  # one thread at a time uses the journal
-        self._journaler = threading.Thread(target=self._run_journaler, name="sealer-journal", daemon=True)
         self._publisher = threading.Thread(target=self._run_publisher, name="sealer-publish", daemon=True)
-        # Called with (first Seq, end Seq, column hashes or None) before a commit is published.
-        self.on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None
-        # Called before the first record of a new partition (month of SealedAt) is sealed, to
-        # sign a checkpoint exactly at the boundary: retention drops whole partitions, and the
-        # verifier restarts from that checkpoint (backend/readers.py).
-        self.on_partition_boundary: Callable[[], object] = lambda: None
+        self._on_commit = on_commit
+        self._on_partition_boundary = on_partition_boundary
         self._timezone = ZoneInfo(store.timezone())
         self._retrying = Retrying(
             stop=stop_after_attempt(insert_attempts),
@@ -232,8 +283,8 @@ class Pipeline:
 
     def problem(self) -> str | None:
         """Why the pipeline does not accept records now, or None (for /readyz)."""
-        if self._halted is not None:
-            return self._halted
+        if (halted := self._published.halted) is not None:
+            return halted
         if not self._accepting:
             return "the sealer is not accepting records (starting or stopping)"
         if self._unconfirmed is not None:
@@ -243,36 +294,32 @@ class Pipeline:
         return None
 
     def halt(self, reason: str) -> None:
-        """Stop acknowledging records for good (until a restart), and say why, once: every
-        later call is refused with `reason`, and nothing more is published, so no checkpoint
-        signs past what was published before."""
-        if self._halted is None:
-            self._halted = reason
-            log.error("%s", reason)
+        """Stop acknowledging records for good (PublishedLog.halt)."""
+        self._published.halt(reason)
 
     @property
     def state(self) -> LogState:
         """The last published state: committed, its column hashes handed to on_commit (while
         the writer is busy, up to publish_seconds behind it). Safe to read from any thread."""
-        return self._state
+        return self._published.current()
 
     def start(self) -> None:
         self._accepting = True
         self._publisher.start()
         self._writer.start()
         if self._journal is not None:
-            self._journaler.start()
-        self._sealer.start()
+            self._journaling.start()
+        self._intake.start()
 
     def submit(self, prepared: Prepared, producer: str = "", masking: str = "") -> Batch:
         """Queue records for sealing; raises BackpressureError or SealerStoppedError."""
         self._refuse_if_closed()
-        with self._queued_lock:
-            if self._queued and self._queued + prepared.count > self._max_queued:
-                raise BackpressureError(f"sealer queue is full ({self._queued} records waiting); retry later")
-            self._queued += prepared.count
         batch = Batch(prepared, producer, masking)
-        self._queue.put(batch)
+        offer = self._intake.offer(batch)
+        if offer is Offer.FULL:
+            raise self._queue_full()
+        if offer is Offer.CLOSED:
+            raise SealerStoppedError("the sealer is shutting down; retry against a running one")
         return batch
 
     def seal(self, prepared: Prepared, producer: str = "", masking: str = "") -> int:
@@ -282,14 +329,19 @@ class Pipeline:
         return batch.first_seq
 
     def _refuse_if_closed(self) -> None:
-        if self._halted is not None:
-            self._halt_refusals.refused(self._halted)
-            raise SealerStoppedError(self._halted)
+        if (halted := self._published.halted) is not None:
+            self._halt_refusals.refused(halted)
+            raise SealerStoppedError(halted)
         if not self._accepting:
             raise SealerStoppedError("the sealer is shutting down; retry against a running one")
         if self._unconfirmed is not None:
             raise StoreUnavailableError(self._unconfirmed)
         self._refuse_if_disk_full()
+
+    def _queue_full(self) -> BackpressureError:
+        return BackpressureError(
+            f"sealer queue is full ({self._intake.outstanding} records waiting); retry later"
+        )
 
     def _refuse_if_disk_full(self) -> None:
         if self._disk is not None and (why := self._disk.refusal()) is not None:
@@ -307,8 +359,8 @@ class Pipeline:
         wait a moment for them, to write them in the same INSERT as what is pending.
         """
         self._refuse_if_closed()
-        if self._queued >= self._max_queued:
-            raise BackpressureError(f"sealer queue is full ({self._queued} records waiting); retry later")
+        if self._intake.full():
+            raise self._queue_full()
         with self._lock:
             self._arriving += 1
         try:
@@ -321,17 +373,13 @@ class Pipeline:
     def stop(self) -> None:
         """Refuse new records, commit and publish everything queued, stop the threads."""
         self._accepting = False
-        if self._sealer.is_alive():
-            self._queue.put(_STOP)
-            self._sealer.join()
+        self._intake.shutdown()
         with self._lock:
             self._sealing_done = True
             self._lock.notify_all()
         if self._writer.is_alive():
             self._writer.join()
-        if self._journaler.is_alive():
-            self._journal_queue.put(None)
-            self._journaler.join()
+        self._journaling.shutdown()
         with self._lock:
             self._writing_done = True
             self._lock.notify_all()
@@ -346,39 +394,30 @@ class Pipeline:
             batch.error = error
             if self._metrics is not None and error is None:
                 self._metrics.commit_seconds.observe(now - batch.queued_at)
-        with self._queued_lock:
-            self._queued -= sum(b.prepared.count for b in batches)
+        self._intake.release(sum(b.prepared.count for b in batches))
         for batch in batches:
             batch.done.set()
 
     # -- sealer thread -------------------------------------------------------------------
 
-    def _run_sealer(self) -> None:
-        while True:
-            batches = [self._queue.get()]
-            count = batches[0].prepared.count
-            while count < self._max_batch:
-                try:
-                    batches.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-                count += batches[-1].prepared.count
-            stopping = any(b is _STOP for b in batches)
-            batches = [b for b in batches if b is not _STOP]
-            if batches:
-                self._set_sealing(True)
-                try:
-                    self._seal_batches(batches)
-                finally:
-                    self._set_sealing(False)
-            if stopping and self._queue.empty():
-                return
+    def _seal_group(self, batches: list[Batch]) -> None:
+        """The intake stage's handler: seal what was waiting, as one group."""
+        self._set_sealing(True)
+        try:
+            self._seal_batches(batches)
+        finally:
+            self._set_sealing(False)
+
+    def _sealing_failed(self, batches: list[Batch], exc: Exception) -> None:
+        log.exception("sealing failed")  # a bug: its callers get a retryable error
+        error = StoreUnavailableError(f"internal error while sealing: {exc}")
+        self._finish([b for b in batches if not b.done.is_set()], error)
 
     def _seal_batches(self, batches: list[Batch]) -> None:
         """Seal batches on top of the tip and hand them to the writer, or fail them."""
         try:
-            if self._halted is not None:
-                raise SealerStoppedError(self._halted)
+            if (halted := self._published.halted) is not None:
+                raise SealerStoppedError(halted)
             self._refuse_if_disk_full()  # the disk may have filled while these were queued
             with self._lock:  # the writer takes at most max_batch records at once
                 while self._rerunning or (
@@ -391,7 +430,7 @@ class Pipeline:
                 tip = self._drain()  # the boundary checkpoint signs exactly what precedes it
                 sealed_at = max(self._clock(), tip.sealed_at_ns)
                 if crosses_partition(tip, sealed_at, self._timezone):
-                    self.on_partition_boundary()  # AuditError: these batches fail, retryable
+                    self._on_partition_boundary()  # AuditError: these batches fail, retryable
             job = self._seal(batches, tip, sealed_at)
             batches = job.batches  # the others are refused already
             if not batches:
@@ -474,7 +513,8 @@ class Pipeline:
                 self._writing = False
                 self._lock.notify_all()
             if error is None and job.journal_later:
-                self._journal_queue.put(job)  # the journaler releases the callers
+                if self._journaling.put(job) is not Offer.ACCEPTED:  # the journaler releases them
+                    self._finish(job.batches, SealerStoppedError("the sealer stopped before journaling"))
             else:
                 self._finish(job.batches, error)  # the rows are in the store: release the callers
             if stale is not None:
@@ -539,7 +579,7 @@ class Pipeline:
             while (
                 self._pending is not None
                 and self._pending.records < self._max_batch
-                and (self._arriving or self._sealing or not self._queue.empty())
+                and (self._arriving or self._sealing or self._intake.waiting())
                 and not (self._draining or self._sealing_done)
                 and (remaining := deadline - time.monotonic()) > 0
             ):
@@ -554,8 +594,8 @@ class Pipeline:
     def _write(self, job: _Job) -> None:
         """Write a job's rows, hand its state on to be published and append them to the
         journal; AuditError if the rows are not in the store or not in the journal."""
-        if self._halted is not None:
-            raise SealerStoppedError(self._halted)
+        if (halted := self._published.halted) is not None:
+            raise SealerStoppedError(halted)
         self._settle_uncertain()
         if job.before is not self._written:
             raise StoreUnavailableError(_EARLIER_FAILED)
@@ -589,20 +629,21 @@ class Pipeline:
 
     # -- journaler thread ----------------------------------------------------------------
 
-    def _run_journaler(self) -> None:
-        while True:
-            job = self._journal_queue.get()
-            if job is None:
-                return
+    def _journal_jobs(self, jobs: list[_Job]) -> None:
+        """The journaling stage's handler: append committed jobs, then release their callers."""
+        for job in jobs:
             error: AuditError | None = None
             try:
                 self._journal_now(job)
             except AuditError as exc:
                 error = exc
-            except Exception as exc:  # a bug must not leave callers waiting forever
-                log.exception("journaling sealed records failed")
-                error = StoreUnavailableError(f"internal error while journaling: {exc}")
             self._finish(job.batches, error)
+
+    def _journaling_failed(self, jobs: list[_Job], exc: Exception) -> None:
+        log.exception("journaling sealed records failed")  # a bug: its callers get a retryable error
+        error = StoreUnavailableError(f"internal error while journaling: {exc}")
+        for job in jobs:
+            self._finish([b for b in job.batches if not b.done.is_set()], error)
 
     def _to_journal(self, first: int, job: _Job | None) -> None:
         """Append `job` (committed, Seq from `first`) to the journal, after any committed rows
@@ -646,7 +687,7 @@ class Pipeline:
                 while (  # a busy writer: gather commits, to read them back in one query
                     (self._writing or self._pending is not None)
                     and not (self._draining or self._writing_done)
-                    and self._to_publish[-1].size - self._state.size < self._publish_records
+                    and self._to_publish[-1].size - self._published.current().size < self._publish_records
                     and (remaining := deadline - time.monotonic()) > 0
                 ):
                     self._lock.wait(remaining)
@@ -656,9 +697,9 @@ class Pipeline:
             try:
                 self._publish(after)
             except Exception:  # a bug: the checkpoints would stop here; say so, loudly
-                first, end = self._state.size, after.size
+                first, end = self._published.current().size, after.size
                 log.exception("publishing Seq %d..%d failed", first, end - 1)
-                self._halted = (
+                self._published.halt(
                     f"internal error after writing Seq {first}..{end - 1}; the sealer stopped "
                     "sealing. Restart it: it continues from the store."
                 )
@@ -670,16 +711,16 @@ class Pipeline:
     def _publish(self, after: LogState) -> None:
         """Make a committed state current, after reporting its rows' column hashes; or halt,
         if the store no longer has every row just committed (acknowledged)."""
-        if self._halted is not None:
+        if self._published.halted is not None:
             return  # nothing past a halt is published, so nothing past it is signed
-        first, end = self._state.size, after.size
+        first, end = self._published.current().size, after.size
         hashes = self._read_back(after.origin, first, end)
         if hashes is None:
             return
-        self.on_commit(first, end, hashes)
+        self._on_commit(first, end, hashes)
         if self._metrics is not None:
             self._metrics.records_sealed.inc(end - first)
-        self._state = after
+        self._published.publish(after)
 
     def _read_back(self, origin: str, first: int, end: int) -> bytes | None:
         """The column hashes of the committed Seq [first, end); None once it halted because
@@ -747,10 +788,10 @@ class Pipeline:
             log.warning("the unclear insert up to Seq %d did land; continuing", after.size - 1)
             self._committed(after)
         elif not untouched:
-            self._halted = (
+            reason = (
                 f"the store's log of {before.origin!r} ends at Seq "
                 f"{None if tail is None else tail.next_seq - 1}, which this sealer did not write; "
                 "it stopped sealing. Run `otel-audit verify` and restart the sealer."
             )
-            log.error(self._halted)
-            raise StoreError(self._halted)
+            self._published.halt(reason)
+            raise StoreError(reason)

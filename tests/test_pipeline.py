@@ -12,7 +12,7 @@ from backend.readers import verify_origin
 from otel_audit.errors import StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.prepare import Prepared, Rules, prepare_request
 from sealer.recovery import recover
 from sealer.state import LogState
@@ -42,7 +42,7 @@ def _eventually(condition, seconds: float = 30) -> bool:  # type: ignore[no-unty
 
 
 def test_concurrent_batches_get_contiguous_seq_and_one_chain(store, tmp_path):
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     batches = [pipeline.submit(items(50, f"b{b}-")) for b in range(20)]
     for batch in batches:
@@ -56,7 +56,7 @@ def test_concurrent_batches_get_contiguous_seq_and_one_chain(store, tmp_path):
 
 def test_store_failure_returns_retryable_error_and_leaves_no_gap(store, tmp_path):
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=2)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), insert_attempts=2)
     pipeline.start()
     assert pipeline.seal(items(10)) == 0
     store.command("DETACH TABLE otel_audit.logs")  # the store breaks under the sealer
@@ -75,7 +75,7 @@ def test_store_failure_returns_retryable_error_and_leaves_no_gap(store, tmp_path
 
 def test_recovery_continues_from_the_stored_checkpoint(store, tmp_path):
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     pipeline.seal(items(37))
     checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
@@ -92,7 +92,7 @@ def test_recovery_continues_from_the_stored_checkpoint(store, tmp_path):
 
 def test_recovery_refuses_a_store_behind_its_anchor(store, tmp_path):
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     pipeline.seal(items(20))
     pipeline.stop()
@@ -107,9 +107,11 @@ def test_batches_queued_while_the_store_breaks_are_either_written_or_refused(sto
     """Many batches queued while the store breaks and comes back: whatever was acknowledged
     is in the log, whatever was refused is not, and Seq stays contiguous."""
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=1, max_batch_records=20)
-    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
-    pipeline.on_commit = checkpointer.record_column_hashes
+    published = PublishedLog(LogState.empty(ORIGIN))
+    checkpointer = Checkpointer(store, key, tmp_path / "anchors", published.current, 3600)
+    pipeline = Pipeline(
+        store, published, on_commit=checkpointer.record_column_hashes, insert_attempts=1, max_batch_records=20
+    )
     pipeline.start()
     pipeline.seal(items(3, "warm"))
     first = [pipeline.submit(items(10, f"a{i}-")) for i in range(10)]
@@ -141,7 +143,7 @@ def test_column_hash_of_rows_without_producer_is_the_first_releases(store):
     from backend.columns import COLUMN_HASH_SQL
     from otel_audit.entry import DERIVED_COLUMNS
 
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     pipeline.seal(items(3))
     pipeline.seal(items(2, "p"), producer="CN=orders,O=Acme")
@@ -160,7 +162,7 @@ def test_records_sealed_on_top_of_a_failed_write_are_refused_and_sealing_resumes
     import threading
 
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=1)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), insert_attempts=1)
     pipeline.start()
     assert pipeline.seal(items(3, "warm")) == 0
     gate, real_insert = threading.Event(), store.insert_blocks
@@ -204,8 +206,9 @@ def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store
         if len(calls) == 2:
             raise RuntimeError("a bug")
 
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), publish_records=1)  # each commit on its own
-    pipeline.on_commit = failing_on_second_commit
+    pipeline = Pipeline(  # each commit on its own
+        store, PublishedLog(LogState.empty(ORIGIN)), publish_records=1, on_commit=failing_on_second_commit
+    )
     pipeline.start()
     assert pipeline.seal(items(3)) == 0
     assert pipeline.seal(items(4, "x")) == 3  # written, so acknowledged
@@ -222,7 +225,7 @@ def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store
 def test_the_writer_waits_for_records_on_their_way_but_never_for_a_lone_caller(store):
     """Every INSERT costs the engine a fixed amount of work, so records already on their way
     share the INSERT of what is pending; a caller with nobody else arriving is not delayed."""
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), gather_seconds=60)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), gather_seconds=60)
     inserts: list[int] = []
     real_insert = store.insert_blocks
 
@@ -249,7 +252,7 @@ def test_records_are_refused_before_any_work_when_the_queue_is_full(store):
 
     from sealer.pipeline import BackpressureError, SealerStoppedError
 
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), max_queued_records=5)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), max_queued_records=5)
     gate, real_insert = threading.Event(), store.insert_blocks
 
     def held_insert(columns, blocks, token):  # type: ignore[no-untyped-def]
@@ -277,9 +280,14 @@ def test_a_busy_writer_lets_commits_pile_up_before_reading_them_back(store, publ
     writer is idle. Callers are released at commit either way."""
     import threading
 
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), publish_records=publish_records, publish_seconds=60)
     reported: list[tuple[int, int]] = []
-    pipeline.on_commit = lambda first, end, hashes: reported.append((first, end))
+    pipeline = Pipeline(
+        store,
+        PublishedLog(LogState.empty(ORIGIN)),
+        publish_records=publish_records,
+        publish_seconds=60,
+        on_commit=lambda first, end, hashes: reported.append((first, end)),
+    )
     gates = {1: threading.Event(), 2: threading.Event()}  # held INSERTs, by their number
     inserts: list[int] = []
     real_insert = store.insert_blocks

@@ -16,7 +16,7 @@ from backend.readers import verify_origin
 from backend.store import Store
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.prepare import RequestError, Rules, prepare_request
 from sealer.state import LogState
 from sealer.workers import WorkerError, Workers
@@ -134,9 +134,9 @@ def test_prepared_requests_seal_and_verify_deeply_timed_or_not(tmp_path, workers
     store = Store.open(f"chdb://{tmp_path / 'store'}")
     store.ensure_schema()
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
-    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
-    pipeline.on_commit = checkpointer.record_column_hashes
+    published = PublishedLog(LogState.empty(ORIGIN))
+    checkpointer = Checkpointer(store, key, tmp_path / "anchors", published.current, 3600)
+    pipeline = Pipeline(store, published, on_commit=checkpointer.record_column_hashes)
     pipeline.start()
     assert pipeline.seal(workers.prepare(_request(5))) == 0
     assert pipeline.seal(workers.prepare(_request(4, timed=False)), producer="CN=orders") == 5
