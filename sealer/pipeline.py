@@ -1,12 +1,15 @@
 """The sealing pipeline: group commit of Export calls into one INSERT each.
 
 Receivers hand over prepared requests (sealer/prepare.py: the per-record work that does not
-need a Seq, done by the sealing workers). Three threads then work in a row, so that Python
-seals the next group while ClickHouse (which releases the GIL) writes the previous one:
+need a Seq, done by the sealing workers). Threads then work in a row, so that Python seals
+the next group while ClickHouse (which releases the GIL) writes the previous one. This
+module coordinates them; the sealing itself is pure (sealer/seal.py), and the queue-and-
+worker engine of the sealer and the journaler is generic (sealer/stage.py):
 
-- the *sealer* takes every batch waiting, gives each record its Seq, seal time, leaf hash and
-  chain hash on top of the state the previous group will leave (its *speculative* state),
-  and encodes the seal columns beside the prepared ones;
+- the *sealer* (a Stage, which also counts the records held against `max_queued_records`
+  until their callers are released: backpressure) takes every batch waiting and seals it
+  (seal.seal: Seq, seal time, leaf hash, chain hash and the seal columns) on top of the
+  state the previous group will leave (its *speculative* state);
 - the *writer* writes each sealed group with a single INSERT; the *journaler* appends it to
   the journal (sealer/journal.py: one fsync a group, beside the next INSERT) and only then
   releases its callers. One sealer means one order: Seq is contiguous and the chain has no
@@ -21,7 +24,7 @@ seals the next group while ClickHouse (which releases the GIL) writes the previo
   whole granules (8,192 rows), so reading back 2,048 rows costs ~5 us of CPU a row and
   16,384 rows ~1.6 us. Callers never wait for this: they are released at commit. If the
   store no longer has every row just committed, acknowledged rows are gone: the pipeline
-  halts (`halt`), naming the Seq ranges, and publishes nothing more (so nothing more is
+  halts (PublishedLog.halt), naming the Seq ranges, and publishes nothing more (so nothing more is
   signed); if it cannot read them back, records are refused until it can.
 
 While the store's disk is nearly full (sealer/disk.py), records are refused before any work
@@ -42,6 +45,11 @@ defence behind it). If the store nevertheless refuses a group's rows as bad data
 code says so: StoreDataError), the writer seals and writes each batch of the group, and of
 what was sealed on top of it, alone, on top of what is committed: the culprit alone is
 refused (not retryable), the others commit, and the sealer seals on from there.
+
+Collaborators come in at construction: the store, the journal, the disk guard, metrics, and
+the checkpointer's callbacks (`on_commit`, `on_partition_boundary`); the published state and
+the halt live in a PublishedLog the checkpointer shares. Lifecycle: `start`, `force_flush
+(timeout)`, `stop` (commits and publishes everything queued; sealer/service.py says when).
 """
 
 from __future__ import annotations
@@ -293,10 +301,6 @@ class Pipeline:
             return self._disk.refusal()
         return None
 
-    def halt(self, reason: str) -> None:
-        """Stop acknowledging records for good (PublishedLog.halt)."""
-        self._published.halt(reason)
-
     @property
     def state(self) -> LogState:
         """The last published state: committed, its column hashes handed to on_commit (while
@@ -386,6 +390,21 @@ class Pipeline:
         if self._publisher.is_alive():
             self._publisher.join()
         self._reader.close()
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record submitted so far is decided (committed or refused, its
+        callers released) and every commit published; False if `timeout` seconds passed
+        first (the store does not give back what was committed, for one)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._intake.force_flush(timeout):
+            return False
+        with self._lock:
+            while self._to_publish or self._publishing:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+        return True
 
     def _finish(self, batches: Sequence[Batch], error: AuditError | None) -> None:
         """Release the callers of `batches`, with `error` if their records were not committed."""
@@ -759,7 +778,7 @@ class Pipeline:
                 except StoreUnavailableError as exc:
                     problem, lost = f"{problem}; then {exc}", None
                 if lost is not None:
-                    self.halt(lost)
+                    self._published.halt(lost)
                     return None
             if attempt >= self._read_back_attempts and self._unconfirmed is None:
                 self._unconfirmed = (
@@ -768,7 +787,7 @@ class Pipeline:
                 )
                 log.error("%s", self._unconfirmed)
             if self._writing_done and attempt >= self._read_back_attempts:  # stopping: give up
-                self.halt(f"{self._unconfirmed}; the sealer stopped without confirming them")
+                self._published.halt(f"{self._unconfirmed}; the sealer stopped without confirming them")
                 return None
             time.sleep(min(1.0, 0.1 * 2 ** (attempt - 1)))
 

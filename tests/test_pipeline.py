@@ -320,3 +320,23 @@ def test_a_busy_writer_lets_commits_pile_up_before_reading_them_back(store, publ
     assert store.column_hashes(ORIGIN, 0, 13) == b"".join(
         store.column_hashes(ORIGIN, first, end) for first, end in reported
     )
+
+
+def test_force_flush_waits_until_every_submitted_record_is_committed_and_published(store):
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), publish_seconds=60)
+    pipeline.start()
+    try:
+        batches = [pipeline.submit(items(10, f"f{b}-")) for b in range(5)]
+        assert pipeline.force_flush(60)
+        assert [(b.done.is_set(), b.error) for b in batches] == [(True, None)] * 5
+        assert pipeline.state.size == 50
+    finally:
+        pipeline.stop()
+
+
+def test_the_published_log_keeps_the_first_halt() -> None:
+    published = PublishedLog(LogState.empty(ORIGIN))
+    assert published.halted is None
+    published.halt("rows are gone")
+    published.halt("another reason")
+    assert published.halted == "rows are gone"
