@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -13,7 +15,7 @@ from otel_audit.entry import Seal, decode_entry
 from otel_audit.errors import StoreDataError
 from otel_audit.merkle import hash_leaf, root_from_leaf_hashes
 from sealer.prepare import Prepared, Rules, prepare_request
-from sealer.seal import RefusedBatch, SealedBatch, ToSeal, seal
+from sealer.seal import RefusedBatch, SealedBatch, ToSeal, crosses_partition, partition, seal
 from sealer.state import LogState
 
 ORIGIN = "seal.example/audit"
@@ -135,4 +137,36 @@ def test_a_batch_the_store_cannot_hold_is_refused_alone(bad_at: int) -> None:
         result.entry_bytes
         == without.entry_bytes
         == sum(len(e) for b in _sealed(without.batches) for e in b.entries)
+    )
+
+
+def _ns(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp()) * 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("tip_size", "tip_at", "sealed_at", "zone", "crosses"),
+    [
+        (0, "2026-01-15T00:00:00+00:00", "2026-02-15T00:00:00+00:00", "UTC", False),  # nothing to cut off
+        (5, "2026-01-15T00:00:00+00:00", "2026-01-31T23:59:59+00:00", "UTC", False),
+        (5, "2026-01-15T00:00:00+00:00", "2026-02-01T00:00:00+00:00", "UTC", True),
+        (5, "2026-01-31T12:00:00+00:00", "2026-01-31T23:30:00+00:00", "UTC", False),
+        (5, "2026-01-31T12:00:00+00:00", "2026-01-31T23:30:00+00:00", "Europe/Berlin", True),  # Feb 1 there
+        (5, "2026-12-31T22:00:00+00:00", "2027-01-01T00:00:00+00:00", "UTC", True),
+    ],
+)
+def test_a_new_partition_starts_with_the_month_in_the_stores_time_zone(  # type: ignore[no-untyped-def]
+    tip_size, tip_at, sealed_at, zone, crosses
+) -> None:
+    timezone = ZoneInfo(zone)
+    tip = (
+        seal(LogState.empty(ORIGIN), _batches([tip_size], "t"), _ns(tip_at)).after
+        if tip_size
+        else LogState.empty(ORIGIN)
+    )
+    assert crosses_partition(tip, _ns(sealed_at), timezone) is crosses
+    late_january = _ns("2026-01-31T23:30:00+00:00")
+    assert (partition(late_january, ZoneInfo("UTC")), partition(late_january, ZoneInfo("Europe/Berlin"))) == (
+        "202601",
+        "202602",
     )
