@@ -45,7 +45,7 @@ from backend.store import LOGS, Store, select_list  # noqa: E402
 from otel_audit.merkle import CompactRange  # noqa: E402
 from otel_audit.note import SignerKey  # noqa: E402
 from sealer.checkpointer import Checkpointer  # noqa: E402
-from sealer.pipeline import Pipeline  # noqa: E402
+from sealer.pipeline import Pipeline, PublishedLog  # noqa: E402
 from sealer.prepare import Prepared, Rules, prepare_request  # noqa: E402
 from sealer.recovery import recover  # noqa: E402
 
@@ -93,9 +93,9 @@ def build(data: Path, total: int) -> None:
         store.close()
         return
     print(f"building a log of {total:,} records in {data} (once) ...", flush=True)
-    pipeline = Pipeline(store, state)
-    checkpointer = Checkpointer(store, KEY, data / "anchors", lambda: pipeline.state, 3600)
-    pipeline.on_commit = checkpointer.record_column_hashes
+    published = PublishedLog(state)
+    checkpointer = Checkpointer(store, KEY, data / "anchors", published.current, 3600)
+    pipeline = Pipeline(store, published, on_commit=checkpointer.record_column_hashes)
     pipeline.start()
     began = time.perf_counter()
     batch = 20_000

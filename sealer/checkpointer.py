@@ -48,7 +48,10 @@ class Checkpointer:
         interval_seconds: float,
         clock: Callable[[], int] = time.time_ns,
         metrics: SealerMetrics | None = None,
+        on_lost: Callable[[str], None] = lambda _: None,
     ) -> None:
+        """`committed` gives the log's published state (PublishedLog.current); `on_lost` is
+        called with the reason when the store lacks rows this would sign (PublishedLog.halt)."""
         self._store = store
         self._key = key
         self._anchor_dir = anchor_dir
@@ -56,6 +59,7 @@ class Checkpointer:
         self._interval = interval_seconds
         self._clock = clock
         self._metrics = metrics
+        self._on_lost = on_lost
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._parts_lock = threading.Lock()
@@ -68,8 +72,6 @@ class Checkpointer:
         if state.size > self._columns_from:  # sealed after the last checkpoint, before a restart
             self._column_parts.append((self._columns_from, state.size, None))
         self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
-        # Called with the reason when the store lacks rows this would sign (Pipeline.halt).
-        self.on_lost: Callable[[str], None] = lambda _: None
 
     def start(self) -> None:
         self._thread.start()
@@ -151,7 +153,7 @@ class Checkpointer:
             log.error("checking Seq %d..%d before signing: %s", first, end - 1, exc)
             otherwise = f"the store cannot read rows of Seq {first}..{end - 1}: {exc}"
         reason = lost_rows(self._store, state.origin, first, end) or otherwise
-        self.on_lost(reason)
+        self._on_lost(reason)
         raise StoreError(f"no checkpoint signed at tree size {state.size}: {reason}")
 
     def checkpoint_now(self) -> Checkpoint | None:

@@ -1,12 +1,15 @@
 """The sealing pipeline: group commit of Export calls into one INSERT each.
 
 Receivers hand over prepared requests (sealer/prepare.py: the per-record work that does not
-need a Seq, done by the sealing workers). Three threads then work in a row, so that Python
-seals the next group while ClickHouse (which releases the GIL) writes the previous one:
+need a Seq, done by the sealing workers). Threads then work in a row, so that Python seals
+the next group while ClickHouse (which releases the GIL) writes the previous one. This
+module coordinates them; the sealing itself is pure (sealer/seal.py), and the queue-and-
+worker engine of the sealer and the journaler is generic (sealer/stage.py):
 
-- the *sealer* takes every batch waiting, gives each record its Seq, seal time, leaf hash and
-  chain hash on top of the state the previous group will leave (its *speculative* state),
-  and encodes the seal columns beside the prepared ones;
+- the *sealer* (a Stage, which also counts the records held against `max_queued_records`
+  until their callers are released: backpressure) takes every batch waiting and seals it
+  (seal.seal: Seq, seal time, leaf hash, chain hash and the seal columns) on top of the
+  state the previous group will leave (its *speculative* state);
 - the *writer* writes each sealed group with a single INSERT; the *journaler* appends it to
   the journal (sealer/journal.py: one fsync a group, beside the next INSERT) and only then
   releases its callers. One sealer means one order: Seq is contiguous and the chain has no
@@ -21,7 +24,7 @@ seals the next group while ClickHouse (which releases the GIL) writes the previo
   whole granules (8,192 rows), so reading back 2,048 rows costs ~5 us of CPU a row and
   16,384 rows ~1.6 us. Callers never wait for this: they are released at commit. If the
   store no longer has every row just committed, acknowledged rows are gone: the pipeline
-  halts (`halt`), naming the Seq ranges, and publishes nothing more (so nothing more is
+  halts (PublishedLog.halt), naming the Seq ranges, and publishes nothing more (so nothing more is
   signed); if it cannot read them back, records are refused until it can.
 
 While the store's disk is nearly full (sealer/disk.py), records are refused before any work
@@ -42,28 +45,27 @@ defence behind it). If the store nevertheless refuses a group's rows as bad data
 code says so: StoreDataError), the writer seals and writes each batch of the group, and of
 what was sealed on top of it, alone, on top of what is committed: the culprit alone is
 refused (not retryable), the others commit, and the sealer seals on from there.
+
+Collaborators come in at construction: the store, the journal, the disk guard, metrics, and
+the checkpointer's callbacks (`on_commit`, `on_partition_boundary`); the published state and
+the halt live in a PublishedLog the checkpointer shares. Lifecycle: `start`, `force_flush
+(timeout)`, `stop` (commits and publishes everything queued; sealer/service.py says when).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from backend import native
 from backend.store import Store
-from otel_audit.chain import chain_next
-from otel_audit.columns import INSERT_COLUMNS, SEALER_COLUMNS
-from otel_audit.derivation import timestamp_columns
-from otel_audit.entry import SealEncoder
+from otel_audit.columns import INSERT_COLUMNS
 from otel_audit.errors import (
     AuditError,
     BackpressureError,
@@ -75,7 +77,6 @@ from otel_audit.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from otel_audit.merkle import hash_leaf
 
 from .disk import DiskGuard
 from .journal import Journal, catch_up
@@ -83,14 +84,11 @@ from .losses import lost_rows
 from .metrics import SealerMetrics
 from .prepare import Prepared
 from .refusals import RefusalLog
+from .seal import RefusedBatch, ToSeal, crosses_partition, seal
+from .stage import Offer, Stage
 from .state import LogState
 
 log = logging.getLogger(__name__)
-
-# The sealer's half of each Native block (backend/native.py): the columns it encodes itself,
-# with the types they are sent as (otel_audit/columns.py); the other half comes prepared
-# (sealer/prepare.py: PREPARED_COLUMNS).
-SEALER_HALF = native.Columns.of(SEALER_COLUMNS)
 
 
 @dataclass
@@ -147,7 +145,48 @@ class _Job:
         return f"{self.after.origin}:{self.before.size}-{self.after.size - 1}:{self.after.chain_head.hex()}"
 
 
-_STOP = Batch(Prepared())
+class PublishedLog:
+    """The log as the pipeline last published it, and why it halted, if it did.
+
+    Shared from construction on by the pipeline (which publishes each committed state once
+    its column hashes are reported, and halts on lost rows) and the checkpointer (which signs
+    the published state, and halts the log when the store lacks rows it would sign: its
+    `on_lost`), so neither is wired into the other after it is built. Safe to read from any
+    thread.
+    """
+
+    def __init__(self, state: LogState) -> None:
+        self._state = state
+        self._halted: str | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> LogState:
+        """The last published state: committed, its column hashes handed to on_commit."""
+        return self._state
+
+    def publish(self, state: LogState) -> None:
+        self._state = state
+
+    @property
+    def halted(self) -> str | None:
+        """Why the log stopped taking records (until a restart), or None."""
+        return self._halted
+
+    def halt(self, reason: str) -> None:
+        """Stop acknowledging records for good (until a restart), and say why, once: every
+        later call is refused with `reason`, and nothing more is published, so no checkpoint
+        signs past what was published before."""
+        with self._lock:
+            if self._halted is not None:
+                return
+            self._halted = reason
+        log.error("%s", reason)
+
+
+def _records(batch: Batch) -> int:
+    return batch.prepared.count
+
+
 _EARLIER_FAILED = "an earlier write to the store failed, and these records were sealed after it; retry"
 
 
@@ -155,8 +194,10 @@ class Pipeline:
     def __init__(
         self,
         store: Store,
-        state: LogState,
+        published: PublishedLog,
         *,
+        on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None,
+        on_partition_boundary: Callable[[], object] = lambda: None,
         max_batch_records: int = 20_000,
         max_queued_records: int = 200_000,
         insert_attempts: int = 3,
@@ -169,26 +210,39 @@ class Pipeline:
         disk: DiskGuard | None = None,
         read_back_attempts: int = 4,
     ) -> None:
+        """`on_commit` is called with (first Seq, end Seq, column hashes or None) before a
+        commit is published (the checkpointer's record_column_hashes). `on_partition_boundary`
+        is called before the first record of a new partition (month of SealedAt) is sealed,
+        to sign a checkpoint exactly at the boundary: retention drops whole partitions, and
+        the verifier restarts from that checkpoint (backend/readers.py)."""
+        state = published.current()
         self._store = store
         self._journal = journal  # the durable copy of what is acknowledged (sealer/journal.py)
         self._disk = disk  # refuses records while the store's disk is nearly full (sealer/disk.py)
         self._read_back_attempts = read_back_attempts
         # Column hashes are read back on a connection of their own, beside the next INSERT.
         self._reader = Store.open(store.dsn, cluster=store.cluster)
-        self._state = state  # published: committed, and its column hashes reported
+        self._published = published  # committed, and its column hashes reported; and the halt
         self._written = state  # committed: moved by the writer only
         self._clock = clock
         self._metrics = metrics
         if metrics is not None:
-            metrics.queue_depth.set_function(lambda: self._queued)
+            metrics.queue_depth.set_function(lambda: self._intake.outstanding)
         self._max_batch = max_batch_records
-        self._max_queued = max_queued_records
         self._gather = gather_seconds
         self._publish_records = publish_records
         self._publish_seconds = publish_seconds
-        self._queue: queue.Queue[Batch] = queue.Queue()
-        self._queued = 0
-        self._queued_lock = threading.Lock()
+        # The sealer: takes every batch waiting (up to max_batch_records) and seals it. A
+        # batch's records count against max_queued_records until its callers are released.
+        self._intake: Stage[Batch] = Stage(
+            "sealer-seal",
+            self._seal_group,
+            self._sealing_failed,
+            weight=_records,
+            max_batch=max_batch_records,
+            max_outstanding=max_queued_records,
+            hold=True,
+        )
         # Between the threads, under one lock: the sealed job the writer has not taken yet,
         # the state it leads to (where the sealer goes on), whether a write is on, and the
         # committed states whose column hashes are still to be read (and whether that is on);
@@ -206,27 +260,22 @@ class Pipeline:
         self._publishing = False
         self._writing_done = False
         self._accepting = False
-        self._halted: str | None = None
         self._halt_refusals = RefusalLog(log, logging.ERROR)  # said, but not per call
         self._unconfirmed: str | None = None  # committed rows the store does not give back yet
         self._uncertain: _Uncertain | None = None
         self._rerunning = False  # the writer writes a refused group batch by batch (_write_alone)
         self._reruns = 0  # how many times it did: a sealer that saw another number seals again
-        self._sealer = threading.Thread(target=self._run_sealer, name="sealer-seal", daemon=True)
         self._writer = threading.Thread(target=self._run_writer, name="sealer-write", daemon=True)
         # The journaler appends each job the writer committed to the journal, then releases its
         # callers, while the writer goes on with the next INSERT: the fsync costs it nothing.
-        # At most one job waits for it, so at most two committed jobs are not yet journaled.
-        self._journal_queue: queue.Queue[_Job | None] = queue.Queue(maxsize=1)
+        # At most two committed jobs are not yet journaled: one appended, one waiting.
+        self._journaling: Stage[_Job] = Stage(
+            "sealer-journal", self._journal_jobs, self._journaling_failed, max_outstanding=2
+        )
         self._journal_lock = threading.Lock()  # one thread at a time uses the journal
-        self._journaler = threading.Thread(target=self._run_journaler, name="sealer-journal", daemon=True)
         self._publisher = threading.Thread(target=self._run_publisher, name="sealer-publish", daemon=True)
-        # Called with (first Seq, end Seq, column hashes or None) before a commit is published.
-        self.on_commit: Callable[[int, int, bytes | None], None] = lambda *_: None
-        # Called before the first record of a new partition (month of SealedAt) is sealed, to
-        # sign a checkpoint exactly at the boundary: retention drops whole partitions, and the
-        # verifier restarts from that checkpoint (backend/log_verifier.py).
-        self.on_partition_boundary: Callable[[], object] = lambda: None
+        self._on_commit = on_commit
+        self._on_partition_boundary = on_partition_boundary
         self._timezone = ZoneInfo(store.timezone())
         self._retrying = Retrying(
             stop=stop_after_attempt(insert_attempts),
@@ -237,8 +286,8 @@ class Pipeline:
 
     def problem(self) -> str | None:
         """Why the pipeline does not accept records now, or None (for /readyz)."""
-        if self._halted is not None:
-            return self._halted
+        if (halted := self._published.halted) is not None:
+            return halted
         if not self._accepting:
             return "the sealer is not accepting records (starting or stopping)"
         if self._unconfirmed is not None:
@@ -247,37 +296,29 @@ class Pipeline:
             return self._disk.refusal()
         return None
 
-    def halt(self, reason: str) -> None:
-        """Stop acknowledging records for good (until a restart), and say why, once: every
-        later call is refused with `reason`, and nothing more is published, so no checkpoint
-        signs past what was published before."""
-        if self._halted is None:
-            self._halted = reason
-            log.error("%s", reason)
-
     @property
     def state(self) -> LogState:
         """The last published state: committed, its column hashes handed to on_commit (while
         the writer is busy, up to publish_seconds behind it). Safe to read from any thread."""
-        return self._state
+        return self._published.current()
 
     def start(self) -> None:
         self._accepting = True
         self._publisher.start()
         self._writer.start()
         if self._journal is not None:
-            self._journaler.start()
-        self._sealer.start()
+            self._journaling.start()
+        self._intake.start()
 
     def submit(self, prepared: Prepared, producer: str = "", masking: str = "") -> Batch:
         """Queue records for sealing; raises BackpressureError or SealerStoppedError."""
         self._refuse_if_closed()
-        with self._queued_lock:
-            if self._queued and self._queued + prepared.count > self._max_queued:
-                raise BackpressureError(f"sealer queue is full ({self._queued} records waiting); retry later")
-            self._queued += prepared.count
         batch = Batch(prepared, producer, masking)
-        self._queue.put(batch)
+        offer = self._intake.offer(batch)
+        if offer is Offer.FULL:
+            raise self._queue_full()
+        if offer is Offer.CLOSED:
+            raise SealerStoppedError("the sealer is shutting down; retry against a running one")
         return batch
 
     def seal(self, prepared: Prepared, producer: str = "", masking: str = "") -> int:
@@ -287,14 +328,19 @@ class Pipeline:
         return batch.first_seq
 
     def _refuse_if_closed(self) -> None:
-        if self._halted is not None:
-            self._halt_refusals.refused(self._halted)
-            raise SealerStoppedError(self._halted)
+        if (halted := self._published.halted) is not None:
+            self._halt_refusals.refused(halted)
+            raise SealerStoppedError(halted)
         if not self._accepting:
             raise SealerStoppedError("the sealer is shutting down; retry against a running one")
         if self._unconfirmed is not None:
             raise StoreUnavailableError(self._unconfirmed)
         self._refuse_if_disk_full()
+
+    def _queue_full(self) -> BackpressureError:
+        return BackpressureError(
+            f"sealer queue is full ({self._intake.outstanding} records waiting); retry later"
+        )
 
     def _refuse_if_disk_full(self) -> None:
         if self._disk is not None and (why := self._disk.refusal()) is not None:
@@ -312,8 +358,8 @@ class Pipeline:
         wait a moment for them, to write them in the same INSERT as what is pending.
         """
         self._refuse_if_closed()
-        if self._queued >= self._max_queued:
-            raise BackpressureError(f"sealer queue is full ({self._queued} records waiting); retry later")
+        if self._intake.full():
+            raise self._queue_full()
         with self._lock:
             self._arriving += 1
         try:
@@ -326,23 +372,34 @@ class Pipeline:
     def stop(self) -> None:
         """Refuse new records, commit and publish everything queued, stop the threads."""
         self._accepting = False
-        if self._sealer.is_alive():
-            self._queue.put(_STOP)
-            self._sealer.join()
+        self._intake.shutdown()
         with self._lock:
             self._sealing_done = True
             self._lock.notify_all()
         if self._writer.is_alive():
             self._writer.join()
-        if self._journaler.is_alive():
-            self._journal_queue.put(None)
-            self._journaler.join()
+        self._journaling.shutdown()
         with self._lock:
             self._writing_done = True
             self._lock.notify_all()
         if self._publisher.is_alive():
             self._publisher.join()
         self._reader.close()
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record submitted so far is decided (committed or refused, its
+        callers released) and every commit published; False if `timeout` seconds passed
+        first (the store does not give back what was committed, for one)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._intake.force_flush(timeout):
+            return False
+        with self._lock:
+            while self._to_publish or self._publishing:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+        return True
 
     def _finish(self, batches: Sequence[Batch], error: AuditError | None) -> None:
         """Release the callers of `batches`, with `error` if their records were not committed."""
@@ -351,39 +408,30 @@ class Pipeline:
             batch.error = error
             if self._metrics is not None and error is None:
                 self._metrics.commit_seconds.observe(now - batch.queued_at)
-        with self._queued_lock:
-            self._queued -= sum(b.prepared.count for b in batches)
+        self._intake.release(sum(b.prepared.count for b in batches))
         for batch in batches:
             batch.done.set()
 
     # -- sealer thread -------------------------------------------------------------------
 
-    def _run_sealer(self) -> None:
-        while True:
-            batches = [self._queue.get()]
-            count = batches[0].prepared.count
-            while count < self._max_batch:
-                try:
-                    batches.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-                count += batches[-1].prepared.count
-            stopping = any(b is _STOP for b in batches)
-            batches = [b for b in batches if b is not _STOP]
-            if batches:
-                self._set_sealing(True)
-                try:
-                    self._seal_batches(batches)
-                finally:
-                    self._set_sealing(False)
-            if stopping and self._queue.empty():
-                return
+    def _seal_group(self, batches: list[Batch]) -> None:
+        """The intake stage's handler: seal what was waiting, as one group."""
+        self._set_sealing(True)
+        try:
+            self._seal_batches(batches)
+        finally:
+            self._set_sealing(False)
+
+    def _sealing_failed(self, batches: list[Batch], exc: Exception) -> None:
+        log.exception("sealing failed")  # a bug: its callers get a retryable error
+        error = StoreUnavailableError(f"internal error while sealing: {exc}")
+        self._finish([b for b in batches if not b.done.is_set()], error)
 
     def _seal_batches(self, batches: list[Batch]) -> None:
         """Seal batches on top of the tip and hand them to the writer, or fail them."""
         try:
-            if self._halted is not None:
-                raise SealerStoppedError(self._halted)
+            if (halted := self._published.halted) is not None:
+                raise SealerStoppedError(halted)
             self._refuse_if_disk_full()  # the disk may have filled while these were queued
             with self._lock:  # the writer takes at most max_batch records at once
                 while self._rerunning or (
@@ -392,11 +440,11 @@ class Pipeline:
                     self._lock.wait()
                 tip, reruns = self._tip, self._reruns
             sealed_at = max(self._clock(), tip.sealed_at_ns)
-            if self._crosses_partition(tip, sealed_at):
+            if crosses_partition(tip, sealed_at, self._timezone):
                 tip = self._drain()  # the boundary checkpoint signs exactly what precedes it
                 sealed_at = max(self._clock(), tip.sealed_at_ns)
-                if self._crosses_partition(tip, sealed_at):
-                    self.on_partition_boundary()  # AuditError: these batches fail, retryable
+                if crosses_partition(tip, sealed_at, self._timezone):
+                    self._on_partition_boundary()  # AuditError: these batches fail, retryable
             job = self._seal(batches, tip, sealed_at)
             batches = job.batches  # the others are refused already
             if not batches:
@@ -439,49 +487,19 @@ class Pipeline:
             finally:
                 self._draining = False
 
-    def _crosses_partition(self, tip: LogState, sealed_at: int) -> bool:
-        """Whether records sealed at `sealed_at` start a new partition after `tip`."""
-        return bool(tip.size) and self._partition(sealed_at) != self._partition(tip.sealed_at_ns)
-
-    def _partition(self, ns: int) -> str:
-        """toYYYYMM(SealedAt) as the store computes it, in the store's time zone."""
-        return datetime.fromtimestamp(ns / 1e9, self._timezone).strftime("%Y%m")
-
     def _seal(self, batches: list[Batch], before: LogState, sealed_at: int) -> _Job:
-        """Seal batches on top of `before`: each record's Seq, entry, leaf and chain hash,
-        and one Native block per batch. A batch whose block cannot be encoded is refused
-        (its callers released) and left out: the job holds the others."""
-        tree = before.tree.copy()
-        chain = before.chain_head
-        seq = before.size
-        sealed, blocks = [], []
-        entry_bytes = 0
-        for batch in batches:
-            batch.first_seq = seq
-            seal = SealEncoder(before.origin, sealed_at, batch.producer, batch.masking)
-            entries: list[bytes] = []
-            for frame, befores, afters in batch.prepared.groups:
-                for i, (record_before, record_after) in enumerate(zip(befores, afters), len(entries)):
-                    entries.append(frame.entry(record_before, seal(seq + i), record_after))
-            leaves = list(map(hash_leaf, entries))
-            batch.entries = entries
-            chains = []
-            link = chain
-            for leaf in leaves:
-                link = chain_next(link, leaf)
-                chains.append(link)
-            try:
-                blocks.append(_block(batch, before.origin, sealed_at, entries, leaves, chains))
-            except StoreDataError as exc:  # this batch alone: Seq and chain go on without it
-                self._finish([batch], RefusedByStoreError(exc))
+        """Seal batches on top of `before` (sealer/seal.py). A batch whose block cannot be
+        encoded is refused (its callers released) and left out: the job holds the others."""
+        sealed = seal(before, [ToSeal(b.prepared, b.producer, b.masking) for b in batches], sealed_at)
+        kept, blocks = [], []
+        for batch, outcome in zip(batches, sealed.batches):
+            if isinstance(outcome, RefusedBatch):
+                self._finish([batch], RefusedByStoreError(outcome.error))
                 continue
-            sealed.append(batch)
-            seq += len(entries)
-            chain = link
-            tree.extend(leaves)
-            entry_bytes += sum(map(len, entries))
-        after = LogState(before.origin, tree, chain, sealed_at)
-        return _Job(sealed, before, after, blocks, entry_bytes)
+            batch.first_seq, batch.entries = outcome.first_seq, outcome.entries
+            kept.append(batch)
+            blocks.append(outcome.block)
+        return _Job(kept, before, sealed.after, blocks, sealed.entry_bytes)
 
     # -- writer thread -------------------------------------------------------------------
 
@@ -509,7 +527,8 @@ class Pipeline:
                 self._writing = False
                 self._lock.notify_all()
             if error is None and job.journal_later:
-                self._journal_queue.put(job)  # the journaler releases the callers
+                if self._journaling.put(job) is not Offer.ACCEPTED:  # the journaler releases them
+                    self._finish(job.batches, SealerStoppedError("the sealer stopped before journaling"))
             else:
                 self._finish(job.batches, error)  # the rows are in the store: release the callers
             if stale is not None:
@@ -574,7 +593,7 @@ class Pipeline:
             while (
                 self._pending is not None
                 and self._pending.records < self._max_batch
-                and (self._arriving or self._sealing or not self._queue.empty())
+                and (self._arriving or self._sealing or self._intake.waiting())
                 and not (self._draining or self._sealing_done)
                 and (remaining := deadline - time.monotonic()) > 0
             ):
@@ -589,8 +608,8 @@ class Pipeline:
     def _write(self, job: _Job) -> None:
         """Write a job's rows, hand its state on to be published and append them to the
         journal; AuditError if the rows are not in the store or not in the journal."""
-        if self._halted is not None:
-            raise SealerStoppedError(self._halted)
+        if (halted := self._published.halted) is not None:
+            raise SealerStoppedError(halted)
         self._settle_uncertain()
         if job.before is not self._written:
             raise StoreUnavailableError(_EARLIER_FAILED)
@@ -624,20 +643,21 @@ class Pipeline:
 
     # -- journaler thread ----------------------------------------------------------------
 
-    def _run_journaler(self) -> None:
-        while True:
-            job = self._journal_queue.get()
-            if job is None:
-                return
+    def _journal_jobs(self, jobs: list[_Job]) -> None:
+        """The journaling stage's handler: append committed jobs, then release their callers."""
+        for job in jobs:
             error: AuditError | None = None
             try:
                 self._journal_now(job)
             except AuditError as exc:
                 error = exc
-            except Exception as exc:  # a bug must not leave callers waiting forever
-                log.exception("journaling sealed records failed")
-                error = StoreUnavailableError(f"internal error while journaling: {exc}")
             self._finish(job.batches, error)
+
+    def _journaling_failed(self, jobs: list[_Job], exc: Exception) -> None:
+        log.exception("journaling sealed records failed")  # a bug: its callers get a retryable error
+        error = StoreUnavailableError(f"internal error while journaling: {exc}")
+        for job in jobs:
+            self._finish([b for b in job.batches if not b.done.is_set()], error)
 
     def _to_journal(self, first: int, job: _Job | None) -> None:
         """Append `job` (committed, Seq from `first`) to the journal, after any committed rows
@@ -681,7 +701,7 @@ class Pipeline:
                 while (  # a busy writer: gather commits, to read them back in one query
                     (self._writing or self._pending is not None)
                     and not (self._draining or self._writing_done)
-                    and self._to_publish[-1].size - self._state.size < self._publish_records
+                    and self._to_publish[-1].size - self._published.current().size < self._publish_records
                     and (remaining := deadline - time.monotonic()) > 0
                 ):
                     self._lock.wait(remaining)
@@ -691,9 +711,9 @@ class Pipeline:
             try:
                 self._publish(after)
             except Exception:  # a bug: the checkpoints would stop here; say so, loudly
-                first, end = self._state.size, after.size
+                first, end = self._published.current().size, after.size
                 log.exception("publishing Seq %d..%d failed", first, end - 1)
-                self._halted = (
+                self._published.halt(
                     f"internal error after writing Seq {first}..{end - 1}; the sealer stopped "
                     "sealing. Restart it: it continues from the store."
                 )
@@ -705,16 +725,16 @@ class Pipeline:
     def _publish(self, after: LogState) -> None:
         """Make a committed state current, after reporting its rows' column hashes; or halt,
         if the store no longer has every row just committed (acknowledged)."""
-        if self._halted is not None:
+        if self._published.halted is not None:
             return  # nothing past a halt is published, so nothing past it is signed
-        first, end = self._state.size, after.size
+        first, end = self._published.current().size, after.size
         hashes = self._read_back(after.origin, first, end)
         if hashes is None:
             return
-        self.on_commit(first, end, hashes)
+        self._on_commit(first, end, hashes)
         if self._metrics is not None:
             self._metrics.records_sealed.inc(end - first)
-        self._state = after
+        self._published.publish(after)
 
     def _read_back(self, origin: str, first: int, end: int) -> bytes | None:
         """The column hashes of the committed Seq [first, end); None once it halted because
@@ -753,7 +773,7 @@ class Pipeline:
                 except StoreUnavailableError as exc:
                     problem, lost = f"{problem}; then {exc}", None
                 if lost is not None:
-                    self.halt(lost)
+                    self._published.halt(lost)
                     return None
             if attempt >= self._read_back_attempts and self._unconfirmed is None:
                 self._unconfirmed = (
@@ -762,7 +782,7 @@ class Pipeline:
                 )
                 log.error("%s", self._unconfirmed)
             if self._writing_done and attempt >= self._read_back_attempts:  # stopping: give up
-                self.halt(f"{self._unconfirmed}; the sealer stopped without confirming them")
+                self._published.halt(f"{self._unconfirmed}; the sealer stopped without confirming them")
                 return None
             time.sleep(min(1.0, 0.1 * 2 ** (attempt - 1)))
 
@@ -782,32 +802,10 @@ class Pipeline:
             log.warning("the unclear insert up to Seq %d did land; continuing", after.size - 1)
             self._committed(after)
         elif not untouched:
-            self._halted = (
+            reason = (
                 f"the store's log of {before.origin!r} ends at Seq "
                 f"{None if tail is None else tail.next_seq - 1}, which this sealer did not write; "
                 "it stopped sealing. Run `otel-audit verify` and restart the sealer."
             )
-            log.error(self._halted)
-            raise StoreError(self._halted)
-
-
-def _block(
-    batch: Batch, origin: str, sealed_at: int, entries: list[bytes], leaves: list[bytes], chains: list[bytes]
-) -> bytes:
-    """A sealed batch's rows as one Native block: its prepared columns, then the sealer's."""
-    count, first = len(entries), batch.first_seq
-    timestamps, seconds = zip(*(timestamp_columns(t, sealed_at) for t in batch.prepared.timestamps))
-    sealer_columns = SEALER_HALF.encode_by_name(
-        {
-            "Origin": [origin] * count,
-            "Seq": range(first, first + count),
-            "SealedAt": [sealed_at] * count,
-            "Timestamp": timestamps,
-            "TimestampTime": seconds,
-            "Producer": [batch.producer] * count,
-            "Entry": entries,
-            "LeafHash": leaves,
-            "ChainHash": chains,
-        }
-    )
-    return native.block(count, len(INSERT_COLUMNS), batch.prepared.columns, sealer_columns)
+            self._published.halt(reason)
+            raise StoreError(reason)

@@ -34,8 +34,8 @@ from otel_audit.merkle import CompactRange
 from otel_audit.note import VerifierKey
 
 from .journal import read_frames
-from .pipeline import SEALER_HALF
 from .prepare import PREPARED_COLUMNS
+from .seal import SEALER_HALF
 
 INSERT_ROWS = 8192
 LEAF_CHUNK = 1 << 20

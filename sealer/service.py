@@ -1,11 +1,23 @@
-"""The sealer service: wires store, recovery, pipeline, checkpointer and receivers.
+"""The sealer service: builds store, recovery, pipeline, checkpointer and receivers, and
+the one place their start and stop order is written down.
 
-Start order: sealing workers -> store (schema) -> journal -> recovery (which refuses a log
-shorter than its checkpoints, anchors or journal) -> the journal catches up with the store ->
-pipeline -> checkpointer, which signs a checkpoint over what was recovered at once (so a
-crash loop never leaves acknowledged records unsigned for long) -> receivers (gRPC, HTTP) ->
-the local read API (embedded stores only) -> metrics and health endpoints. Stop order, the
-reverse, and the one place it is written down:
+Every piece gets its collaborators at construction; nothing is wired in afterwards. The
+pipeline and the checkpointer share a PublishedLog (sealer/pipeline.py): the pipeline
+publishes each committed state into it and the checkpointer signs what it holds; either may
+halt it (lost rows). The checkpointer is built first, so that the pipeline can be given its
+callbacks (`on_commit`: record_column_hashes; `on_partition_boundary`: checkpoint_now).
+
+Start order:
+  1. the sealing workers;
+  2. the store (schema), the journal, recovery (which refuses a log shorter than its
+     checkpoints, anchors or journal), then the journal catches up with the store;
+  3. the disk guard, the published log, the checkpointer and the pipeline are built;
+  4. the checkpointer anchors and signs what was recovered at once (so a crash loop never
+     leaves acknowledged records unsigned for long);
+  5. the pipeline, then the checkpointer's timer;
+  6. the receivers (gRPC, HTTP), the local read API (embedded stores only), then the metrics
+     and health endpoints.
+Stop order, the reverse:
   1. health, the read API and the receivers stop; receivers finish in-flight Export calls
      (grace period); then the sealing workers stop;
   2. the pipeline commits everything still queued, then stops;
@@ -31,7 +43,7 @@ from .intake import Intake
 from .journal import Journal, catch_up
 from .masking import Masking
 from .metrics import HealthServer, SealerMetrics
-from .pipeline import Pipeline
+from .pipeline import Pipeline, PublishedLog
 from .prepare import Rules
 from .producers import ProducerTracker
 from .read_api import ReadApi, socket_path
@@ -91,18 +103,25 @@ class SealerService:
         )
         if disk is not None:
             metrics.store_free_bytes.set_function(lambda: disk.free_bytes)
-        pipeline = self.pipeline = Pipeline(store, state, metrics=metrics, journal=self.journal, disk=disk)
-        self.checkpointer = Checkpointer(
-            self.store,
+        published = PublishedLog(state)
+        checkpointer = self.checkpointer = Checkpointer(
+            store,
             self.key,
             config.anchor_dir,
-            lambda: pipeline.state,
+            published.current,
             config.checkpoint_interval,
             metrics=metrics,
+            on_lost=published.halt,
         )
-        pipeline.on_commit = self.checkpointer.record_column_hashes
-        pipeline.on_partition_boundary = self.checkpointer.checkpoint_now
-        self.checkpointer.on_lost = pipeline.halt
+        pipeline = self.pipeline = Pipeline(
+            store,
+            published,
+            on_commit=checkpointer.record_column_hashes,
+            on_partition_boundary=checkpointer.checkpoint_now,
+            metrics=metrics,
+            journal=self.journal,
+            disk=disk,
+        )
         try:  # what a crash left unsigned or unanchored is signed and anchored before anything new
             self.checkpointer.anchor_newest()
             self.checkpointer.checkpoint_now()

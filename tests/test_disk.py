@@ -31,7 +31,7 @@ from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.disk import ENGINE_MIN_FREE_BYTES, DiskGuard, parse_size
 from sealer.metrics import SealerMetrics
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.read_api import call, socket_path
 from sealer.state import LogState
 
@@ -122,7 +122,7 @@ def test_min_free_disk_refuses_what_is_unusable(text: str, message: str) -> None
 def test_the_pipeline_refuses_records_while_the_disk_is_nearly_full(store) -> None:  # type: ignore[no-untyped-def]
     disk = _Disk(500 * MIB)
     metrics = SealerMetrics()
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), metrics=metrics, disk=disk.guard())
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), metrics=metrics, disk=disk.guard())
     pipeline.start()
     try:
         assert pipeline.seal(items(3)) == 0
@@ -223,9 +223,9 @@ def _lose_after_commit(pipeline: Pipeline, store: Store, where: str) -> None:
 
 def test_the_publisher_halts_when_acknowledged_rows_are_gone(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), read_back_attempts=2)
-    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
-    pipeline.on_commit = checkpointer.record_column_hashes
+    published = PublishedLog(LogState.empty(ORIGIN))
+    checkpointer = Checkpointer(store, key, tmp_path / "anchors", published.current, 3600)
+    pipeline = Pipeline(store, published, on_commit=checkpointer.record_column_hashes, read_back_attempts=2)
     pipeline.start()
     try:
         _lose_after_commit(pipeline, store, "Seq >= 40 AND Seq < 60")
@@ -246,7 +246,7 @@ def test_the_publisher_halts_when_acknowledged_rows_are_gone(store, tmp_path: Pa
 def test_a_store_that_cannot_read_back_is_refused_until_it_does(store) -> None:  # type: ignore[no-untyped-def]
     """A read error is tried again; while the store does not give back what was committed,
     records are refused (retryable) and nothing is published; then all goes on."""
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), read_back_attempts=2)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), read_back_attempts=2)
     reader = pipeline._reader
     read = reader.column_hashes
     failures = [StoreUnavailableError("query failed: the store went away a moment")]
@@ -299,10 +299,11 @@ def test_the_checkpointer_never_signs_over_rows_the_store_lacks(  # type: ignore
     store, tmp_path: Path, where: str, missing: str
 ) -> None:
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
-    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
-    pipeline.on_commit = checkpointer.record_column_hashes
-    checkpointer.on_lost = pipeline.halt
+    published = PublishedLog(LogState.empty(ORIGIN))
+    checkpointer = Checkpointer(
+        store, key, tmp_path / "anchors", published.current, 3600, on_lost=published.halt
+    )
+    pipeline = Pipeline(store, published, on_commit=checkpointer.record_column_hashes)
     pipeline.start()
     try:
         pipeline.seal(items(300))
@@ -322,9 +323,9 @@ def test_the_checkpointer_never_signs_over_rows_the_store_lacks(  # type: ignore
 
 def test_the_checkpointer_signs_when_every_row_is_there(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
-    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
-    pipeline.on_commit = checkpointer.record_column_hashes
+    published = PublishedLog(LogState.empty(ORIGIN))
+    checkpointer = Checkpointer(store, key, tmp_path / "anchors", published.current, 3600)
+    pipeline = Pipeline(store, published, on_commit=checkpointer.record_column_hashes)
     pipeline.start()
     try:
         pipeline.seal(items(30))
@@ -353,10 +354,11 @@ def test_the_checkpointer_never_signs_over_a_part_the_engine_cannot_read(store, 
     """The engine still counts a part whose files a full disk left empty (count() comes from
     the part's metadata), and drops it only at its next start: the check reads Seq itself."""
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
-    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
-    pipeline.on_commit = checkpointer.record_column_hashes
-    checkpointer.on_lost = pipeline.halt
+    published = PublishedLog(LogState.empty(ORIGIN))
+    checkpointer = Checkpointer(
+        store, key, tmp_path / "anchors", published.current, 3600, on_lost=published.halt
+    )
+    pipeline = Pipeline(store, published, on_commit=checkpointer.record_column_hashes)
     pipeline.start()
     try:
         pipeline.seal(items(100))
@@ -373,7 +375,7 @@ def test_the_checkpointer_never_signs_over_a_part_the_engine_cannot_read(store, 
 
 
 def test_the_publisher_halts_on_a_part_the_engine_cannot_read(store) -> None:  # type: ignore[no-untyped-def]
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), read_back_attempts=2)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), read_back_attempts=2)
     pipeline.start()
     try:
         pipeline.seal(items(10))
@@ -400,10 +402,11 @@ def test_a_damaged_merged_part_is_named_whole_signed_rows_too(store, tmp_path: P
     """A merge the full disk broke holds rows signed before as well as new ones: the sealer
     names every row of it, not only those of the checkpoint it refuses."""
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
-    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
-    pipeline.on_commit = checkpointer.record_column_hashes
-    checkpointer.on_lost = pipeline.halt
+    published = PublishedLog(LogState.empty(ORIGIN))
+    checkpointer = Checkpointer(
+        store, key, tmp_path / "anchors", published.current, 3600, on_lost=published.halt
+    )
+    pipeline = Pipeline(store, published, on_commit=checkpointer.record_column_hashes)
     pipeline.start()
     try:
         pipeline.seal(items(100))
@@ -421,7 +424,7 @@ def test_a_damaged_merged_part_is_named_whole_signed_rows_too(store, tmp_path: P
 
 
 def test_merges_can_be_paused_while_the_disk_is_nearly_full(store) -> None:  # type: ignore[no-untyped-def]
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     try:
         pipeline.seal(items(5))

@@ -25,7 +25,7 @@ from backend.store import Store
 from sealer.auth import Authenticator
 from sealer.http_receiver import HttpReceiver
 from sealer.intake import Intake
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.prepare import Rules
 from sealer.state import LogState
 from sealer.workers import Workers
@@ -287,7 +287,9 @@ INLINE = Intake(Workers(Rules(), workers=0))  # requests prepared in the receivi
 def receiver(tmp_path):  # type: ignore[no-untyped-def]
     store = Store.open(f"chdb://{tmp_path / 'store'}")
     store.ensure_schema()
-    pipeline = Pipeline(store, LogState.empty("http.example/audit"), max_queued_records=3, insert_attempts=5)
+    pipeline = Pipeline(
+        store, PublishedLog(LogState.empty("http.example/audit")), max_queued_records=3, insert_attempts=5
+    )
     pipeline.start()
     http = HttpReceiver(pipeline, "127.0.0.1:0", authenticator=ANONYMOUS, intake=INLINE)
     http.start()

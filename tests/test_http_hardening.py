@@ -28,7 +28,7 @@ from backend.store import Store
 from sealer.auth import Authenticator, TlsFiles, token_digest
 from sealer.http_receiver import HttpLimits, HttpReceiver
 from sealer.intake import Intake
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.prepare import Rules
 from sealer.state import LogState
 from sealer.workers import Workers
@@ -49,7 +49,7 @@ def receiving(
 ) -> Iterator[tuple[Store, HttpReceiver]]:
     store = Store.open(f"chdb://{tmp_path / 'store'}")
     store.ensure_schema()
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     receiver = HttpReceiver(
         pipeline,

@@ -26,8 +26,9 @@ from otel_audit.columns import INSERT_COLUMNS
 from otel_audit.errors import RequestError, StoreDataError, StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
-from sealer.pipeline import SEALER_HALF, Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.prepare import PREPARED_COLUMNS, Prepared, Rules, prepare_request
+from sealer.seal import SEALER_HALF
 from sealer.state import LogState
 
 from .conftest import Sealer
@@ -78,7 +79,7 @@ def _verify(store: Store, pipeline: Pipeline, tmp_path, records: int) -> None:
 
 @pytest.mark.parametrize("bad", [unencodable, refused_by_engine], ids=["unencodable", "refused_by_engine"])
 def test_a_bad_batch_is_refused_alone_and_every_other_batch_commits(store, tmp_path, bad) -> None:
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     try:
         batches = []
@@ -123,7 +124,7 @@ class _BreaksAfterARefusal(Store):
 def test_an_outage_while_a_refused_group_is_rewritten_fails_the_rest_retryably(tmp_path) -> None:
     store = _BreaksAfterARefusal.open(f"chdb://{tmp_path / 'store'}")
     store.ensure_schema()
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=1)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), insert_attempts=1)
     pipeline.start()
     try:
         batches = []

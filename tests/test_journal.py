@@ -15,7 +15,7 @@ from otel_audit.errors import ConfigError, JournalError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 from otel_audit.note import SignerKey
 from sealer.journal import SPARE, Frame, Journal, Keep, catch_up, journal_dir, prune_segments, read_frames
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.state import LogState
 
 from .test_pipeline import items
@@ -159,7 +159,7 @@ def stored_entries(store: Store, origin: str) -> list[bytes]:
 
 def test_the_pipeline_journals_every_acknowledged_record(store, tmp_path):
     journal = Journal(tmp_path / "journal", KEY)
-    pipeline = Pipeline(store, LogState.empty(KEY.name), journal=journal)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(KEY.name)), journal=journal)
     pipeline.start()
     batches = [pipeline.submit(items(30, f"b{b}-")) for b in range(10)]
     for batch in batches:
@@ -174,7 +174,7 @@ def test_the_pipeline_journals_every_acknowledged_record(store, tmp_path):
 
 def test_a_journal_that_cannot_be_written_fails_the_callers_retryably_and_catches_up(store, tmp_path):
     journal = Journal(tmp_path / "journal", KEY, segment_bytes=512)  # every append rolls
-    pipeline = Pipeline(store, LogState.empty(KEY.name), journal=journal)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(KEY.name)), journal=journal)
     pipeline.start()
     assert pipeline.seal(items(3, "a")) == 0
     spare = journal.folder / SPARE
@@ -194,11 +194,13 @@ def test_a_journal_that_cannot_be_written_fails_the_callers_retryably_and_catche
 
 def test_rows_committed_before_a_crash_and_not_journaled_are_copied_from_the_store(store, tmp_path):
     journal = Journal(tmp_path / "journal", KEY)
-    pipeline = Pipeline(store, LogState.empty(KEY.name), journal=journal)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(KEY.name)), journal=journal)
     pipeline.start()
     pipeline.seal(items(20, "j"))
     pipeline.stop()
-    unjournaled = Pipeline(store, pipeline.state)  # as if the sealer died between INSERT and append
+    unjournaled = Pipeline(
+        store, PublishedLog(pipeline.state)
+    )  # as if the sealer died between INSERT and append
     unjournaled.start()
     unjournaled.seal(items(7, "u"))
     unjournaled.stop()

@@ -17,7 +17,7 @@ from otel_audit.errors import RequestError, StoreDataError
 from otel_audit.note import SignerKey
 from otel_audit.varint import varint
 from sealer.checkpointer import Checkpointer
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.prepare import Prepared, Rules, prepare_request
 from sealer.salvage import salvage
 from sealer.state import LogState
@@ -120,7 +120,7 @@ def test_the_largest_values_within_the_limits_seal_and_verify(tmp_path) -> None:
     store = Store.open(f"chdb://{tmp_path / 'store'}")
     store.ensure_schema()
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     try:
         for edge in EDGES:

@@ -13,7 +13,7 @@ from otel_audit.columns import COLUMN_HASH_SQL, DERIVED_COLUMNS
 from otel_audit.errors import BackpressureError, SealerStoppedError, StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.prepare import Prepared, Rules, prepare_request
 from sealer.recovery import recover
 from sealer.state import LogState
@@ -43,7 +43,7 @@ def _eventually(condition, seconds: float = 30) -> bool:  # type: ignore[no-unty
 
 
 def test_concurrent_batches_get_contiguous_seq_and_one_chain(store, tmp_path):
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     batches = [pipeline.submit(items(50, f"b{b}-")) for b in range(20)]
     for batch in batches:
@@ -57,7 +57,7 @@ def test_concurrent_batches_get_contiguous_seq_and_one_chain(store, tmp_path):
 
 def test_store_failure_returns_retryable_error_and_leaves_no_gap(store, tmp_path):
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=2)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), insert_attempts=2)
     pipeline.start()
     assert pipeline.seal(items(10)) == 0
     store.command("DETACH TABLE otel_audit.logs")  # the store breaks under the sealer
@@ -76,7 +76,7 @@ def test_store_failure_returns_retryable_error_and_leaves_no_gap(store, tmp_path
 
 def test_recovery_continues_from_the_stored_checkpoint(store, tmp_path):
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     pipeline.seal(items(37))
     checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
@@ -93,7 +93,7 @@ def test_recovery_continues_from_the_stored_checkpoint(store, tmp_path):
 
 def test_recovery_refuses_a_store_behind_its_anchor(store, tmp_path):
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     pipeline.seal(items(20))
     pipeline.stop()
@@ -108,9 +108,11 @@ def test_batches_queued_while_the_store_breaks_are_either_written_or_refused(sto
     """Many batches queued while the store breaks and comes back: whatever was acknowledged
     is in the log, whatever was refused is not, and Seq stays contiguous."""
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=1, max_batch_records=20)
-    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
-    pipeline.on_commit = checkpointer.record_column_hashes
+    published = PublishedLog(LogState.empty(ORIGIN))
+    checkpointer = Checkpointer(store, key, tmp_path / "anchors", published.current, 3600)
+    pipeline = Pipeline(
+        store, published, on_commit=checkpointer.record_column_hashes, insert_attempts=1, max_batch_records=20
+    )
     pipeline.start()
     pipeline.seal(items(3, "warm"))
     first = [pipeline.submit(items(10, f"a{i}-")) for i in range(10)]
@@ -139,7 +141,7 @@ def test_batches_queued_while_the_store_breaks_are_either_written_or_refused(sto
 def test_column_hash_of_rows_without_producer_is_the_first_releases(store):
     """Producer was added after checkpoints had signed column hashes: rows without one must
     hash exactly as before, or every older checkpoint's columns commitment would break."""
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     pipeline.seal(items(3))
     pipeline.seal(items(2, "p"), producer="CN=orders,O=Acme")
@@ -158,7 +160,7 @@ def test_records_sealed_on_top_of_a_failed_write_are_refused_and_sealing_resumes
     import threading
 
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=1)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), insert_attempts=1)
     pipeline.start()
     assert pipeline.seal(items(3, "warm")) == 0
     gate, real_insert = threading.Event(), store.insert_blocks
@@ -199,8 +201,9 @@ def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store
         if len(calls) == 2:
             raise RuntimeError("a bug")
 
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), publish_records=1)  # each commit on its own
-    pipeline.on_commit = failing_on_second_commit
+    pipeline = Pipeline(  # each commit on its own
+        store, PublishedLog(LogState.empty(ORIGIN)), publish_records=1, on_commit=failing_on_second_commit
+    )
     pipeline.start()
     assert pipeline.seal(items(3)) == 0
     assert pipeline.seal(items(4, "x")) == 3  # written, so acknowledged
@@ -217,7 +220,7 @@ def test_a_failure_after_a_write_halts_sealing_rather_than_reusing_its_seq(store
 def test_the_writer_waits_for_records_on_their_way_but_never_for_a_lone_caller(store):
     """Every INSERT costs the engine a fixed amount of work, so records already on their way
     share the INSERT of what is pending; a caller with nobody else arriving is not delayed."""
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), gather_seconds=60)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), gather_seconds=60)
     inserts: list[int] = []
     real_insert = store.insert_blocks
 
@@ -242,7 +245,7 @@ def test_the_writer_waits_for_records_on_their_way_but_never_for_a_lone_caller(s
 def test_records_are_refused_before_any_work_when_the_queue_is_full(store):
     import threading
 
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), max_queued_records=5)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), max_queued_records=5)
     gate, real_insert = threading.Event(), store.insert_blocks
 
     def held_insert(columns, blocks, token):  # type: ignore[no-untyped-def]
@@ -270,9 +273,14 @@ def test_a_busy_writer_lets_commits_pile_up_before_reading_them_back(store, publ
     writer is idle. Callers are released at commit either way."""
     import threading
 
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), publish_records=publish_records, publish_seconds=60)
     reported: list[tuple[int, int]] = []
-    pipeline.on_commit = lambda first, end, hashes: reported.append((first, end))
+    pipeline = Pipeline(
+        store,
+        PublishedLog(LogState.empty(ORIGIN)),
+        publish_records=publish_records,
+        publish_seconds=60,
+        on_commit=lambda first, end, hashes: reported.append((first, end)),
+    )
     gates = {1: threading.Event(), 2: threading.Event()}  # held INSERTs, by their number
     inserts: list[int] = []
     real_insert = store.insert_blocks
@@ -305,3 +313,23 @@ def test_a_busy_writer_lets_commits_pile_up_before_reading_them_back(store, publ
     assert store.column_hashes(ORIGIN, 0, 13) == b"".join(
         store.column_hashes(ORIGIN, first, end) for first, end in reported
     )
+
+
+def test_force_flush_waits_until_every_submitted_record_is_committed_and_published(store):
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), publish_seconds=60)
+    pipeline.start()
+    try:
+        batches = [pipeline.submit(items(10, f"f{b}-")) for b in range(5)]
+        assert pipeline.force_flush(60)
+        assert [(b.done.is_set(), b.error) for b in batches] == [(True, None)] * 5
+        assert pipeline.state.size == 50
+    finally:
+        pipeline.stop()
+
+
+def test_the_published_log_keeps_the_first_halt() -> None:
+    published = PublishedLog(LogState.empty(ORIGIN))
+    assert published.halted is None
+    published.halt("rows are gone")
+    published.halt("another reason")
+    assert published.halted == "rows are gone"

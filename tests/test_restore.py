@@ -23,7 +23,7 @@ from otel_audit.merkle import hash_leaf
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.journal import Frame, Journal, _segment_header, journal_dir, read_frames
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.recovery import recover
 from sealer.restore import restore
 from sealer.state import LogState
@@ -39,9 +39,9 @@ def seal(store: Store, tmp_path, total: int, checkpoint_at: tuple[int, ...]) -> 
     """Seal `total` records in batches of 50 through a pipeline with a journal, signing a
     checkpoint whenever the log reaches a size in `checkpoint_at`."""
     journal = Journal(tmp_path / "journal", KEY)
-    pipeline = Pipeline(store, LogState.empty(KEY.name), journal=journal)
-    checkpointer = Checkpointer(store, KEY, tmp_path / "anchors", lambda: pipeline.state, 3600)
-    pipeline.on_commit = checkpointer.record_column_hashes
+    published = PublishedLog(LogState.empty(KEY.name))
+    checkpointer = Checkpointer(store, KEY, tmp_path / "anchors", published.current, 3600)
+    pipeline = Pipeline(store, published, on_commit=checkpointer.record_column_hashes, journal=journal)
     pipeline.start()
     for start in range(0, total, 50):
         pipeline.seal(items(50, f"r{start}-"))

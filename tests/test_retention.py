@@ -15,7 +15,7 @@ from backend.store import Store
 from otel_audit.errors import StoreError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.state import LogState
 
 from .conftest import run_cli
@@ -38,10 +38,15 @@ class FakeClock:
 
 def _seal_months(store: Store, anchors: Path, months: list[tuple[int, int]], per_month: int = 50) -> None:
     clock = FakeClock()
-    pipeline = Pipeline(store, LogState.empty(KEY.name), clock=clock)
-    checkpointer = Checkpointer(store, KEY, anchors, lambda: pipeline.state, 3600, clock=clock)
-    pipeline.on_commit = checkpointer.record_column_hashes
-    pipeline.on_partition_boundary = checkpointer.checkpoint_now
+    published = PublishedLog(LogState.empty(KEY.name))
+    checkpointer = Checkpointer(store, KEY, anchors, published.current, 3600, clock=clock)
+    pipeline = Pipeline(
+        store,
+        published,
+        on_commit=checkpointer.record_column_hashes,
+        on_partition_boundary=checkpointer.checkpoint_now,
+        clock=clock,
+    )
     pipeline.start()
     for year, month in months:
         for day in (3, 17):  # two batches a month

@@ -13,7 +13,7 @@ from backend.tiles import TILE_HEIGHT, TreeReader, extend_nodes
 from otel_audit.errors import RootMismatchError
 from otel_audit.merkle import CompactRange
 from otel_audit.proof import subtree_root, verify_consistency, verify_inclusion
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.state import LogState
 
 from .test_pipeline import ORIGIN, items
@@ -25,7 +25,7 @@ SIZE = 66_000
 def sealed(tmp_path_factory):
     store = Store.open(f"chdb://{tmp_path_factory.mktemp('tiles') / 'store'}")
     store.ensure_schema()
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     for start in range(0, SIZE, 6000):
         pipeline.seal(items(min(6000, SIZE - start), f"{start}-"))

@@ -17,7 +17,7 @@ from backend.store import Store
 from otel_audit.errors import RequestError, WorkerError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.prepare import Rules, prepare_request
 from sealer.state import LogState
 from sealer.workers import Workers
@@ -135,9 +135,9 @@ def test_prepared_requests_seal_and_verify_deeply_timed_or_not(tmp_path, workers
     store = Store.open(f"chdb://{tmp_path / 'store'}")
     store.ensure_schema()
     key = SignerKey.generate(ORIGIN)
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
-    checkpointer = Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600)
-    pipeline.on_commit = checkpointer.record_column_hashes
+    published = PublishedLog(LogState.empty(ORIGIN))
+    checkpointer = Checkpointer(store, key, tmp_path / "anchors", published.current, 3600)
+    pipeline = Pipeline(store, published, on_commit=checkpointer.record_column_hashes)
     pipeline.start()
     assert pipeline.seal(workers.prepare(_request(5))) == 0
     assert pipeline.seal(workers.prepare(_request(4, timed=False)), producer="CN=orders") == 5
