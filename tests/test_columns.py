@@ -21,7 +21,7 @@ from otel_audit.columns import (
     StoredRow,
 )
 from otel_audit.entry import decode_entry
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.prepare import PREPARED_COLUMNS, Rules, prepare_request
 from sealer.state import LogState
 
@@ -76,7 +76,7 @@ def test_a_stored_row_is_read_by_name(store) -> None:
     request = ExportLogsServiceRequest()
     scope_logs = request.resource_logs.add().scope_logs.add()
     scope_logs.log_records.add(body=AnyValue(string_value="hello"), severity_number=9)
-    pipeline = Pipeline(store, LogState.empty("columns.example/audit"))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty("columns.example/audit")))
     pipeline.start()
     try:
         pipeline.seal(prepare_request(request.SerializeToString(), Rules(incomplete="seal")))

@@ -28,7 +28,7 @@ from otel_audit.errors import (
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.outcomes import outcome_of
-from sealer.pipeline import Pipeline
+from sealer.pipeline import Pipeline, PublishedLog
 from sealer.prepare import Prepared, Rules, prepare_request
 from sealer.state import LogState
 
@@ -121,7 +121,7 @@ def test_the_pipeline_retries_an_outage_but_not_a_bad_statement(store) -> None:
         real_insert(columns, blocks, token)
 
     store.insert_blocks = insert
-    pipeline = Pipeline(store, LogState.empty(ORIGIN), insert_attempts=3)
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)), insert_attempts=3)
     pipeline.start()
     try:
         wrong["columns"] = True
@@ -158,7 +158,7 @@ def test_the_checkpointer_anchors_again_after_an_anchor_write_failed(store, tmp_
     next try anchors that tree size."""
     anchors = tmp_path / "anchors"
     anchors.write_text("not a directory")
-    pipeline = Pipeline(store, LogState.empty(ORIGIN))
+    pipeline = Pipeline(store, PublishedLog(LogState.empty(ORIGIN)))
     pipeline.start()
     pipeline.seal(items(3))
     pipeline.stop()  # its state published
