@@ -17,16 +17,28 @@ from .errors import FormatError
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+LEAF_PREFIX = b"\x00"  # RFC 9162 section 2.1.1: domain separation of leaves ...
+NODE_PREFIX = b"\x01"  # ... from interior nodes (RFC 6962 section 2.1, second preimages)
 
 
 def hash_leaf(entry: bytes) -> bytes:
     """RFC 9162 section 2.1.1: MTH({d(0)}) = SHA-256(0x00 || d(0))."""
-    return hashlib.sha256(b"\x00" + entry).digest()
+    return hashlib.sha256(LEAF_PREFIX + entry).digest()
+
+
+def hash_leaf_sql(entry: str) -> str:
+    """`hash_leaf` as a ClickHouse expression over the String expression `entry`.
+
+    The same rule, not a second one: the engine checks every stored row's LeafHash in one
+    scan (backend/store.py `row_anomalies`), so the prefix is taken from LEAF_PREFIX here,
+    and tests/test_hash_sql.py checks both give the same bytes on the RFC 6962 vectors.
+    """
+    return f"SHA256(concat(char({LEAF_PREFIX[0]}), {entry}))"
 
 
 def hash_children(left: bytes, right: bytes) -> bytes:
     """RFC 9162 section 2.1.1: SHA-256(0x01 || MTH(left) || MTH(right))."""
-    return hashlib.sha256(b"\x01" + left + right).digest()
+    return hashlib.sha256(NODE_PREFIX + left + right).digest()
 
 
 def root_from_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
@@ -52,7 +64,7 @@ def _perfect_root(leaf_hashes: Sequence[bytes]) -> bytes:
     level = list(leaf_hashes)
     sha256 = hashlib.sha256
     while len(level) > 1:
-        level = [sha256(b"\x01" + left + right).digest() for left, right in zip(level[::2], level[1::2])]
+        level = [sha256(NODE_PREFIX + left + right).digest() for left, right in zip(level[::2], level[1::2])]
     return level[0]
 
 
