@@ -20,6 +20,7 @@ from otel_audit.merkle import CompactRange
 from otel_audit.note import SignedNote, VerifierKey
 from otel_audit.verify import LogVerifier, Report
 
+from .partitions import DEFAULT_RETENTION_YEARS
 from .store import Store
 from .tiles import TreeReader
 
@@ -34,7 +35,7 @@ def verify_origin(
     key: VerifierKey,
     anchor_dir: Path | None,
     deep: bool = False,
-    retention_years: float = 7,
+    retention_years: float = DEFAULT_RETENTION_YEARS,
     now_ns: int | None = None,
 ) -> Report:
     """Verify the log whose origin is the key's name, against the store and the anchors.

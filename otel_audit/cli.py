@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from backend.partitions import DEFAULT_RETENTION_YEARS, MINIMUM_RETENTION_YEARS
+
 from .errors import AuditError, ConfigError, JournalError, ProofError
 from .note import SignerKey, VerifierKey
 
@@ -222,9 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--retention-years",
         type=float,
-        default=float(_env("RETENTION_YEARS", "7") or 7),
-        help="the oldest months of the log may be missing only if older than this (default 7; "
-        "env OTEL_AUDIT_RETENTION_YEARS)",
+        default=float(_env("RETENTION_YEARS", str(DEFAULT_RETENTION_YEARS)) or DEFAULT_RETENTION_YEARS),
+        help="the oldest months of the log may be missing only if older than this "
+        f"(default {DEFAULT_RETENTION_YEARS}; env OTEL_AUDIT_RETENTION_YEARS)",
     )
     verify.add_argument(
         "--deep",
@@ -239,13 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--retention-years",
         type=int,
-        help="keep each month of the log this many years after it ends (default 7)",
+        help=f"keep each month of the log this many years after it ends (default {DEFAULT_RETENTION_YEARS})",
     )
     migrate.add_argument(
         "--retention-min-years",
         type=int,
-        default=int(_env("RETENTION_MIN_YEARS", "6") or 6),
-        help="refuse a shorter retention (default 6, FINRA Rule 4511; env OTEL_AUDIT_RETENTION_MIN_YEARS)",
+        default=int(_env("RETENTION_MIN_YEARS", str(MINIMUM_RETENTION_YEARS)) or MINIMUM_RETENTION_YEARS),
+        help=f"refuse a shorter retention (default {MINIMUM_RETENTION_YEARS}, FINRA Rule 4511; "
+        "env OTEL_AUDIT_RETENTION_MIN_YEARS)",
     )
     _add_read_commands(sub, located)
     bundle = sub.add_parser("verify-bundle", help="check an evidence bundle offline (no database)")

@@ -53,12 +53,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from backend import native
+from backend.partitions import partition_of
 from backend.store import Store
 from otel_audit.chain import chain_next
 from otel_audit.entry import SealEncoder, timestamp_columns
@@ -453,7 +453,7 @@ class Pipeline:
 
     def _partition(self, ns: int) -> str:
         """toYYYYMM(SealedAt) as the store computes it, in the store's time zone."""
-        return datetime.fromtimestamp(ns / 1e9, self._timezone).strftime("%Y%m")
+        return partition_of(ns, self._timezone)
 
     def _seal(self, batches: list[Batch], before: LogState, sealed_at: int) -> _Job:
         """Seal batches on top of `before`: each record's Seq, entry, leaf and chain hash,
