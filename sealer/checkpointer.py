@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backend.store import Store, StoredCheckpoint
-from backend.tiles import extend_nodes
+from backend.tree_nodes import extend_nodes
 from otel_audit.anchors import latest_anchor, write_anchor
 from otel_audit.chain import columns_commitment
 from otel_audit.checkpoint import Checkpoint
