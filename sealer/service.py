@@ -33,7 +33,7 @@ from .metrics import HealthServer, SealerMetrics
 from .otlp import Intake
 from .pipeline import Pipeline
 from .prepare import Rules
-from .producers import ProducerTracker
+from .producer_gaps import ProducerTracker
 from .read_api import ReadApi, socket_path
 from .recovery import recover
 from .workers import Workers
