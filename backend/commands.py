@@ -24,7 +24,7 @@ from otel_audit.readable import json_line, record_dict
 from .evidence import Search, consistency_proof, default_origin, export, inclusion_proof, search
 from .migrations import check_readable
 from .partitions import PARTITION_KEY
-from .producers import producer_report
+from .producer_report import producer_report
 from .store import LOGS, Store
 from .user_sql import QueryLimits, run_user_sql
 

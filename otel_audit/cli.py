@@ -513,7 +513,7 @@ def _key_and_anchors(args: argparse.Namespace) -> tuple[VerifierKey, Path | None
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from backend.migrations import check_readable
-    from backend.producers import producer_report
+    from backend.producer_report import producer_report
     from backend.readers import verify_origin
     from backend.store import Store
 
