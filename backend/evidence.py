@@ -22,7 +22,7 @@ from otel_audit.readable import iso_ns
 from otel_audit.tlog_proof import TlogProof
 
 from .store import LOGS, Store, StoredCheckpoint, select_list
-from .tiles import TreeReader
+from .tree_reader import TreeReader
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from otel_audit.verify import LogVerifier, Report
 
 from .partitions import DEFAULT_RETENTION_YEARS
 from .store import Store
-from .tiles import TreeReader
+from .tree_reader import TreeReader
 
 CHUNK_ROWS = 1 << 20
 
