@@ -11,7 +11,7 @@ compared with 256-wide ones (bench/bench_evidence.py).
 
 The stored nodes are a cache derived from LeafHash and are never trusted: a missing one is
 computed from the level below, and every proof built from them is checked against the signed
-root before anyone is given it (backend/evidence.py). backend/tiles.py reads them for proofs.
+root before anyone is given it (backend/evidence.py). backend/tree_reader.py reads them for proofs.
 """
 
 from __future__ import annotations

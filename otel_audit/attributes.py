@@ -58,7 +58,7 @@ def missing_fields(event_name: str, attributes: Mapping[str, str]) -> list[str]:
 
 # The same two rules as ClickHouse expressions over a stored row (otel_audit.logs: EventName
 # String, LogAttributes Map(String, String), where a missing key reads as ''), for reports that
-# ask the engine about the whole log (backend/producers.py). Built here from the same names so
+# ask the engine about the whole log (backend/producer_report.py). Built here from the same names so
 # the SQL and Python cannot drift; tests/test_attributes_sql.py checks both on real chDB.
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from backend.store import TREE_NODES, Store
-from backend.tree_reader import TreeReader
 from backend.tree_nodes import TILE_HEIGHT, extend_nodes
+from backend.tree_reader import TreeReader
 from otel_audit.merkle import CompactRange, hash_children
 from otel_audit.proof import subtree_root, verify_consistency, verify_inclusion
 from sealer.pipeline import Pipeline
