@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from otel_audit.anchors import read_anchors
+from otel_audit.chain import CHAIN_START
 from otel_audit.checkpoint import Checkpoint
 from otel_audit.errors import AuditError
 from otel_audit.merkle import CompactRange
@@ -47,7 +48,7 @@ def verify_origin(
     """
     count, low, high = store.seq_range(key.name)
     start = _after_expiry(store, key, low, retention_years, now_ns) if count and low > 0 else None
-    start_seq, start_chain = (start[0].tree_size, start[0].chain_head) if start else (0, bytes(32))
+    start_seq, start_chain = (start[0].tree_size, start[0].chain_head) if start else (0, CHAIN_START)
 
     def verifier() -> LogVerifier:
         made = _verifier(store, key, anchor_dir)
