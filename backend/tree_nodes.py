@@ -48,6 +48,8 @@ def extend_nodes(store: Store, origin: str, size: int) -> int:
     start = min(stored[TILE_HEIGHT] << TILE_HEIGHT, end)
     levels = _StoredLevels(store, origin, stored)
     written = levels.fill_below(start)
+    if start == end:
+        return written
     writer = _NodeWriter(store, origin, {height: max(n, start >> height) for height, n in stored.items()})
     tree = levels.compact_range(start)
     for first in range(start, end, _CHUNK):
@@ -95,6 +97,7 @@ class _StoredLevels:
         self._origin = origin
         self._stored = stored  # per stored height: how many nodes the store holds, from 0
         self._filled: dict[int, tuple[int, list[bytes]]] = {}  # height -> (first index, nodes)
+        self._read: dict[tuple[int, int], bytes] = {}  # (height, index) -> stored hash, prefetched
 
     def fill_below(self, start: int) -> int:
         """Store the missing nodes of each height that end at or before leaf `start`, from the
@@ -123,13 +126,24 @@ class _StoredLevels:
                 base = height - height % TILE_HEIGHT
                 subtrees.append((base, begin >> base, (begin >> base) + (1 << (height - base))))
                 begin += 1 << height
+        stored = [(h, first, self._split(h, first, end)) for h, first, end in subtrees]
+        spans = [span for span in stored if span[1] < span[2]]
+        if spans:  # one query for them all
+            self._read.update(((h, i), digest) for h, i, digest in self._store.nodes_in(self._origin, spans))
         return CompactRange(size, [subtree_root(self._hashes(*span)) for span in subtrees])
 
+    def _split(self, height: int, first: int, end: int) -> int:
+        """Where nodes [first, end) of `height` stop being in the store and are filled ones."""
+        return max(first, min(end, self._filled.get(height, (end, []))[0]))
+
     def _hashes(self, height: int, first: int, end: int) -> list[bytes]:
-        """Nodes [first, end) of a stored height (0: the leaves); those filled from memory."""
+        """Nodes [first, end) of a stored height (0: the leaves): prefetched, read, or filled."""
+        split = self._split(height, first, end)
+        prefetched = [self._read.get((height, i)) for i in range(first, split)]
+        hashes = [digest for digest in prefetched if digest is not None]
+        if len(hashes) != split - first:  # not prefetched, or not all stored: read (and check) them
+            hashes = _children(self._store, self._origin, height, first, split)
         filled_from, filled = self._filled.get(height, (end, []))
-        split = max(first, min(end, filled_from))
-        hashes = _children(self._store, self._origin, height, first, split) if first < split else []
         return hashes + filled[split - filled_from : end - filled_from]
 
 
