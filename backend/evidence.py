@@ -23,7 +23,7 @@ from otel_audit.readable import iso_ns
 from otel_audit.tlog_proof import TlogProof
 
 from .store import LOGS, Store, select_list
-from .tiles import TreeReader
+from .tree_reader import TreeReader
 
 
 @dataclass(frozen=True)

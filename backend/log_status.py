@@ -10,7 +10,7 @@ from pathlib import Path
 from otel_audit.anchors import latest_anchor
 from otel_audit.checkpoint import read_unverified
 
-from .producers import producer_report
+from .producer_report import producer_report
 from .store import LOGS, Store
 
 

@@ -14,14 +14,16 @@ import time
 from pathlib import Path
 
 from otel_audit.anchors import read_anchors
+from otel_audit.chain import CHAIN_START
 from otel_audit.checkpoint import Checkpoint, open_checkpoint
 from otel_audit.errors import AuditError
 from otel_audit.merkle import CompactRange
 from otel_audit.note import VerifierKey
 from otel_audit.verify import LogVerifier, Report
 
+from .partitions import DEFAULT_RETENTION_YEARS
 from .store import Store
-from .tiles import TreeReader
+from .tree_reader import TreeReader
 
 CHUNK_ROWS = 1 << 20
 
@@ -34,7 +36,7 @@ def verify_origin(
     key: VerifierKey,
     anchor_dir: Path | None,
     deep: bool = False,
-    retention_years: float = 7,
+    retention_years: float = DEFAULT_RETENTION_YEARS,
     now_ns: int | None = None,
 ) -> Report:
     """Verify the log whose origin is the key's name, against the store and the anchors.
@@ -46,7 +48,7 @@ def verify_origin(
     """
     count, low, high = store.seq_range(key.name)
     start = _after_expiry(store, key, low, retention_years, now_ns) if count and low > 0 else None
-    start_seq, start_chain = (start[0].tree_size, start[0].chain_head) if start else (0, bytes(32))
+    start_seq, start_chain = (start[0].tree_size, start[0].chain_head) if start else (0, CHAIN_START)
 
     def verifier() -> LogVerifier:
         made = _verifier(store, key, anchor_dir)

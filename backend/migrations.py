@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from string import Template
 from typing import Protocol
 
 from otel_audit.errors import ConfigError, StoreError
 
 from .cluster import cluster_statements
+from .partitions import DEFAULT_RETENTION_YEARS, PARTITION_KEY, retention_ttl
 
 TABLE = "otel_audit.schema_migrations"
 _FILE = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
@@ -48,13 +50,24 @@ def known() -> list[Migration]:
     for file in resources.files("backend").joinpath("sql").iterdir():
         match = _FILE.fullmatch(file.name)
         if match:
-            out.append(Migration(int(match.group(1)), match.group(2), file.read_text()))
+            out.append(Migration(int(match.group(1)), match.group(2), _render(file.read_text())))
     out.sort(key=lambda m: m.version)
     if [m.version for m in out] != list(range(1, len(out) + 1)):
         raise AssertionError(
             f"schema files must be numbered 001, 002, ... without gaps: {[m.version for m in out]}"
         )
     return out
+
+
+def _render(sql: str) -> str:
+    """A schema file with the rules it names filled in from their home (backend/partitions.py).
+
+    The text applied is the same as when the files spelt the rules out (tests/test_migrations.py
+    pins each migration's SHA-256), so a store's recorded migrations keep their meaning.
+    """
+    return Template(sql).substitute(
+        partition_key=PARTITION_KEY, retention_ttl=retention_ttl(DEFAULT_RETENTION_YEARS)
+    )
 
 
 def applied(store: SchemaStore) -> list[int]:
@@ -98,11 +111,7 @@ def set_retention(store: SchemaStore, years: int, minimum_years: int) -> None:
         raise ConfigError(
             f"a retention of {years} years is shorter than the configured minimum of {minimum_years} years"
         )
-    _run(
-        store,
-        "ALTER TABLE otel_audit.logs MODIFY TTL "
-        f"toStartOfMonth(toDateTime(SealedAt)) + toIntervalMonth(1) + toIntervalYear({int(years)})",
-    )
+    _run(store, f"ALTER TABLE otel_audit.logs MODIFY TTL {retention_ttl(years)}")
 
 
 def _run(store: SchemaStore, statement: str) -> None:

@@ -22,6 +22,7 @@ from otel_audit.readable import json_line, record_dict
 from .evidence import Search, consistency_proof, default_origin, export, inclusion_proof, search
 from .log_status import log_status, sealer_line
 from .migrations import check_readable
+from .partitions import PARTITION_KEY
 from .record_table import record_table
 from .store import LOGS, Store
 from .user_sql import QueryLimits, run_user_sql
@@ -163,7 +164,7 @@ def run_partitions(store: Store, params: Params) -> Result:
     months = []
     for origin in origins:
         rows = store.select(
-            f"""SELECT toYYYYMM(SealedAt) AS month, min(Seq), max(Seq), count(),
+            f"""SELECT {PARTITION_KEY} AS month, min(Seq), max(Seq), count(),
                        toUnixTimestamp64Nano(min(SealedAt)), toUnixTimestamp64Nano(max(SealedAt))
                 FROM {LOGS} WHERE Origin = {{o:String}} GROUP BY month ORDER BY month""",
             {"o": origin},

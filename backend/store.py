@@ -16,8 +16,10 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from otel_audit.chain import CHAIN_START, chain_next_sql
 from otel_audit.columns import COLUMN, COLUMN_HASH_SQL, DERIVED_COLUMNS, ROW_COLUMNS
 from otel_audit.errors import ConfigError, StoreDamagedError, StoreDataError, StoreError
+from otel_audit.merkle import hash_leaf_sql
 
 from .cluster import INSERT_SETTINGS, check_name
 from .error_codes import error_class, store_error
@@ -341,20 +343,21 @@ class Store:
             raise store_error(exc, f"insert into {TREE_NODES} failed: {exc}", inserting=True) from exc
 
     def row_anomalies(
-        self, origin: str, first_seq: int = 0, first_chain: bytes = bytes(32)
+        self, origin: str, first_seq: int = 0, first_chain: bytes = CHAIN_START
     ) -> list[tuple[int, int | None, bool, bool]]:
         """Rows whose Seq does not follow the previous row's, whose Entry does not hash to
         LeafHash, or whose ChainHash does not follow from the previous row's: (Seq,
-        previous Seq or None, leaf ok, chain ok). Computed by the engine in one ordered scan."""
+        previous Seq or None, leaf ok, chain ok). Computed by the engine in one ordered scan,
+        with the SQL form of the leaf and chain rules (otel_audit/merkle.py, chain.py)."""
         before_first = "toFixedString(unhex({c:String}), 32)"  # the chain head the log starts after
+        previous_chain = f"lagInFrame(ChainHash, 1, {before_first}) OVER w"
         return self._query(
             f"""
             SELECT Seq, prev_seq, leaf_ok, chain_ok FROM (
                 SELECT Seq,
                     lagInFrame(toNullable(Seq), 1, NULL) OVER w AS prev_seq,
-                    SHA256(concat(char(0), Entry)) = LeafHash AS leaf_ok,
-                    SHA256(concat(lagInFrame(ChainHash, 1, {before_first}) OVER w, LeafHash))
-                        = ChainHash AS chain_ok
+                    {hash_leaf_sql("Entry")} = LeafHash AS leaf_ok,
+                    {chain_next_sql(previous_chain, "LeafHash")} = ChainHash AS chain_ok
                 FROM {LOGS} WHERE Origin = {{o:String}}
                 WINDOW w AS (ORDER BY Seq ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))
             WHERE NOT leaf_ok OR NOT chain_ok

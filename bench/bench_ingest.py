@@ -48,6 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backend.log_verifier import verify_origin  # noqa: E402
+from backend.migrations import known  # noqa: E402
+from backend.partitions import PARTITION_KEY  # noqa: E402
 from backend.store import Store  # noqa: E402
 from otel_audit.note import SignerKey  # noqa: E402
 from tests.conftest import CLI  # noqa: E402
@@ -170,7 +172,7 @@ class PlainRun:
         from otel_audit.columns import DERIVED_COLUMNS
 
         self.client = clickhouse_connect.get_client(dsn=f"chdb://{workdir / 'plain'}")
-        schema = (ROOT / "backend" / "sql" / "001_schema.sql").read_text()
+        schema = known()[0].sql  # 001_schema, its rules filled in (backend/partitions.py)
         # Our logs table minus the seal columns, ordered and partitioned as otel_logs is.
         ddl = re.search(r"CREATE TABLE IF NOT EXISTS otel_audit.logs(.*?);", schema, re.S).group(1)  # type: ignore[union-attr]
         ddl = re.sub(r"--[^\n]*", "", ddl)
@@ -182,7 +184,7 @@ class PlainRun:
         ddl = "\n".join(keep).replace(
             "ORDER BY (Origin, Seq)", "ORDER BY (ServiceName, TimestampTime, Timestamp)"
         )
-        ddl = ddl.replace("PARTITION BY toYYYYMM(SealedAt)", "PARTITION BY toDate(TimestampTime)")
+        ddl = ddl.replace(f"PARTITION BY {PARTITION_KEY}", "PARTITION BY toDate(TimestampTime)")
         self.client.command("CREATE DATABASE IF NOT EXISTS bench")
         self.client.command(f"CREATE TABLE bench.otel_logs {ddl}")
         self.names = DERIVED_COLUMNS[3:-1]  # the otel_logs columns: no seal, no Producer

@@ -10,23 +10,35 @@ transparency-dev/merkle's `compact.Range` starting at index 0).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .errors import FormatError
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+LEAF_PREFIX = b"\x00"  # RFC 9162 section 2.1.1: domain separation of leaves ...
+NODE_PREFIX = b"\x01"  # ... from interior nodes (RFC 6962 section 2.1, second preimages)
 
 
 def hash_leaf(entry: bytes) -> bytes:
     """RFC 9162 section 2.1.1: MTH({d(0)}) = SHA-256(0x00 || d(0))."""
-    return hashlib.sha256(b"\x00" + entry).digest()
+    return hashlib.sha256(LEAF_PREFIX + entry).digest()
+
+
+def hash_leaf_sql(entry: str) -> str:
+    """`hash_leaf` as a ClickHouse expression over the String expression `entry`.
+
+    The same rule, not a second one: the engine checks every stored row's LeafHash in one
+    scan (backend/store.py `row_anomalies`), so the prefix is taken from LEAF_PREFIX here,
+    and tests/test_hash_sql.py checks both give the same bytes on the RFC 6962 vectors.
+    """
+    return f"SHA256(concat(char({LEAF_PREFIX[0]}), {entry}))"
 
 
 def hash_children(left: bytes, right: bytes) -> bytes:
     """RFC 9162 section 2.1.1: SHA-256(0x01 || MTH(left) || MTH(right))."""
-    return hashlib.sha256(b"\x01" + left + right).digest()
+    return hashlib.sha256(NODE_PREFIX + left + right).digest()
 
 
 def root_from_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
@@ -46,13 +58,22 @@ def root_from_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
 
 _MAX_CHUNK_HEIGHT = 12  # extend hashes at most 4,096 leaves a level at a time
 
+Visitor = Callable[[int, int, Sequence[bytes]], None]
+"""Told `(height, index, hashes)`: the perfect subtrees `(height, index)`, `(height, index + 1)`,
+... that a range gained, left to right (leaves are height 0), as merkle's `compact.VisitFn`."""
 
-def _perfect_root(leaf_hashes: Sequence[bytes]) -> bytes:
-    """MTH of 2**k leaves, one level at a time (RFC 9162: both halves are perfect)."""
+
+def _perfect_root(leaf_hashes: Sequence[bytes], first: int = 0, visitor: Visitor | None = None) -> bytes:
+    """MTH of 2**k leaves, one level at a time (RFC 9162: both halves are perfect); each level
+    is told to `visitor`, the leaves starting at index `first`."""
     level = list(leaf_hashes)
     sha256 = hashlib.sha256
+    height = 0
     while len(level) > 1:
-        level = [sha256(b"\x01" + left + right).digest() for left, right in zip(level[::2], level[1::2])]
+        level = [sha256(NODE_PREFIX + left + right).digest() for left, right in zip(level[::2], level[1::2])]
+        height += 1
+        if visitor is not None:
+            visitor(height, first >> height, level)
     return level[0]
 
 
@@ -76,14 +97,21 @@ class CompactRange:
         if any(len(h) != HASH_SIZE for h in self.hashes):
             raise FormatError("compact range hashes must be 32 bytes each")
 
-    def append(self, leaf_hash: bytes) -> None:
-        """Add one leaf: merge equal-sized subtrees from the right, like binary carry."""
-        self._push(leaf_hash, 0)
+    def append(self, leaf_hash: bytes, visitor: Visitor | None = None) -> None:
+        """Add one leaf: merge equal-sized subtrees from the right, like binary carry.
 
-    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
+        `visitor` is told the leaf and every node the merges complete (merkle's
+        `compact.Range.Append`): whoever stores nodes needs no second pass over the leaves.
+        """
+        if visitor is not None:
+            visitor(0, self.size, (leaf_hash,))
+        self._push(leaf_hash, 0, visitor)
+
+    def extend(self, leaf_hashes: Iterable[bytes], visitor: Visitor | None = None) -> None:
         """Add leaves in order. Where whole perfect subtrees fit (aligned to the size so far),
         their roots are hashed a level at a time: the same nodes as appending one leaf after
-        another, with far less Python work per node (the verifier does this for every leaf)."""
+        another, with far less Python work per node (the verifier does this for every leaf).
+        `visitor` is told the same nodes as `append` would tell it, a level of a chunk at a time."""
         if not isinstance(leaf_hashes, Sequence):
             leaf_hashes = list(leaf_hashes)
         done, count = 0, len(leaf_hashes)
@@ -91,18 +119,26 @@ class CompactRange:
             aligned = (self.size & -self.size).bit_length() - 1 if self.size else _MAX_CHUNK_HEIGHT
             height = min(aligned, (count - done).bit_length() - 1, _MAX_CHUNK_HEIGHT)
             width = 1 << height
-            self._push(_perfect_root(leaf_hashes[done : done + width]), height)
+            chunk = leaf_hashes[done : done + width]
+            if visitor is not None:
+                visitor(0, self.size, chunk)
+            self._push(_perfect_root(chunk, self.size, visitor), height, visitor)
             done += width
 
-    def _push(self, node: bytes, height: int) -> None:
-        """Add the root of a perfect subtree of 2**height leaves (size a multiple of it)."""
+    def _push(self, node: bytes, height: int, visitor: Visitor | None = None) -> None:
+        """Add the root of a perfect subtree of 2**height leaves (size a multiple of it),
+        telling `visitor` each parent the merges complete."""
         hashes = self.hashes
-        carry = self.size >> height
-        while carry & 1:
+        index = self.size >> height
+        grows = 1 << height
+        while index & 1:
             node = hash_children(hashes.pop(), node)
-            carry >>= 1
+            index >>= 1
+            height += 1
+            if visitor is not None:
+                visitor(height, index, (node,))
         hashes.append(node)
-        self.size += 1 << height
+        self.size += grows
 
     def root(self) -> bytes:
         """MTH of leaves [0, size): fold the subtree roots from the smallest (right) one."""

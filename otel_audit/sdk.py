@@ -204,7 +204,7 @@ class Audit:
         keyword `details` become audit.<name>."""
         if not action or not actor or not outcome:
             raise ValueError("an audit event needs an action, an actor and an outcome")
-        values: dict[str, Any] = {f"audit.{k}": v for k, v in details.items()}
+        values: dict[str, Any] = {f"{attr.AUDIT_PREFIX}{k}": v for k, v in details.items()}
         values.update(attributes or {})
         values.update({attr.ACTOR: actor, attr.ACTION: action, attr.OUTCOME: outcome})
         if resource is not None:
@@ -212,7 +212,7 @@ class Audit:
         failed = outcome != "success"
         self._logger.emit(
             LogRecord(
-                event_name=f"audit.{action}",
+                event_name=f"{attr.AUDIT_PREFIX}{action}",
                 body=body or f"{actor} {action}{' ' + resource if resource else ''}: {outcome}",
                 severity_number=SeverityNumber.WARN if failed else SeverityNumber.INFO,
                 severity_text="WARN" if failed else "INFO",

@@ -3,7 +3,7 @@
 Each checkpoint goes to the store's checkpoints table (with the compact range that lets a
 restart continue the tree) and then to the anchor directory outside the database.
 
-Before signing it stores the tree nodes the new leaves complete (backend/tiles.py), so that
+Before signing it stores the tree nodes the new leaves complete (backend/tree_nodes.py), so that
 proofs against the checkpoint read a few stored hashes. It also signs the columns commitment
 of the records since the previous checkpoint, from the column hashes the pipeline read back
 at each commit (`record_column_hashes`); any range whose hashes could not be read then is
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backend.store import Store, StoredCheckpoint
-from backend.tiles import extend_nodes
+from backend.tree_nodes import extend_nodes
 from otel_audit.anchors import latest_anchor, write_anchor
 from otel_audit.checkpoint import Checkpoint
 from otel_audit.columns import columns_commitment

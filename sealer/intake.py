@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from .metrics import SealerMetrics
 from .pipeline import Pipeline
-from .producers import ProducerTracker
+from .producer_gaps import ProducerTracker
 from .workers import Workers
 
 

@@ -214,7 +214,7 @@ class Pipeline:
         commit is published (the checkpointer's record_column_hashes). `on_partition_boundary`
         is called before the first record of a new partition (month of SealedAt) is sealed,
         to sign a checkpoint exactly at the boundary: retention drops whole partitions, and
-        the verifier restarts from that checkpoint (backend/readers.py)."""
+        the verifier restarts from that checkpoint (backend/log_verifier.py)."""
         state = published.current()
         self._store = store
         self._journal = journal  # the durable copy of what is acknowledged (sealer/journal.py)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from backend import native
+from backend.partitions import partition_of
 from otel_audit.chain import chain_next
 from otel_audit.columns import INSERT_COLUMNS, SEALER_COLUMNS
 from otel_audit.derivation import timestamp_columns
@@ -122,15 +122,10 @@ def seal(before: LogState, batches: Sequence[ToSeal], sealed_at: int) -> Sealed:
     return Sealed(before, after, tuple(outcomes), entry_bytes)
 
 
-def partition(sealed_at: int, timezone: ZoneInfo) -> str:
-    """toYYYYMM(SealedAt) as the store computes it, in the store's time zone."""
-    return datetime.fromtimestamp(sealed_at / 1e9, timezone).strftime("%Y%m")
-
-
 def crosses_partition(tip: LogState, sealed_at: int, timezone: ZoneInfo) -> bool:
     """Whether records sealed at `sealed_at` start a new partition after `tip` (retention
     drops whole partitions, so a checkpoint is signed exactly at the boundary)."""
-    return bool(tip.size) and partition(sealed_at, timezone) != partition(tip.sealed_at_ns, timezone)
+    return bool(tip.size) and partition_of(sealed_at, timezone) != partition_of(tip.sealed_at_ns, timezone)
 
 
 def _block(

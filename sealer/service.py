@@ -45,7 +45,7 @@ from .masking import Masking
 from .metrics import HealthServer, SealerMetrics
 from .pipeline import Pipeline, PublishedLog
 from .prepare import Rules
-from .producers import ProducerTracker
+from .producer_gaps import ProducerTracker
 from .read_api import ReadApi, socket_path
 from .recovery import recover
 from .workers import Workers

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -221,6 +222,55 @@ def test_compact_range_extend_in_bulk_matches_the_reference_root() -> None:
     tree.extend(leaves[:1234])
     tree.extend(leaves[1234:])
     assert tree.root() == root_from_leaf_hashes(leaves)
+
+
+def _recorder() -> tuple[list[tuple[int, int, bytes]], Callable[[int, int, Sequence[bytes]], None]]:
+    """A visitor that keeps every (height, index, hash) it is told, in order."""
+    seen: list[tuple[int, int, bytes]] = []
+
+    def visit(height: int, first: int, hashes: Sequence[bytes]) -> None:
+        seen.extend((height, first + i, h) for i, h in enumerate(hashes))
+
+    return seen, visit
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_compact_range_visitor_reports_every_published_node(bulk: bool) -> None:
+    """merkle's compact.Range.Append(hash, visitor): the leaves and each node they complete."""
+    seen, visit = _recorder()
+    tree = CompactRange()
+    if bulk:
+        tree.extend(LEAF_HASHES, visit)
+    else:
+        for leaf_hash in LEAF_HASHES:
+            tree.append(leaf_hash, visit)
+    published = {(level, index): h for level, hashes in enumerate(NODES) for index, h in enumerate(hashes)}
+    assert len(seen) == len(published) and dict(((h, i), d) for h, i, d in seen) == published
+
+
+@pytest.mark.parametrize("start", [0, 1, 5, 16, 4095, 4096, 6000])
+@pytest.mark.parametrize("count", [1, 2, 31, 4097, 9000])
+def test_compact_range_visitor_reports_each_completed_subtree_once(start: int, count: int) -> None:
+    """From any size, the nodes told are exactly the perfect subtrees that end among the new
+    leaves, each once, left to right at every height, with the reference tree's hashes."""
+    leaves = _random_leaf_hashes(start + count)
+    tree = CompactRange()
+    tree.extend(leaves[:start])
+    seen, visit = _recorder()
+    tree.extend(leaves[start:], visit)
+    end = start + count
+    expected = [(h, i) for h in range(end.bit_length()) for i in range(end >> h) if (i + 1) << h > start]
+    assert sorted((h, i) for h, i, _ in seen) == expected
+    for height in {h for h, _ in expected}:
+        assert [i for h, i, _ in seen if h == height] == sorted(i for h, i in expected if h == height)
+    for h, i, digest in seen[:: max(1, len(seen) // 50)]:  # the reference tree, on a sample
+        assert digest == root_from_leaf_hashes(leaves[i << h : (i + 1) << h]), (h, i)
+    one_by_one = CompactRange()
+    one_by_one.extend(leaves[:start])
+    seen_single, visit_single = _recorder()
+    for leaf in leaves[start:]:
+        one_by_one.append(leaf, visit_single)
+    assert sorted(seen_single) == sorted(seen) and one_by_one == tree
 
 
 def test_compact_range_root_does_not_change_state() -> None:

@@ -10,12 +10,13 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from backend.partitions import partition_of
 from otel_audit.chain import CHAIN_START, chain_next
 from otel_audit.entry import Seal, decode_entry
 from otel_audit.errors import StoreDataError
 from otel_audit.merkle import hash_leaf, root_from_leaf_hashes
 from sealer.prepare import Prepared, Rules, prepare_request
-from sealer.seal import RefusedBatch, SealedBatch, ToSeal, crosses_partition, partition, seal
+from sealer.seal import RefusedBatch, SealedBatch, ToSeal, crosses_partition, seal
 from sealer.state import LogState
 
 ORIGIN = "seal.example/audit"
@@ -166,7 +167,10 @@ def test_a_new_partition_starts_with_the_month_in_the_stores_time_zone(  # type:
     )
     assert crosses_partition(tip, _ns(sealed_at), timezone) is crosses
     late_january = _ns("2026-01-31T23:30:00+00:00")
-    assert (partition(late_january, ZoneInfo("UTC")), partition(late_january, ZoneInfo("Europe/Berlin"))) == (
+    assert (
+        partition_of(late_january, ZoneInfo("UTC")),
+        partition_of(late_january, ZoneInfo("Europe/Berlin")),
+    ) == (
         "202601",
         "202602",
     )

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from backend.store import Store
-from backend.tiles import TILE_HEIGHT, TreeReader, extend_nodes
+from backend.store import TREE_NODES, Store
+from backend.tree_nodes import TILE_HEIGHT, extend_nodes
+from backend.tree_reader import TreeReader
 from otel_audit.errors import RootMismatchError
-from otel_audit.merkle import CompactRange
+from otel_audit.merkle import CompactRange, hash_children
 from otel_audit.proof import subtree_root, verify_consistency, verify_inclusion
 from sealer.pipeline import Pipeline, PublishedLog
 from sealer.state import LogState
@@ -123,3 +124,20 @@ def test_batch_proofs_for_many_records_each_verify(sealed):
         wrong = {seqs[0]: bytes(32)}  # an entry whose bytes are not the sealed ones
         with pytest.raises(ProofError):
             _proofs(store, ORIGIN, wrong, checkpoint)
+
+
+@pytest.mark.parametrize("steps", [[SIZE], [15, 16, 1000, 1017, 4096, 65535, 65536, SIZE]])
+def test_every_stored_node_is_its_subtrees_root(sealed, steps):
+    """Extended at once or in uneven steps, the stored nodes are exactly the perfect subtrees of
+    heights 4, 8, 12, 16 within the leaves, each stored once with the reference tree's hash."""
+    store, leaves = sealed
+    store.command("TRUNCATE TABLE otel_audit.tree_nodes")
+    assert sum(extend_nodes(store, ORIGIN, size) for size in steps) == _completed(SIZE)
+    rows = store.select(f"SELECT Height, NodeIndex, Hash FROM {TREE_NODES} ORDER BY Height, NodeIndex")
+    expected = [(h, i) for h in (4, 8, 12, 16) for i in range(SIZE >> h)]
+    assert [(h, i) for h, i, _ in rows] == expected
+    level, reference = leaves[:SIZE], {}
+    for height in range(1, 17):  # the reference tree, a level at a time
+        level = [hash_children(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        reference.update({(height, i): h for i, h in enumerate(level)})
+    assert all(digest == reference[(h, i)] for h, i, digest in rows)

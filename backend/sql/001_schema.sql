@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS otel_audit.logs
     INDEX idx_body lower(Body) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
 )
 ENGINE = MergeTree
-PARTITION BY toYYYYMM(SealedAt)
+PARTITION BY ${partition_key}
 ORDER BY (Origin, Seq)
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000;
 

@@ -5,5 +5,5 @@
 -- ttl_only_drop_parts drops whole parts instead of rewriting them. The sealer signs a
 -- checkpoint at every partition boundary, from which `verify` proves the rest of the log after
 -- an expired prefix. Change the period with `otel-audit migrate --retention-years N`.
-ALTER TABLE otel_audit.logs MODIFY TTL toStartOfMonth(toDateTime(SealedAt)) + toIntervalMonth(1) + toIntervalYear(7);
+ALTER TABLE otel_audit.logs MODIFY TTL ${retention_ttl};
 ALTER TABLE otel_audit.logs MODIFY SETTING ttl_only_drop_parts = 1;

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from backend.log_verifier import verify_origin
 from backend.migrations import applied, set_retention
+from backend.partitions import DEFAULT_RETENTION_YEARS, MINIMUM_RETENTION_YEARS
 from backend.store import Store, redact
 from otel_audit.errors import ConfigError, JournalError
 from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env
@@ -45,13 +46,14 @@ def add_migrate_command(
     migrate.add_argument(
         "--retention-years",
         type=int,
-        help="keep each month of the log this many years after it ends (default 7)",
+        help=f"keep each month of the log this many years after it ends (default {DEFAULT_RETENTION_YEARS})",
     )
     migrate.add_argument(
         "--retention-min-years",
         type=int,
-        default=int(env("RETENTION_MIN_YEARS", "6") or 6),
-        help="refuse a shorter retention (default 6, FINRA Rule 4511; env OTEL_AUDIT_RETENTION_MIN_YEARS)",
+        default=int(env("RETENTION_MIN_YEARS", str(MINIMUM_RETENTION_YEARS)) or MINIMUM_RETENTION_YEARS),
+        help=f"refuse a shorter retention (default {MINIMUM_RETENTION_YEARS}, FINRA Rule 4511; "
+        "env OTEL_AUDIT_RETENTION_MIN_YEARS)",
     )
     migrate.set_defaults(run=cmd_migrate)
 

@@ -7,7 +7,8 @@ import json
 
 from backend.log_verifier import verify_origin
 from backend.migrations import check_readable
-from backend.producers import producer_report
+from backend.partitions import DEFAULT_RETENTION_YEARS
+from backend.producer_report import producer_report
 from backend.store import Store, redact
 from otel_audit.errors import ConfigError
 from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env
@@ -26,8 +27,9 @@ def add_verify_command(sub: argparse._SubParsersAction, located: argparse.Argume
     verify.add_argument(
         "--retention-years",
         type=float,
-        default=float(env("RETENTION_YEARS", "7") or 7),
-        help="the oldest months of the log may be missing only if older than this (default 7; "
+        default=float(env("RETENTION_YEARS", str(DEFAULT_RETENTION_YEARS)) or DEFAULT_RETENTION_YEARS),
+        help="the oldest months of the log may be missing only if older than this "
+        f"(default {DEFAULT_RETENTION_YEARS}; "
         "env OTEL_AUDIT_RETENTION_YEARS)",
     )
     verify.add_argument(

@@ -1,16 +1,7 @@
-"""Stored Merkle tree nodes ("tiles"): proofs in O(log n) reads instead of a rehash of the log.
+"""Proofs from the stored tree nodes: `TreeReader` reads the tiles (backend/tree_nodes.py says
+what is stored) and folds what is not stored, for inclusion and consistency proofs.
 
-Every 16 leaves complete a perfect subtree of height 4, every 16 of those one of height 8,
-and so on. The sealer stores those nodes (table otel_audit.tree_nodes) as the log grows: the
-tiles of C2SP tlog-tiles, 16 hashes wide instead of 256 (tile level L, index N is the rows
-Height = 4L, NodeIndex in [16N, 16N + 16); level 0 is the LeafHash column of otel_audit.logs).
-Any other node is folded from at most 8 stored ones below it, so a proof in a log of any size
-reads a few hundred hashes, and an export of 100k proofs recomputes few nodes: narrower tiles
-store 1/15 as many hashes as the log has leaves and halve the hashing of a large export
-compared with 256-wide ones (bench/bench_evidence.py).
-
-The stored nodes are a cache derived from LeafHash and are never trusted: a missing one is
-computed from the level below, and every proof built from them is checked against the signed
+The stored nodes are never trusted: every proof built from them is checked against the signed
 root before anyone is given it (backend/evidence.py).
 """
 
@@ -30,55 +21,9 @@ from otel_audit.proof import (
 )
 
 from .store import Store
+from .tree_nodes import TILE_HEIGHT, TILE_WIDTH, split_hashes
 
-TILE_HEIGHT = 4
-TILE_WIDTH = 1 << TILE_HEIGHT
-_CHUNK = 1 << 18  # leaves read per query while extending
 _GAP = 8192  # read rows this close together in one window: the engine's granule size
-
-
-def _split(blob: bytes) -> list[bytes]:
-    return [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
-
-
-def _parents(hashes: list[bytes]) -> list[bytes]:
-    """The root of each full group of TILE_WIDTH consecutive hashes."""
-    return [
-        subtree_root(hashes[i : i + TILE_WIDTH]) for i in range(0, len(hashes) - TILE_WIDTH + 1, TILE_WIDTH)
-    ]
-
-
-def extend_nodes(store: Store, origin: str, size: int) -> int:
-    """Store every node at heights 4, 8, 12, ... that the first `size` leaves complete.
-
-    Picks up wherever the stored nodes end, so it repairs itself after a crash. Returns how
-    many nodes it wrote.
-    """
-    written = 0
-    height = TILE_HEIGHT
-    while size >> height:
-        have, want = store.node_count(origin, height), size >> height
-        step = _CHUNK >> TILE_HEIGHT
-        for first in range(have, want, step):
-            end = min(first + step, want)
-            below = _children(store, origin, height - TILE_HEIGHT, first << TILE_HEIGHT, end << TILE_HEIGHT)
-            store.insert_nodes(origin, height, first, _parents(below))
-            written += end - first
-        height += TILE_HEIGHT
-    return written
-
-
-def _children(store: Store, origin: str, height: int, first: int, end: int) -> list[bytes]:
-    blob = (
-        store.leaf_hashes(origin, first, end)
-        if height == 0
-        else store.node_hashes(origin, height, first, end)
-    )
-    hashes = _split(blob)
-    if len(hashes) != end - first:
-        what = "records" if height == 0 else f"tree nodes of height {height}"
-        raise StoreError(f"log {origin!r}: expected {end - first} {what} from {first}, found {len(hashes)}")
-    return hashes
 
 
 class TreeReader:
@@ -278,7 +223,7 @@ class TreeReader:
         if first == end:
             return
         if height == 0:
-            hashes = _split(self._store.leaf_hashes(self._origin, first, end))
+            hashes = split_hashes(self._store.leaf_hashes(self._origin, first, end))
             if len(hashes) != end - first:
                 learnt_now = self._retained_from is None
                 kept = self._retained()
@@ -296,7 +241,7 @@ class TreeReader:
                     "run `otel-audit verify`"
                 )
         else:
-            hashes = _split(self._store.node_hashes(self._origin, height, first, end))
+            hashes = split_hashes(self._store.node_hashes(self._origin, height, first, end))
             if len(hashes) < end - first:  # not stored yet (or lost): fold them from below
                 start = first + len(hashes)
                 self._load(height - TILE_HEIGHT, start << TILE_HEIGHT, end << TILE_HEIGHT)

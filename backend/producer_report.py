@@ -102,14 +102,9 @@ def producer_report(store: Store, origin: str) -> ProducersReport:
                 )
             ]
         instances.append(Instance(instance, service, producer, events, missing, duplicates, ranges, copies))
-    audit_event = (
-        "(EventName = 'audit' OR startsWith(EventName, 'audit.') "
-        "OR arrayExists(k -> startsWith(k, 'audit.'), mapKeys(LogAttributes)))"
-    )
-    lacking = " OR ".join(f"LogAttributes['{name}'] = ''" for name in attr.REQUIRED)
     count, first = store.select(
         f"""SELECT count(), arraySlice(arraySort(groupArray(Seq)), 1, {_LIMIT}) FROM {LOGS}
-            WHERE Origin = {{o:String}} AND {audit_event} AND ({lacking})""",
+            WHERE Origin = {{o:String}} AND {attr.incomplete_audit_event_sql()}""",
         {"o": origin},
     )[0]
     return ProducersReport(instances, int(count), [int(s) for s in first])
