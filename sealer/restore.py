@@ -12,7 +12,7 @@ the journal's records for them are checked:
   give every later signed root, of the store's checkpoints and of the anchors.
 So a forged or altered journal cannot put a row into the log. The rows are then rebuilt from
 the entries with the derivation the verifier checks (`decode_entry`) and encoded as the
-sealer encodes them (sealer/pipeline.py), so their column hashes match the signed ones.
+sealer encodes them (sealer/seal.py), so their column hashes match the signed ones.
 """
 
 from __future__ import annotations
