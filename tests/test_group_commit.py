@@ -8,9 +8,11 @@ import threading
 from collections.abc import Sequence
 
 from otel_audit.columns import INSERT_COLUMNS
-from otel_audit.errors import AuditError, StoreDataError
+from otel_audit.errors import AuditError, SealerStoppedError, StoreDataError
+from otel_audit.note import SignerKey
 from sealer.group_commit import GroupCommit, HandOver, Tip
 from sealer.groups import Batch, Group, seal_group
+from sealer.journal import Journal, read_frames
 from sealer.journaling import Journaling
 from sealer.publisher import PublishedLog, Publisher
 from sealer.state import LogState
@@ -127,6 +129,32 @@ def test_the_writer_commits_a_pending_group_and_releases_its_callers(store) -> N
     publisher.stop()
     assert published.current() is group.after and published.halted is None
     assert [seq for seq, _, _ in store.hashes_from(ORIGIN, 0)] == list(range(5))
+
+
+# -- the journaler ----------------------------------------------------------------------------
+
+
+def test_the_journaler_appends_a_committed_group_before_it_releases_the_callers(store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    journal, released = Journal(tmp_path / "journal", SignerKey.generate(ORIGIN)), Released()
+    journal_end_at_release: list[int | None] = []
+
+    def finish(batches: Sequence[Batch], error: AuditError | None) -> None:
+        journal_end_at_release.append(journal.end)
+        released(batches, error)
+
+    journaling = Journaling(journal, store, finish)
+    journaling.start()
+    group = _group(LogState.empty(ORIGIN), 2, 3)
+    journaling.hand_over(group)
+    journaling.shutdown()  # journals what was handed over first
+    assert [released.outcomes[id(b)] for b in group.batches] == [None, None]
+    assert journal_end_at_release == [5]
+    frames = list(read_frames(tmp_path / "journal", ORIGIN))
+    assert [entry for f in frames for entry in f.entries] == [e for b in group.batches for e in b.entries]
+    late = _group(group.after, 1)
+    journaling.hand_over(late)  # the stage is shut: refused, never left waiting
+    assert isinstance(late.batches[0].error, SealerStoppedError)
+    journal.close()
 
 
 # -- the publisher -----------------------------------------------------------------------------
