@@ -87,7 +87,6 @@ class GroupCommit:
     def __init__(
         self,
         store: Store,
-        state: LogState,
         published: PublishedLog,
         publisher: Publisher,
         journaling: Journaling,
@@ -100,7 +99,8 @@ class GroupCommit:
         metrics: SealerMetrics | None,
     ) -> None:
         """`finish` releases batches' callers; `queued` says whether batches wait for the
-        sealer."""
+        sealer. It writes on from the published state."""
+        state = published.current()
         self._store = store
         self._published = published
         self._publisher = publisher

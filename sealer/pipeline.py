@@ -135,7 +135,6 @@ class Pipeline:
         self._journaling = Journaling(journal, store, self._finish)
         self._writer = GroupCommit(
             store,
-            published.current(),
             published,
             self._publisher,
             self._journaling,

@@ -80,7 +80,6 @@ def _writer(store, published: PublishedLog, finish: Released) -> tuple[GroupComm
     )
     writer = GroupCommit(
         store,
-        published.current(),
         published,
         publisher,
         Journaling(None, store, finish),
