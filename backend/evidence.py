@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 from otel_audit import attributes as attr
 from otel_audit.bundle import BundleRecord, Rendering, write_bundle
 from otel_audit.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, read_unverified
+from otel_audit.columns import DerivedRow
 from otel_audit.errors import AuditError, ConfigError, ProofError
 from otel_audit.merkle import hash_children, hash_leaf
 from otel_audit.note import VerifierKey
@@ -103,14 +105,14 @@ class Search:
 ORDER = "ORDER BY Timestamp, Origin, Seq"
 
 
-def search(store: Store, query: Search, limit: int) -> tuple[list[tuple], bool]:
+def search(store: Store, query: Search, limit: int) -> tuple[list[DerivedRow], bool]:
     """Matching records' derived columns in time order, and whether more than `limit` matched."""
     where, params = query.where()
     rows = store.select(
         f"SELECT {select_list()} FROM {LOGS} WHERE {where} {ORDER} LIMIT {{limit:UInt64}}",
         {**params, "limit": limit + 1},
     )
-    return rows[:limit], len(rows) > limit
+    return [DerivedRow._make(row) for row in rows[:limit]], len(rows) > limit
 
 
 # -- checkpoints and keys --------------------------------------------------------------------
@@ -249,27 +251,38 @@ class Export:
     unsigned: int  # matching records sealed after the newest checkpoint, left out
 
 
+class _Exported(NamedTuple):
+    """The columns an export reads of each matching row, by their names in otel_audit.logs."""
+
+    Origin: str
+    Seq: int
+    Entry: bytes
+
+
 def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
     where, params = query.where()
-    rows = store.select(
-        f"SELECT Origin, Seq, Entry FROM {LOGS} WHERE {where} {ORDER}",
-        params,
-        column_formats={"Entry": "bytes"},
-    )
+    rows = [
+        _Exported._make(row)
+        for row in store.select(
+            f"SELECT {select_list(_Exported._fields)} FROM {LOGS} WHERE {where} {ORDER}",
+            params,
+            column_formats={"Entry": "bytes"},
+        )
+    ]
     checkpoints: dict[str, SignedCheckpoint] = {}
-    for origin in sorted({origin for origin, _, _ in rows}):
+    for origin in sorted({row.Origin for row in rows}):
         key = _key_for(origin, keys)
         if key is None:
             raise ConfigError(f"records of log {origin!r} match; pass its verifier key with --key")
         checkpoints[origin] = signed_checkpoint(store, origin, key)
-    covered = [row for row in rows if row[1] < checkpoints[row[0]].checkpoint.tree_size]
-    rendering = Rendering([entry for _, _, entry in covered])  # decodes in other processes meanwhile
+    covered = [row for row in rows if row.Seq < checkpoints[row.Origin].checkpoint.tree_size]
+    rendering = Rendering([row.Entry for row in covered])  # decodes in other processes meanwhile
     proofs: dict[tuple[str, int], TlogProof] = {}
     for origin, signed in checkpoints.items():
-        leaves = {seq: hash_leaf(entry) for o, seq, entry in covered if o == origin}
+        leaves = {row.Seq: hash_leaf(row.Entry) for row in covered if row.Origin == origin}
         for seq, hashes in _proofs(store, origin, leaves, signed.checkpoint).items():
             proofs[(origin, seq)] = TlogProof(seq, hashes, signed.text)
-    records = [BundleRecord(origin, seq, entry, proofs[(origin, seq)]) for origin, seq, entry in covered]
+    records = [BundleRecord(r.Origin, r.Seq, r.Entry, proofs[(r.Origin, r.Seq)]) for r in covered]
     used = {r.origin for r in records}
     bundle = write_bundle(
         records,

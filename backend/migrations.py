@@ -75,7 +75,9 @@ def applied(store: SchemaStore) -> list[int]:
         return []
     if not store.select(f"EXISTS TABLE {TABLE}")[0][0]:
         return []
-    return [int(row[0]) for row in store.select(f"SELECT DISTINCT Version FROM {TABLE} ORDER BY Version")]
+    return [
+        int(version) for (version,) in store.select(f"SELECT DISTINCT Version FROM {TABLE} ORDER BY Version")
+    ]
 
 
 def migrate(store: SchemaStore) -> list[Migration]:

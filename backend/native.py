@@ -3,7 +3,7 @@
 A Native block is its column count and row count (LEB128 varints), then each column in turn:
 its name, its type and its values. The sealing workers encode the columns that come from the
 producer's records (sealer/prepare.py); the sealer encodes the columns that depend on Seq and
-the seal, and frames the block around both halves (sealer/pipeline.py). The values are
+the seal, and frames the block around both halves (sealer/seal.py). The values are
 written by clickhouse-connect's own column writers, compiled, so neither half costs Python
 a loop over its rows.
 """

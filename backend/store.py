@@ -226,7 +226,7 @@ class Store:
             "AND TreeSize > {n:Int64} ORDER BY TreeSize LIMIT {k:UInt32}",
             {"o": origin, "n": tree_size, "k": limit},
         )
-        return [int(row[0]) for row in rows]
+        return [int(size) for (size,) in rows]
 
     def checkpoint_at(self, origin: str, tree_size: int) -> StoredCheckpoint | None:
         found = self._checkpoints(
@@ -248,7 +248,7 @@ class Store:
             f"SELECT DISTINCT Origin FROM (SELECT Origin FROM {LOGS} UNION ALL "
             f"SELECT Origin FROM {CHECKPOINTS}) ORDER BY Origin"
         )
-        return [row[0] for row in rows]
+        return [origin for (origin,) in rows]
 
     def hashes_from(self, origin: str, first_seq: int) -> list[tuple[int, bytes, bytes]]:
         """(Seq, LeafHash, ChainHash) of the rows at and after `first_seq`, in Seq order."""

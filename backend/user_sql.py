@@ -268,7 +268,7 @@ def _refused_functions(session: Client) -> frozenset[str]:
         "OR name IN {n:Array(String)} OR alias_to IN {n:Array(String)}",
         parameters={"c": list(REFUSED_FUNCTION_CATEGORIES), "n": list(REFUSED_FUNCTIONS)},
     ).result_rows
-    return frozenset(str(row[0]).lower() for row in rows) | {n.lower() for n in REFUSED_FUNCTIONS}
+    return frozenset(str(name).lower() for (name,) in rows) | {n.lower() for n in REFUSED_FUNCTIONS}
 
 
 def _check_format(session: Client, name: str) -> None:

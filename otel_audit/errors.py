@@ -4,7 +4,7 @@ Messages say what failed and what to do. Integrity failures carry the Seq range 
 kind of failure as data so that the CLI, its JSON output and the tests read the same fields.
 
 Every class says whether doing the same again may succeed (`retryable`). The sealer's own
-INSERT retry (sealer/pipeline.py) retries StoreUnavailableError and nothing else, so among the
+INSERT retry (sealer/group_commit.py) retries StoreUnavailableError and nothing else, so among the
 store's errors `retryable` holds exactly for StoreUnavailableError and its subclasses
 (tests/test_errors.py checks it). How a receiver answers each error, and whether OTLP clients
 retry that answer, is sealer/outcomes.py's table.

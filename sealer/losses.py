@@ -1,6 +1,6 @@
 """Acknowledged rows the store no longer has: how the sealer finds them and says so.
 
-The publisher (sealer/pipeline.py) reads back every committed range, and the checkpointer
+The publisher (sealer/publisher.py) reads back every committed range, and the checkpointer
 (sealer/checkpointer.py) checks the store holds every row of the range it is about to sign.
 Either may find rows missing (an engine that lost a part on a full disk, a deletion) or
 unreadable (a part whose files a full disk left empty, which the engine drops at its next

@@ -12,7 +12,7 @@ the journal's records for them are checked:
   give every later signed root, of the store's checkpoints and of the anchors.
 So a forged or altered journal cannot put a row into the log. The rows are then rebuilt from
 the entries with the derivation the verifier checks (`decode_entry`) and encoded as the
-sealer encodes them (sealer/pipeline.py), so their column hashes match the signed ones.
+sealer encodes them (sealer/seal.py), so their column hashes match the signed ones.
 """
 
 from __future__ import annotations
@@ -156,10 +156,10 @@ def _check_chain(store: Store, origin: str, first: int, end: int, records: dict[
     """The journal's range must chain on from the store's row before it, and into the one after."""
     before = CHAIN_START
     if first > 0:  # the ranges are maximal: the store holds the row before
-        row = store.leaf_and_chain_hashes(origin, first - 1, first)
-        if len(row) != 64:
+        hashes = store.leaf_and_chain_hashes(origin, first - 1, first)
+        if len(hashes) != 64:
             raise JournalError(f"the store lacks Seq {first - 1} too; run `otel-audit verify`")
-        before = row[32:]
+        before = hashes[32:]
     if records[first].chain_before != before:
         raise JournalError(f"the journal's Seq {first} does not chain on from the store's Seq {first - 1}")
     after = store.leaf_and_chain_hashes(origin, end, end + 1)

@@ -2,7 +2,7 @@
 the one place their start and stop order is written down.
 
 Every piece gets its collaborators at construction; nothing is wired in afterwards. The
-pipeline and the checkpointer share a PublishedLog (sealer/pipeline.py): the pipeline
+pipeline and the checkpointer share a PublishedLog (sealer/publisher.py): the pipeline
 publishes each committed state into it and the checkpointer signs what it holds; either may
 halt it (lost rows). The checkpointer is built first, so that the pipeline can be given its
 callbacks (`on_commit`: record_column_hashes; `on_partition_boundary`: checkpoint_now).
@@ -43,9 +43,10 @@ from .intake import Intake
 from .journal import Journal, catch_up
 from .masking import Masking
 from .metrics import HealthServer, SealerMetrics
-from .pipeline import Pipeline, PublishedLog
+from .pipeline import Pipeline
 from .prepare import Rules
 from .producer_gaps import ProducerTracker
+from .publisher import PublishedLog
 from .read_api import ReadApi, socket_path
 from .recovery import recover
 from .workers import Workers

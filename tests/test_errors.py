@@ -51,7 +51,7 @@ def test_every_code_is_named_as_the_engine_names_it(store) -> None:
 
 
 def test_retryable_store_errors_are_exactly_those_the_pipeline_retries() -> None:
-    """sealer/pipeline.py retries StoreUnavailableError (tenacity, by type): `retryable`
+    """sealer/group_commit.py retries StoreUnavailableError (tenacity, by type): `retryable`
     must say the same of every store error, or a receiver and the pipeline would disagree."""
     classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.AuditError)]
     for cls in classes:

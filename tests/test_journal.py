@@ -11,6 +11,7 @@ import pytest
 
 from backend.store import Store
 from otel_audit.chain import CHAIN_START, chain_next
+from otel_audit.columns import StoredRow
 from otel_audit.errors import ConfigError, JournalError, StoreUnavailableError
 from otel_audit.merkle import hash_leaf
 from otel_audit.note import SignerKey
@@ -154,7 +155,7 @@ def test_a_journal_of_another_log_is_refused(tmp_path):
 
 
 def stored_entries(store: Store, origin: str) -> list[bytes]:
-    return [row[-3] for block in store.stream_rows(origin) for row in block]
+    return [StoredRow.of(row).Entry for block in store.stream_rows(origin) for row in block]
 
 
 def test_the_pipeline_journals_every_acknowledged_record(store, tmp_path):

@@ -8,9 +8,11 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from backend.error_codes import code_of
 from backend.log_verifier import verify_origin
+from backend.store import Store
 from otel_audit.columns import COLUMN_HASH_SQL, DERIVED_COLUMNS
-from otel_audit.errors import BackpressureError, SealerStoppedError, StoreUnavailableError
+from otel_audit.errors import BackpressureError, SealerStoppedError, StoreError, StoreUnavailableError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline, PublishedLog
@@ -19,6 +21,7 @@ from sealer.recovery import recover
 from sealer.state import LogState
 
 ORIGIN = "pipeline.example/audit"
+TABLE_ALREADY_EXISTS = 57  # the engine's error code
 
 
 def items(n: int, tag: str = "r") -> Prepared:
@@ -40,6 +43,21 @@ def _eventually(condition, seconds: float = 30) -> bool:  # type: ignore[no-unty
             return False
         time.sleep(0.01)
     return True
+
+
+def _attach_logs(store: Store, attempts: int = 100) -> None:
+    """ATTACH the table a test detached. Right after a DETACH the engine may still hold the
+    table's name a moment (TABLE_ALREADY_EXISTS, code 57): wait for it, a bounded number of
+    times, then let the last attempt's error through."""
+    for _ in range(attempts - 1):
+        try:
+            store.command("ATTACH TABLE otel_audit.logs")
+            return
+        except StoreError as exc:
+            if code_of(exc.__cause__) != TABLE_ALREADY_EXISTS:
+                raise
+        time.sleep(0.05)
+    store.command("ATTACH TABLE otel_audit.logs")
 
 
 def test_concurrent_batches_get_contiguous_seq_and_one_chain(store, tmp_path):
@@ -172,16 +190,17 @@ def test_records_sealed_on_top_of_a_failed_write_are_refused_and_sealing_resumes
     store.insert_blocks = held_insert  # type: ignore[method-assign]
     store.command("DETACH TABLE otel_audit.logs")
 
+    writer = pipeline._writer
     failing = pipeline.submit(items(10, "a"))
-    assert _eventually(lambda: pipeline._pending is None and pipeline._writing)  # the writer holds `failing`
+    assert _eventually(lambda: writer._pending is None and writer._writing)  # the writer holds `failing`
     on_top = pipeline.submit(items(10, "b"))
-    assert _eventually(lambda: pipeline._pending is not None)  # `on_top` is sealed, waiting for the writer
+    assert _eventually(lambda: writer._pending is not None)  # `on_top` is sealed, waiting for the writer
     gate.set()
     for batch in (failing, on_top):
         assert batch.done.wait(30)
         assert isinstance(batch.error, StoreUnavailableError)
     assert "earlier write" in str(on_top.error)
-    store.command("ATTACH TABLE otel_audit.logs")
+    _attach_logs(store)
     assert pipeline.seal(items(4, "after")) == 3  # no gap, no fork: sealed on the committed tip
     pipeline.stop()
     Checkpointer(store, key, tmp_path / "anchors", lambda: pipeline.state, 3600).stop()
