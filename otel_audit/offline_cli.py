@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .bundle import verify_bundle
+from .cosignature import CosignerKey
 from .errors import AuditError, ConfigError, ProofError
 from .note import SignerKey, VerifierKey
 
@@ -32,7 +33,13 @@ def env(name: str, default: str | None = None) -> str | None:
 
 def _keygen_arguments() -> argparse.ArgumentParser:
     keygen = argparse.ArgumentParser(add_help=False)
-    keygen.add_argument("--origin", required=True, help="the log's name, e.g. acme.example/audit")
+    whose = keygen.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--origin", help="the log's name, e.g. acme.example/audit")
+    whose.add_argument(
+        "--witness",
+        metavar="NAME",
+        help="make a witness's cosignature/v1 key instead, e.g. witness.acme.example/compliance",
+    )
     keygen.add_argument("--out", required=True, type=Path, help="signer key file to create (0600)")
     return keygen
 
@@ -72,7 +79,7 @@ def add_verify_bundle_command(sub: argparse._SubParsersAction) -> None:
     bundle.set_defaults(run=cmd_verify_bundle)
 
 
-def write_key(path: Path, key: SignerKey) -> None:
+def write_key(path: Path, key: SignerKey | CosignerKey) -> None:
     """Create a signer key file readable by its owner only; never overwrite one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -91,8 +98,16 @@ def load_signer_key(path: Path) -> SignerKey:
     return SignerKey.parse(text)
 
 
+def load_cosigner_key(path: Path) -> CosignerKey:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read witness key {path}: {exc}") from None
+    return CosignerKey.parse(text)
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
-    key = SignerKey.generate(args.origin)
+    key = CosignerKey.generate(args.witness) if args.witness else SignerKey.generate(args.origin)
     write_key(args.out, key)
     print(key.verifier().serialize())
     return EXIT_OK

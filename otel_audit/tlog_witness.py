@@ -127,3 +127,21 @@ def witness_check(
         what = f"consistency proof from {last.size} to {new.size}"
         raise WitnessRefusal(422, f"{what} does not verify: {exc}") from None
     return origin, new
+
+
+def parse_trusted_logs(text: str) -> dict[str, list[VerifierKey]]:
+    """A witness's trust list: one log verifier key (``origin+keyid+base64``) a line, `#`
+    comments and blank lines ignored. Origin -> its keys (a log may rotate, so several)."""
+    trusted: dict[str, list[VerifierKey]] = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            key = VerifierKey.parse(line)
+        except FormatError as exc:
+            raise FormatError(f"trusted logs line {number}: {exc}") from None
+        trusted.setdefault(key.name, []).append(key)
+    if not trusted:
+        raise FormatError("the trusted logs file lists no log verifier key")
+    return trusted

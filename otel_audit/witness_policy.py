@@ -58,8 +58,8 @@ class Policy:
     def parse(cls, text: str) -> Policy:
         bad = re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text)
         if bad:
-            line = text.count("\n", 0, bad.start()) + 1
-            raise FormatError(f"policy line {line}: control character {bad.group()!r} is not allowed")
+            at = text.count("\n", 0, bad.start()) + 1
+            raise FormatError(f"policy line {at}: control character {bad.group()!r} is not allowed")
         logs: list[PolicyLog] = []
         witnesses: list[PolicyWitness] = []
         groups: list[PolicyGroup] = []
