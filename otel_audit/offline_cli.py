@@ -21,6 +21,7 @@ from .bundle import verify_bundle
 from .cosignature import CosignerKey
 from .errors import AuditError, ConfigError, ProofError
 from .note import SignerKey, VerifierKey
+from .witness_policy import Policy
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 Command = Callable[[argparse.Namespace], int]
@@ -104,6 +105,15 @@ def load_cosigner_key(path: Path) -> CosignerKey:
     except OSError as exc:
         raise ConfigError(f"cannot read witness key {path}: {exc}") from None
     return CosignerKey.parse(text)
+
+
+def load_policy(path: Path) -> Policy:
+    """A tlog-policy file (--witness-policy, --policy); ConfigError if it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read policy {path}: {exc}") from None
+    return Policy.parse(text)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
