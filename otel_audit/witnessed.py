@@ -16,17 +16,26 @@ from pathlib import Path
 
 from .anchors import _make_private_dirs, _write_atomically, origin_dir
 from .checkpoint import Checkpoint, open_checkpoint
-from .cosignature import cosigned_by
+from .cosignature import add_cosignatures, cosigned_by
 from .errors import AnchorError, AuditError
-from .note import VerifierKey
+from .note import SignedNote, VerifierKey
 from .witness_policy import Policy
 
 SUFFIX = ".cosigned"
 
 
-def write_cosigned(anchor_dir: Path, origin: str, tree_size: int, note_text: str) -> Path:
+def write_cosigned(anchor_dir: Path, origin: str, tree_size: int, note: SignedNote) -> Path:
+    """Write the note with its cosignatures, keeping those an earlier round wrote for the same
+    tree (witnesses answer in different rounds when one was down)."""
     folder = origin_dir(anchor_dir, origin)
     path = folder / f"{tree_size:020d}{SUFFIX}"
+    try:
+        earlier = SignedNote.parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, AuditError):
+        earlier = None
+    if earlier is not None and earlier.text == note.text:
+        note = add_cosignatures(earlier, note.signatures)
+    note_text = note.serialize()
     try:
         _make_private_dirs(folder)
         _write_atomically(path, note_text)

@@ -95,7 +95,7 @@ class WitnessClient:
                 return 0
             cosigned = add_cosignatures(note, tuple(lines))
             try:
-                write_cosigned(self._anchor_dir, self._origin, latest.tree_size, cosigned.serialize())
+                write_cosigned(self._anchor_dir, self._origin, latest.tree_size, cosigned)
             except AuditError as exc:
                 log.error("witnesses: %s", exc)
             return len({line.name for line in lines})

@@ -55,7 +55,7 @@ def test_cosigner_key_id_uses_signature_type_4() -> None:
     vkey = key.verifier()
     digest = hashlib.sha256(b"witness.example/w1\n\x04" + vkey.public_key).digest()
     assert vkey.key_id == int.from_bytes(digest[:4], "big")
-    assert base64.b64decode(vkey.serialize().split("+")[2])[0] == 0x04
+    assert base64.b64decode(vkey.serialize().split("+", 2)[2])[0] == 0x04
     assert CosignerVerifierKey.parse(vkey.serialize()) == vkey
     assert CosignerKey.parse(key.serialize()) == key
     with pytest.raises(FormatError, match="want 0x01"):  # a witness key is no log key
