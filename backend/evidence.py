@@ -249,7 +249,13 @@ class Export:
     unsigned: int  # matching records sealed after the newest checkpoint, left out
 
 
-def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
+def export(
+    store: Store, query: Search, keys: Sequence[VerifierKey], witnessed: Mapping[str, str] | None = None
+) -> Export:
+    """An evidence bundle of the records matching `query`, with proofs against each log's
+    newest stored checkpoint; or, for the logs in `witnessed` (origin -> a cosigned note,
+    `export --policy`), against that checkpoint, which the bundle then carries with its
+    witness cosignatures. Its body must be the store's checkpoint of that size."""
     where, params = query.where()
     rows = store.select(
         f"SELECT Origin, Seq, Entry FROM {LOGS} WHERE {where} {ORDER}",
@@ -262,6 +268,12 @@ def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
         if key is None:
             raise ConfigError(f"records of log {origin!r} match; pass its verifier key with --key")
         checkpoints[origin] = signed_checkpoint(store, origin, key)
+        if witnessed and origin in witnessed:
+            cosigned = open_checkpoint(witnessed[origin], key)
+            stored = signed_checkpoint(store, origin, key, cosigned.checkpoint.tree_size)
+            if stored.note.text != cosigned.note.text:
+                raise ConfigError(f"the cosigned checkpoint of {origin!r} is not the store's checkpoint")
+            checkpoints[origin] = cosigned
     covered = [row for row in rows if row[1] < checkpoints[row[0]].checkpoint.tree_size]
     rendering = Rendering([entry for _, _, entry in covered])  # decodes in other processes meanwhile
     proofs: dict[tuple[str, int], TlogProof] = {}

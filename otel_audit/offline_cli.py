@@ -22,6 +22,7 @@ from .cosignature import CosignerKey
 from .errors import AuditError, ConfigError, ProofError
 from .note import SignerKey, VerifierKey
 from .witness_policy import Policy
+from .witnessed import witnessed
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 Command = Callable[[argparse.Namespace], int]
@@ -55,6 +56,11 @@ def _verify_bundle_arguments() -> argparse.ArgumentParser:
         "(env OTEL_AUDIT_VERIFIER_KEY)",
     )
     bundle.add_argument("--json", action="store_true", help="print the report as JSON")
+    bundle.add_argument(
+        "--policy",
+        type=Path,
+        help="tlog-policy file: each checkpoint in the bundle must carry cosignatures meeting its quorum",
+    )
     return bundle
 
 
@@ -133,21 +139,56 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot read {args.bundle}: {exc.strerror}") from None
     report = verify_bundle(data, keys)
+    witness_lines, witness_failures = (
+        _bundle_witnesses(report.checkpoint_notes, load_policy(args.policy), keys)
+        if args.policy
+        else ([], [])
+    )
+    ok = report.ok and not witness_failures
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
-        return EXIT_OK if report.ok else EXIT_FAILED
+        extra = (
+            {"witnesses": witness_lines, "witness_failures": witness_failures, "ok": ok}
+            if args.policy
+            else {}
+        )
+        print(json.dumps({**report.as_dict(), **extra}, indent=2))
+        return EXIT_OK if ok else EXIT_FAILED
     signed = ", ".join(f"{o} at tree size {n}" for o, n in sorted(report.checkpoints.items())) or "none"
-    status = "OK" if report.ok else "FAILED"
+    status = "OK" if ok else "FAILED"
     proven = f"{report.records_verified} of {report.records} records proven"
     print(f"{status}: {proven} (signed checkpoints: {signed})")
     for origin, runs in sorted(report.ranges.items()):
         print(f"  {origin}: Seq " + ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in runs))
     for finding in report.findings:
         print(f"  {finding}")
+    for line in witness_lines:
+        print(line)
+    for failure in witness_failures:
+        print(f"  witness_quorum: {failure}")
     print("not covered by any proof:")
     for item in report.unproven:
         print(f"  {item}")
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _bundle_witnesses(
+    notes: dict[str, str], policy: Policy, keys: list[VerifierKey]
+) -> tuple[list[str], list[str]]:
+    """(report lines, failures): each checkpoint relied on must meet the policy's quorum."""
+    lines, failures = [f"witness quorum: {policy.describe_quorum()}"], []
+    for origin, text in sorted(notes.items()):
+        try:
+            seen = witnessed(text, policy, tuple(keys))
+        except AuditError as exc:
+            failures.append(f"checkpoint of {origin}: {exc}")
+            continue
+        lines.append(f"witnessed: {origin} {seen.describe()}")
+        if not seen.quorum_met:
+            failures.append(
+                f"checkpoint of {origin} at tree size {seen.checkpoint.tree_size} does not meet the "
+                f"quorum ({policy.describe_quorum()})"
+            )
+    return lines, failures
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from otel_audit.note import SignerKey
 from otel_audit.witness_policy import Policy
 from otel_audit.witnessed import read_cosigned, witnessed
 
-from .conftest import Sealer, start_sealer
+from .conftest import Sealer, run_cli, start_sealer
 from .producers import send_audit_events
 from .witnesses import RunningWitness, start_witness
 
@@ -103,6 +103,7 @@ def test_quorum_with_one_witness_down_then_fork_and_rollback_caught(tmp_path: Pa
         assert result.returncode == 0, result.stdout + result.stderr
         assert "witnessed: tree size 7 cosigned by alpha, beta, gamma (quorum met)" in result.stdout
         assert "witness gamma: newest cosigned tree size 7" in result.stdout
+        _bundles_carry_the_cosignatures(sealer, policy, tmp_path)
 
         # A rollback: the operator rolls the store and the anchors back (here to nothing; only
         # the cosigned notes are left, as on a WORM copy) and re-signs other records with the
@@ -130,6 +131,23 @@ def test_quorum_with_one_witness_down_then_fork_and_rollback_caught(tmp_path: Pa
                 running.proc.wait()
         for w in ws:
             w.stop()
+
+
+def _bundles_carry_the_cosignatures(sealer: Sealer, policy: Path, tmp_path: Path) -> None:
+    located = ("--store", sealer.store, "--anchor-dir", str(sealer.anchor_dir), "--key", sealer.verifier_key)
+    witnessed_bundle, plain_bundle = tmp_path / "witnessed.bundle", tmp_path / "plain.bundle"
+    made = run_cli("export", *located, "--policy", str(policy), "--out", str(witnessed_bundle))
+    assert made.returncode == 0, made.stderr
+    assert run_cli("export", *located, "--out", str(plain_bundle)).returncode == 0
+    checked = run_cli(
+        "verify-bundle", str(witnessed_bundle), "--key", sealer.verifier_key, "--policy", str(policy)
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "witnessed: test.example/audit tree size 7 cosigned by alpha, beta, gamma" in checked.stdout
+    plain = run_cli("verify-bundle", str(plain_bundle), "--key", sealer.verifier_key, "--policy", str(policy))
+    assert plain.returncode == 1, plain.stdout
+    assert "witness_quorum: checkpoint of test.example/audit at tree size 7 does not meet" in plain.stdout
+    assert run_cli("verify-bundle", str(plain_bundle), "--key", sealer.verifier_key).returncode == 0
 
 
 def _key(witness: RunningWitness) -> CosignerKey:
