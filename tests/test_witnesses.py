@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import requests
+
 from otel_audit.anchors import origin_dir
 from otel_audit.cosignature import CosignerKey
 from otel_audit.note import SignerKey
 from otel_audit.witness_policy import Policy
 from otel_audit.witnessed import read_cosigned, witnessed
 
-from .conftest import Sealer, run_cli, start_sealer
+from .conftest import Sealer, metrics_url, run_cli, start_sealer
 from .producers import send_audit_events
 from .witnesses import RunningWitness, start_witness
 
@@ -83,6 +85,12 @@ def test_quorum_with_one_witness_down_then_fork_and_rollback_caught(tmp_path: Pa
         ws[2] = gamma = start_witness(tmp_path / "gamma", "gamma", [key.verifier()], _key(gamma), listen)
         _wait(lambda: _state_size(gamma, key.name) == 7, "gamma catching up from 3 to 7")
         _wait(lambda: "gamma" in _cosigners_at(sealer, policy, 7), "gamma's cosignature at 7")
+        status = run_cli("status", "--store", sealer.store, "--anchor-dir", str(sealer.anchor_dir))
+        assert status.returncode == 0, status.stderr
+        cosigned = "alpha at tree size 7, beta at tree size 7, gamma at tree size 7"
+        assert f"witnesses cosigned: {cosigned}" in status.stdout + status.stderr
+        metrics = requests.get(metrics_url(sealer) + "/metrics", timeout=30).text
+        assert 'otel_audit_witness_cosigned_tree_size{witness="gamma"} 7.0' in metrics
 
         # A fork: the same key and origin on another store, with other records.
         (tmp_path / "fork").mkdir()
