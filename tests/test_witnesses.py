@@ -131,6 +131,12 @@ def test_quorum_with_one_witness_down_then_fork_and_rollback_caught(tmp_path: Pa
         rolled = sealer.verify("--policy", str(policy))
         assert rolled.returncode == 1, rolled.stdout
         assert "witnessed: the checkpoint at tree size 7 that the witnesses cosigned" in rolled.stdout
+        for cosigned in folder.glob("*.cosigned"):  # the operator deletes those too
+            cosigned.unlink()
+        asked = sealer.verify("--policy", str(policy), "--ask-witnesses")
+        assert asked.returncode == 1, asked.stdout
+        assert "witness_refused: witness alpha holds tree size 7 of test.example/audit" in asked.stdout
+        assert [_state_size(w, key.name) for w in ws] == [7, 7, 7]
         assert sealer.verify().returncode == 0  # the log's key alone vouches for the rewrite
     finally:
         for running in [sealer, fork]:

@@ -14,6 +14,7 @@ from backend.store import Store, redact
 from backend.witness_report import check_witnessed, notes_of
 from otel_audit.errors import ConfigError
 from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env, load_policy
+from sealer.witness_client import ask_witnesses
 
 from .options import default_store, key_and_anchors
 
@@ -48,10 +49,18 @@ def add_verify_command(sub: argparse._SubParsersAction, located: argparse.Argume
         help="tlog-policy file: the newest checkpoint relied on must carry cosignatures meeting "
         "its quorum (env OTEL_AUDIT_WITNESS_POLICY)",
     )
+    verify.add_argument(
+        "--ask-witnesses",
+        action="store_true",
+        help="with --policy: also show the store's newest checkpoint to each witness with a URL; "
+        "one that holds a tree this log does not extend refuses it (an integrity failure)",
+    )
     verify.set_defaults(run=cmd_verify)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.ask_witnesses and not args.policy:
+        raise ConfigError("--ask-witnesses needs --policy (the witnesses and their URLs)")
     key, anchor_dir = key_and_anchors(args)
     dsn = args.store or default_store()
     store = Store.open(dsn)
@@ -69,6 +78,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             if args.policy
             else None
         )
+        if witnesses is not None and args.ask_witnesses:
+            refused, asked = ask_witnesses(store, key.name, load_policy(args.policy))
+            witnesses.findings += refused
+            witnesses.notes += asked
     finally:
         store.close()
     ok = report.ok and (witnesses is None or not witnesses.findings)
