@@ -259,7 +259,13 @@ class _Exported(NamedTuple):
     Entry: bytes
 
 
-def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
+def export(
+    store: Store, query: Search, keys: Sequence[VerifierKey], witnessed: Mapping[str, str] | None = None
+) -> Export:
+    """An evidence bundle of the records matching `query`, with proofs against each log's
+    newest stored checkpoint; or, for the logs in `witnessed` (origin -> a cosigned note,
+    `export --policy`), against that checkpoint, which the bundle then carries with its
+    witness cosignatures. Its body must be the store's checkpoint of that size."""
     where, params = query.where()
     rows = [
         _Exported._make(row)
@@ -275,6 +281,12 @@ def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
         if key is None:
             raise ConfigError(f"records of log {origin!r} match; pass its verifier key with --key")
         checkpoints[origin] = signed_checkpoint(store, origin, key)
+        if witnessed and origin in witnessed:
+            cosigned = open_checkpoint(witnessed[origin], key)
+            stored = signed_checkpoint(store, origin, key, cosigned.checkpoint.tree_size)
+            if stored.note.text != cosigned.note.text:
+                raise ConfigError(f"the cosigned checkpoint of {origin!r} is not the store's checkpoint")
+            checkpoints[origin] = cosigned
     covered = [row for row in rows if row.Seq < checkpoints[row.Origin].checkpoint.tree_size]
     rendering = Rendering([row.Entry for row in covered])  # decodes in other processes meanwhile
     proofs: dict[tuple[str, int], TlogProof] = {}

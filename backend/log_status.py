@@ -80,4 +80,8 @@ def sealer_line(sealer: object) -> str:
     if isinstance(free, int) and isinstance(minimum, int):
         disk = f"; store disk: {free >> 20} MiB free, refusing records below {minimum >> 20} MiB"
     state = "ready" if sealer.get("ready") else f"NOT READY: {sealer.get('problem')}"
+    witnesses = sealer.get("witnesses")
+    if isinstance(witnesses, dict):
+        cosigned = ", ".join(f"{n} at tree size {s}" for n, s in sorted(witnesses.items())) or "none yet"
+        disk += f"; witnesses cosigned: {cosigned}"
     return f"sealer: {state}{disk}"

@@ -67,7 +67,8 @@ def run_export(store: Store, params: Params) -> Result:
     keys = _keys(params)
     if not keys:
         raise ConfigError("--key is required: the verifier key of each log the export covers")
-    done = export(store, query, keys)
+    witnessed = params.get("witnessed")
+    done = export(store, query, keys, witnessed if isinstance(witnessed, dict) else None)
     signed = ", ".join(f"{o} at tree size {s}" for o, s in sorted(done.checkpoints.items())) or "none"
     notes = [f"exported {done.records} records with inclusion proofs (checkpoints: {signed})"]
     if done.unsigned:

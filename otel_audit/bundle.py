@@ -323,6 +323,7 @@ class BundleReport:
     records: int = 0
     records_verified: int = 0
     checkpoints: dict[str, int] = field(default_factory=dict)  # origin -> signed tree size
+    checkpoint_notes: dict[str, str] = field(default_factory=dict)  # origin -> its note, as verified
     ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # origin -> proven Seq runs
     findings: list[BundleFinding] = field(default_factory=list)
     unproven: list[str] = field(default_factory=list)
@@ -653,6 +654,7 @@ def _checkpoints(reader: _Reader, manifest: Manifest, keys: Mapping[str, Verifie
             continue
         good[origin] = note_text
         reader.report.checkpoints[origin] = checkpoint.tree_size
+        reader.report.checkpoint_notes[origin] = note_text  # may carry witness cosignatures
     return good
 
 

@@ -155,6 +155,17 @@ class RefusedByStoreError(RequestError):
         super().__init__(f"records refused, the store cannot hold them (do not retry): {cause}")
 
 
+class WitnessRefusal(AuditError):
+    """A witness will not cosign (c2sp.org/tlog-witness): `status` is the HTTP status the
+    spec gives (400, 403, 404, 409, 422); `size` is the tree size it last cosigned, sent as
+    the body of a 409."""
+
+    def __init__(self, status: int, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.size = size
+
+
 class Unauthenticated(AuditError):
     """The request carries no identity we accept (sealer/auth.py); the message says what to
     send. Sending it again unchanged will not help."""

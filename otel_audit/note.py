@@ -32,15 +32,40 @@ MAX_SIGNATURES = 100
 _NAME_BAD = re.compile(r"[+\s]")
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """A key name: non-empty, no '+', no whitespace (signed-note)."""
     if not name or _NAME_BAD.search(name):
         raise FormatError(f"key name {name!r} must be non-empty with no '+' and no spaces")
 
 
-def key_id(name: str, public_key: bytes) -> int:
-    """The 32-bit key id of an Ed25519 key (signed-note, "Ed25519")."""
-    digest = hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public_key).digest()
+def key_id(name: str, public_key: bytes, algorithm: int = ALG_ED25519) -> int:
+    """The 32-bit key id of a key (signed-note): SHA-256(name || "\\n" || algorithm || key)[:4].
+
+    `algorithm` is the signature type byte: 0x01 for a log's Ed25519 key, 0x04 for a
+    witness's Ed25519 cosignature/v1 key (c2sp.org/tlog-cosignature)."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([algorithm]) + public_key).digest()
     return int.from_bytes(digest[:4], "big")
+
+
+def parse_vkey(text: str, algorithm: int, what: str) -> tuple[str, int, bytes]:
+    """(name, key id, 32-byte public key) of a verifier key ``name+keyid+base64(type || key)``
+    whose signature type is `algorithm`; FormatError names `what` it was meant to be."""
+    text = text.strip()
+    parts = text.split("+", 2)
+    if len(parts) != 3:
+        raise FormatError(
+            f"{what} {text!r} is not of the form origin+keyid+base64 (the line `otel-audit keygen` printed)"
+        )
+    name, hex_id, data = parts
+    check_name(name)
+    if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
+        raise FormatError(f"{what} id {hex_id!r} must be 8 lowercase hex digits")
+    raw = decode_base64(data, what)
+    if len(raw) != 33 or raw[0] != algorithm:
+        raise FormatError(f"{what} is not an Ed25519 key (want 0x{algorithm:02x} and 32 bytes)")
+    if key_id(name, raw[1:], algorithm) != int(hex_id, 16):
+        raise FormatError(f"{what} id {hex_id} does not match its key material")
+    return name, int(hex_id, 16), raw[1:]
 
 
 def decode_base64(text: str, what: str) -> bytes:
@@ -58,24 +83,7 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
-        text = text.strip()
-        parts = text.split("+", 2)
-        if len(parts) != 3:
-            raise FormatError(
-                f"verifier key {text!r} is not of the form origin+keyid+base64 "
-                "(the line `otel-audit keygen` printed)"
-            )
-        name, hex_id, data = parts
-        _check_name(name)
-        if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
-            raise FormatError(f"verifier key id {hex_id!r} must be 8 lowercase hex digits")
-        raw = decode_base64(data, "verifier key")
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise FormatError("verifier key is not an Ed25519 key (want 0x01 and 32 bytes)")
-        key = cls(name, int(hex_id, 16), raw[1:])
-        if key_id(name, key.public_key) != key.key_id:
-            raise FormatError(f"verifier key id {hex_id} does not match its key material")
-        return key
+        return cls(*parse_vkey(text, ALG_ED25519, "verifier key"))
 
     def serialize(self) -> str:
         data = base64.b64encode(bytes([ALG_ED25519]) + self.public_key).decode()
@@ -97,13 +105,13 @@ class SignerKey:
 
     @classmethod
     def generate(cls, name: str) -> SignerKey:
-        _check_name(name)
+        check_name(name)
         seed = Ed25519PrivateKey.generate().private_bytes_raw()
         return cls.from_seed(name, seed)
 
     @classmethod
     def from_seed(cls, name: str, seed: bytes) -> SignerKey:
-        _check_name(name)
+        check_name(name)
         public = Ed25519PrivateKey.from_private_bytes(seed).public_key()
         return cls(name, key_id(name, public.public_bytes(Encoding.Raw, PublicFormat.Raw)), seed)
 
@@ -114,7 +122,7 @@ class SignerKey:
         if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
             raise FormatError("signer key is not of the form PRIVATE+KEY+origin+keyid+base64")
         _, _, name, hex_id, data = parts
-        _check_name(name)
+        check_name(name)
         if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
             raise FormatError(f"signer key id {hex_id!r} must be 8 lowercase hex digits")
         raw = decode_base64(data, "signer key")
@@ -180,7 +188,7 @@ class SignedNote:
             if len(fields) != 2:
                 raise FormatError(f"malformed note: signature line {line!r}")
             name, blob = fields
-            _check_name(name)
+            check_name(name)
             raw = decode_base64(blob, "note signature")
             if len(raw) < 5:
                 raise FormatError("malformed note: signature too short")

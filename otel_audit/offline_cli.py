@@ -18,8 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .bundle import verify_bundle
+from .cosignature import CosignerKey
 from .errors import AuditError, ConfigError, ProofError
 from .note import SignerKey, VerifierKey
+from .witness_policy import Policy
+from .witnessed import witnessed
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 Command = Callable[[argparse.Namespace], int]
@@ -32,7 +35,13 @@ def env(name: str, default: str | None = None) -> str | None:
 
 def _keygen_arguments() -> argparse.ArgumentParser:
     keygen = argparse.ArgumentParser(add_help=False)
-    keygen.add_argument("--origin", required=True, help="the log's name, e.g. acme.example/audit")
+    whose = keygen.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--origin", help="the log's name, e.g. acme.example/audit")
+    whose.add_argument(
+        "--witness",
+        metavar="NAME",
+        help="make a witness's cosignature/v1 key instead, e.g. witness.acme.example/compliance",
+    )
     keygen.add_argument("--out", required=True, type=Path, help="signer key file to create (0600)")
     return keygen
 
@@ -47,6 +56,11 @@ def _verify_bundle_arguments() -> argparse.ArgumentParser:
         "(env OTEL_AUDIT_VERIFIER_KEY)",
     )
     bundle.add_argument("--json", action="store_true", help="print the report as JSON")
+    bundle.add_argument(
+        "--policy",
+        type=Path,
+        help="tlog-policy file: each checkpoint in the bundle must carry cosignatures meeting its quorum",
+    )
     return bundle
 
 
@@ -72,7 +86,7 @@ def add_verify_bundle_command(sub: argparse._SubParsersAction) -> None:
     bundle.set_defaults(run=cmd_verify_bundle)
 
 
-def write_key(path: Path, key: SignerKey) -> None:
+def write_key(path: Path, key: SignerKey | CosignerKey) -> None:
     """Create a signer key file readable by its owner only; never overwrite one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -91,8 +105,25 @@ def load_signer_key(path: Path) -> SignerKey:
     return SignerKey.parse(text)
 
 
+def load_cosigner_key(path: Path) -> CosignerKey:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read witness key {path}: {exc}") from None
+    return CosignerKey.parse(text)
+
+
+def load_policy(path: Path) -> Policy:
+    """A tlog-policy file (--witness-policy, --policy); ConfigError if it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read policy {path}: {exc}") from None
+    return Policy.parse(text)
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
-    key = SignerKey.generate(args.origin)
+    key = CosignerKey.generate(args.witness) if args.witness else SignerKey.generate(args.origin)
     write_key(args.out, key)
     print(key.verifier().serialize())
     return EXIT_OK
@@ -108,21 +139,56 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot read {args.bundle}: {exc.strerror}") from None
     report = verify_bundle(data, keys)
+    witness_lines, witness_failures = (
+        _bundle_witnesses(report.checkpoint_notes, load_policy(args.policy), keys)
+        if args.policy
+        else ([], [])
+    )
+    ok = report.ok and not witness_failures
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
-        return EXIT_OK if report.ok else EXIT_FAILED
+        extra = (
+            {"witnesses": witness_lines, "witness_failures": witness_failures, "ok": ok}
+            if args.policy
+            else {}
+        )
+        print(json.dumps({**report.as_dict(), **extra}, indent=2))
+        return EXIT_OK if ok else EXIT_FAILED
     signed = ", ".join(f"{o} at tree size {n}" for o, n in sorted(report.checkpoints.items())) or "none"
-    status = "OK" if report.ok else "FAILED"
+    status = "OK" if ok else "FAILED"
     proven = f"{report.records_verified} of {report.records} records proven"
     print(f"{status}: {proven} (signed checkpoints: {signed})")
     for origin, runs in sorted(report.ranges.items()):
         print(f"  {origin}: Seq " + ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in runs))
     for finding in report.findings:
         print(f"  {finding}")
+    for line in witness_lines:
+        print(line)
+    for failure in witness_failures:
+        print(f"  witness_quorum: {failure}")
     print("not covered by any proof:")
     for item in report.unproven:
         print(f"  {item}")
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _bundle_witnesses(
+    notes: dict[str, str], policy: Policy, keys: list[VerifierKey]
+) -> tuple[list[str], list[str]]:
+    """(report lines, failures): each checkpoint relied on must meet the policy's quorum."""
+    lines, failures = [f"witness quorum: {policy.describe_quorum()}"], []
+    for origin, text in sorted(notes.items()):
+        try:
+            seen = witnessed(text, policy, tuple(keys))
+        except AuditError as exc:
+            failures.append(f"checkpoint of {origin}: {exc}")
+            continue
+        lines.append(f"witnessed: {origin} {seen.describe()}")
+        if not seen.quorum_met:
+            failures.append(
+                f"checkpoint of {origin} at tree size {seen.checkpoint.tree_size} does not meet the "
+                f"quorum ({policy.describe_quorum()})"
+            )
+    return lines, failures
 
 
 def run_command(args: argparse.Namespace) -> int:

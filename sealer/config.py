@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from otel_audit.witness_policy import Policy
+
 from .auth import TlsFiles
 from .disk import DEFAULT_MIN_FREE_BYTES
 from .journal import Keep
@@ -31,3 +33,5 @@ class ServeConfig:
     journal_dir: Path | None = None  # the durable copy of acknowledged records (sealer/journal.py)
     journal_keep: Keep = field(default_factory=Keep)
     min_free_disk_bytes: int = DEFAULT_MIN_FREE_BYTES  # embedded: refuse records below (sealer/disk.py)
+    witness_policy: Policy | None = None  # tlog-policy: witnesses to ask for cosignatures
+    witness_interval: float = 60.0  # seconds between add-checkpoint rounds (sealer/witness_client.py)

@@ -62,6 +62,12 @@ class SealerMetrics:
         self.producer_duplicates = Counter(
             "otel_audit_producer_events_repeated", "Producer events received again (retries)", registry=r
         )
+        self.witness_cosigned_size = Gauge(
+            "otel_audit_witness_cosigned_tree_size",
+            "Newest tree size each witness of --witness-policy cosigned",
+            ["witness"],
+            registry=r,
+        )
         self._last_checkpoint = 0.0
         self.checkpoint_age.set_function(
             lambda: time.monotonic() - self._last_checkpoint if self._last_checkpoint else float("nan")

@@ -14,14 +14,15 @@ Start order:
   3. the disk guard, the published log, the checkpointer and the pipeline are built;
   4. the checkpointer anchors and signs what was recovered at once (so a crash loop never
      leaves acknowledged records unsigned for long);
-  5. the pipeline, then the checkpointer's timer;
+  5. the pipeline, then the checkpointer's timer, then the witness client's (if a policy);
   6. the receivers (gRPC, HTTP), the local read API (embedded stores only), then the metrics
      and health endpoints.
 Stop order, the reverse:
   1. health, the read API and the receivers stop; receivers finish in-flight Export calls
      (grace period); then the sealing workers stop;
   2. the pipeline commits everything still queued, then stops;
-  3. the checkpointer stops its timer and signs a final checkpoint of the whole log;
+  3. the checkpointer stops its timer and signs a final checkpoint of the whole log; the
+     witness client stops its timer and sends that checkpoint to the witnesses;
   4. the journal and the store are closed.
 """
 
@@ -49,6 +50,7 @@ from .producer_gaps import ProducerTracker
 from .publisher import PublishedLog
 from .read_api import ReadApi, socket_path
 from .recovery import recover
+from .witness_client import WitnessClient
 from .workers import Workers
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class SealerService:
         self.health: HealthServer | None = None
         self.read_api: ReadApi | None = None
         self.disk: DiskGuard | None = None
+        self.witnesses: WitnessClient | None = None
 
     def start(self) -> None:
         config = self.config
@@ -130,6 +133,17 @@ class SealerService:
             log.error("could not sign a checkpoint over the recovered log (the timer retries): %s", exc)
         pipeline.start()
         self.checkpointer.start()
+        if config.witness_policy is not None:
+            gauge = metrics.witness_cosigned_size
+            self.witnesses = WitnessClient(
+                store,
+                origin,
+                config.witness_policy,
+                config.anchor_dir,
+                config.witness_interval,
+                on_cosigned=lambda name, size: gauge.labels(witness=name).set(size),
+            )
+            self.witnesses.start()
         self.grpc = GrpcReceiver(
             self.pipeline,
             config.grpc_address,
@@ -191,6 +205,7 @@ class SealerService:
             "problem": problem,
             "store_free_bytes": None if disk is None else disk.free_bytes,
             "min_free_disk_bytes": None if disk is None else disk.min_free_bytes,
+            "witnesses": None if self.witnesses is None else dict(self.witnesses.cosigned),
         }
 
     def stop(self) -> None:
@@ -209,6 +224,8 @@ class SealerService:
                 self.pipeline.stop()
             if self.checkpointer is not None:
                 self.checkpointer.stop()  # may raise if the store is down: no final checkpoint
+            if self.witnesses is not None:
+                self.witnesses.stop()  # the final checkpoint to the witnesses
         finally:
             if self.journal is not None:
                 self.journal.close()

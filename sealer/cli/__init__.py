@@ -6,7 +6,7 @@ operational error.
 
 It sits above everything it calls, one module per group of commands: `service` (serve,
 token), `maintenance` (migrate, restore), `verify`, `reads` (search, export, proof,
-consistency, archive, status, query) and `options` (what they share). `keygen` and
+consistency, archive, status, query), `witness` (witness serve) and `options` (what they share). `keygen` and
 `verify-bundle` come from the offline verifier's command line (otel_audit/offline_cli.py),
 which an examiner runs without the engine or the server.
 """
@@ -23,6 +23,7 @@ from .options import PRIVATE_UMASK, clustered_options, located_options
 from .reads import add_read_commands
 from .service import add_serve_command, add_token_command
 from .verify import add_verify_command
+from .witness import add_witness_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_migrate_command(sub, located, clustered)
     add_read_commands(sub, located)
     add_verify_bundle_command(sub)
+    add_witness_command(sub)
     return parser
 
 

@@ -16,10 +16,12 @@ from urllib.parse import quote
 
 from backend.read_commands import Result, run
 from backend.store import Store
+from backend.witness_report import notes_of
 from otel_audit.bundle import verify_bundle
 from otel_audit.errors import ConfigError
 from otel_audit.note import VerifierKey
-from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env
+from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env, load_policy
+from otel_audit.witnessed import newest_witnessed
 from sealer.read_api import call, socket_path
 
 from .options import default_anchor_dir, default_store
@@ -59,6 +61,12 @@ def add_read_commands(sub: argparse._SubParsersAction, located: argparse.Argumen
         "export", parents=[located, filters, keyed], help="write an offline-verifiable evidence bundle"
     )
     export.add_argument("--out", type=Path, required=True, help="the bundle file to create (a zip)")
+    export.add_argument(
+        "--policy",
+        type=Path,
+        help="tlog-policy file: prove against the newest checkpoint whose cosignatures (from the "
+        "anchor directory) meet its quorum, and carry them in the bundle",
+    )
 
     proof = sub.add_parser(
         "proof", parents=[located, keyed], help="C2SP tlog-proof of one record against the newest checkpoint"
@@ -149,12 +157,30 @@ def _read_params(args: argparse.Namespace) -> dict[str, object]:
     if args.command == "query":
         limits = {name: getattr(args, f"limit_{name}") for name in QUERY_LIMITS}
         params["limits"] = {name: value for name, value in limits.items() if value is not None}
+    if args.command == "export" and args.policy is not None:
+        params["witnessed"] = _witnessed(args, keys)
     if args.command == "status":
         anchor_dir = args.anchor_dir or (
             Path(default_anchor_dir()) if Path(default_anchor_dir()).is_dir() else None
         )
         params["anchor_dir"] = str(Path(anchor_dir).resolve()) if anchor_dir else None
     return params
+
+
+def _witnessed(args: argparse.Namespace, keys: list[str]) -> dict[str, str]:
+    """Origin -> the newest cosigned note meeting the policy's quorum, for `export --policy`."""
+    policy = load_policy(args.policy)
+    anchor_dir = args.anchor_dir or Path(default_anchor_dir())
+    found = {}
+    for text in keys:
+        key = VerifierKey.parse(text)
+        best, _ = newest_witnessed(notes_of(anchor_dir, key.name), policy, (key,))
+        if best is None:
+            raise ConfigError(
+                f"no checkpoint of {key.name} in {anchor_dir} meets the quorum of {args.policy}"
+            )
+        found[key.name] = best.text
+    return found
 
 
 def _run_read(dsn: str, command: str, params: dict[str, object]) -> Result:

@@ -13,7 +13,7 @@ from pathlib import Path
 from backend.store import redact
 from otel_audit.errors import ConfigError
 from otel_audit.note import SignerKey
-from otel_audit.offline_cli import EXIT_OK, env, load_signer_key, write_key
+from otel_audit.offline_cli import EXIT_OK, env, load_policy, load_signer_key, write_key
 from sealer.auth import TlsFiles, add_token
 from sealer.config import ServeConfig
 from sealer.disk import DEFAULT_MIN_FREE_BYTES, format_size, parse_size
@@ -21,7 +21,13 @@ from sealer.http_receiver import PATH
 from sealer.journal import Keep
 from sealer.service import SealerService
 
-from .options import DATA_DIR, DEFAULT_ORIGIN, default_anchor_dir, default_journal_dir, default_store
+from .options import (
+    DATA_DIR,
+    DEFAULT_ORIGIN,
+    default_anchor_dir,
+    default_journal_dir,
+    default_store,
+)
 
 
 def _usable_cores() -> int:
@@ -147,6 +153,19 @@ def add_serve_command(
         help="keep journal segments a checkpoint signs for this long (7d, 12h) and/or delete them "
         "oldest first above a size (20GiB) (env OTEL_AUDIT_JOURNAL_KEEP; default 7d,20GiB)",
     )
+    serve.add_argument(
+        "--witness-policy",
+        type=Path,
+        default=env("WITNESS_POLICY"),
+        help="tlog-policy file naming the witnesses (with URLs) to ask for cosignatures "
+        "(env OTEL_AUDIT_WITNESS_POLICY)",
+    )
+    serve.add_argument(
+        "--witness-interval",
+        type=float,
+        default=env("WITNESS_INTERVAL", "60"),
+        help="seconds between add-checkpoint rounds to the witnesses (env OTEL_AUDIT_WITNESS_INTERVAL)",
+    )
     serve.set_defaults(run=cmd_serve)
 
 
@@ -175,6 +194,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.key is None and not key_path.exists():
         write_key(key_path, SignerKey.generate(args.origin))
         print(f"created signer key {key_path.resolve()}", file=sys.stderr, flush=True)
+    if args.witness_interval <= 0:
+        raise ConfigError("--witness-interval must be a positive number of seconds")
+    witness_policy = load_policy(args.witness_policy) if args.witness_policy else None
     journal_keep = Keep.parse(args.journal_keep) if args.journal_keep else Keep()
     journal = args.journal or default_journal_dir()
     key = load_signer_key(key_path)
@@ -197,6 +219,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         journal_dir=None if journal.lower() in ("off", "none") else Path(journal).resolve(),
         journal_keep=journal_keep,
         min_free_disk_bytes=min_free,
+        witness_policy=witness_policy,
+        witness_interval=args.witness_interval,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from backend.log_verifier import verify_origin
 from backend.migrations import check_readable
 from backend.partitions import DEFAULT_RETENTION_YEARS
 from backend.producer_report import producer_report
 from backend.store import Store, redact
+from backend.witness_report import check_witnessed, notes_of
 from otel_audit.errors import ConfigError
-from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env
+from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env, load_policy
+from sealer.witness_client import ask_witnesses
 
 from .options import default_store, key_and_anchors
 
@@ -39,10 +42,25 @@ def add_verify_command(sub: argparse._SubParsersAction, located: argparse.Argume
         "compare its columns, instead of checking the signed column commitments "
         "(slower; does not rely on the engine's hashing)",
     )
+    verify.add_argument(
+        "--policy",
+        type=Path,
+        default=env("WITNESS_POLICY"),
+        help="tlog-policy file: the newest checkpoint relied on must carry cosignatures meeting "
+        "its quorum (env OTEL_AUDIT_WITNESS_POLICY)",
+    )
+    verify.add_argument(
+        "--ask-witnesses",
+        action="store_true",
+        help="with --policy: also show the store's newest checkpoint to each witness with a URL; "
+        "one that holds a tree this log does not extend refuses it (an integrity failure)",
+    )
     verify.set_defaults(run=cmd_verify)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.ask_witnesses and not args.policy:
+        raise ConfigError("--ask-witnesses needs --policy (the witnesses and their URLs)")
     key, anchor_dir = key_and_anchors(args)
     dsn = args.store or default_store()
     store = Store.open(dsn)
@@ -53,12 +71,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = verify_origin(store, key, anchor_dir, deep=args.deep, retention_years=args.retention_years)
         origins = store.origins() if report.records == 0 else []
         producers = producer_report(store, key.name)
+        witnesses = (
+            check_witnessed(
+                store, key, load_policy(args.policy), notes_of(anchor_dir, key.name), report.signed_size
+            )
+            if args.policy
+            else None
+        )
+        if witnesses is not None and args.ask_witnesses:
+            refused, asked = ask_witnesses(store, key.name, load_policy(args.policy))
+            witnesses.findings += refused
+            witnesses.notes += asked
     finally:
         store.close()
+    ok = report.ok and (witnesses is None or not witnesses.findings)
     if args.json:
-        print(json.dumps({**report.as_dict(), "producers": producers.as_dict()}, indent=2))
+        extra = {} if witnesses is None else {"witnesses": witnesses.as_dict(), "ok": ok}
+        print(json.dumps({**report.as_dict(), "producers": producers.as_dict(), **extra}, indent=2))
     else:
-        status = "OK" if report.ok else "FAILED"
+        status = "OK" if ok else "FAILED"
         print(
             f"{status}: log {report.origin} ({report.mode}): {report.records} records, "
             f"{report.checkpoints_verified} checkpoints and {report.anchors_verified} anchors "
@@ -86,4 +117,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  ... and {report.findings_dropped} more findings")
         for line in producers.lines():  # what reached the log, not whether it was altered
             print(f"warning: {line}")
-    return EXIT_OK if report.ok else EXIT_FAILED
+        if witnesses is not None:
+            for line in witnesses.lines():
+                print(line)
+            for finding in witnesses.findings:
+                print(f"  {finding}")
+    return EXIT_OK if ok else EXIT_FAILED
