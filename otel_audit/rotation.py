@@ -137,7 +137,7 @@ def follow_keys(notes: Iterable[str], trusted: Sequence[VerifierKey]) -> KeyHist
             took_over.setdefault(key, size)
         newest = max(signers, key=lambda k: took_over[k])
         successors = [k for k, since in took_over.items() if since > took_over[newest] and since < size]
-        if successors:
+        if successors and size > previous_size:
             first = min(successors, key=lambda k: took_over[k])
             late.append(
                 LateSignature(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from backend.log_verifier import verify_origin
 from backend.migrations import check_readable
@@ -11,18 +12,20 @@ from backend.partitions import DEFAULT_RETENTION_YEARS
 from backend.producer_report import producer_report
 from backend.store import Store, redact
 from otel_audit.errors import ConfigError
-from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env
+from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, TRUST_HELP, env
 
-from .options import default_store, key_and_anchors
+from .options import default_store, keys_and_anchors
 
 
 def add_verify_command(sub: argparse._SubParsersAction, located: argparse.ArgumentParser) -> None:
     verify = sub.add_parser("verify", parents=[located], help="verify a log in the store")
     verify.add_argument(
         "--key",
-        default=env("VERIFIER_KEY"),
-        help="verifier key origin+keyid+base64 (env OTEL_AUDIT_VERIFIER_KEY)",
+        action="append",
+        help="verifier key origin+keyid+base64 (env OTEL_AUDIT_VERIFIER_KEY); repeat for the log's "
+        "keys before and after a rotation",
     )
+    verify.add_argument("--trust", type=Path, help=TRUST_HELP)
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument(
         "--retention-years",
@@ -43,14 +46,16 @@ def add_verify_command(sub: argparse._SubParsersAction, located: argparse.Argume
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    key, anchor_dir = key_and_anchors(args)
+    key, more_keys, anchor_dir = keys_and_anchors(args)
     dsn = args.store or default_store()
     store = Store.open(dsn)
     try:
         if not store.has_schema():
             raise ConfigError(f"store {redact(dsn)} holds no otel-audit log; check --store")
         check_readable(store)
-        report = verify_origin(store, key, anchor_dir, deep=args.deep, retention_years=args.retention_years)
+        report = verify_origin(
+            store, key, anchor_dir, deep=args.deep, retention_years=args.retention_years, more_keys=more_keys
+        )
         origins = store.origins() if report.records == 0 else []
         producers = producer_report(store, key.name)
     finally:
