@@ -66,7 +66,7 @@ def trusted_keys(texts: list[str] | None, trust: Path | None) -> list[VerifierKe
 def _keygen_arguments() -> argparse.ArgumentParser:
     keygen = argparse.ArgumentParser(add_help=False)
     keygen.add_argument("--origin", required=True, help="the log's name, e.g. acme.example/audit")
-    keygen.add_argument("--out", required=True, type=Path, help="signer key file to create (0600)")
+    keygen.add_argument("--out", type=Path, help="signer key file to create (0600); required")
     return keygen
 
 
@@ -126,6 +126,8 @@ def load_signer_key(path: Path) -> SignerKey:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.out is None:
+        raise ConfigError("--out is required: the signer key file to create")
     key = SignerKey.generate(args.origin)
     write_key(args.out, key)
     print(key.verifier().serialize())

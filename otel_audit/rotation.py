@@ -115,45 +115,50 @@ def follow_keys(notes: Iterable[str], trusted: Sequence[VerifierKey]) -> KeyHist
     late: list[LateSignature] = []
     previous_size = 0
     for size in sorted(by_size):
-        signers: set[VerifierKey] = set()
+        per_note: list[set[VerifierKey]] = []  # judged one by one: an anchor may differ from the store
         for text in by_size[size]:
             try:
                 opened = open_checkpoint(text, *known)
             except AuditError:
                 continue
-            signers.update(opened.verified_by)
+            signers = set(opened.verified_by)
             successor = announced_key(opened.checkpoint)
             if successor is not None and successor not in known:
                 try:
                     open_checkpoint(text, successor)  # the successor signed its own handover
                 except AuditError:
-                    continue
-                known.append(successor)
-                learned.append(successor)
-                signers.add(successor)
-        if not signers:
+                    successor = None
+                if successor is not None:
+                    known.append(successor)
+                    learned.append(successor)
+                    signers.add(successor)
+            per_note.append(signers)
+        everyone = set().union(*per_note)
+        if not everyone or size <= previous_size:
             continue
-        for key in sorted(signers, key=key_label):
+        for key in sorted(everyone, key=key_label):
             took_over.setdefault(key, size)
-        newest = max(signers, key=lambda k: took_over[k])
-        successors = [k for k, since in took_over.items() if since > took_over[newest] and since < size]
-        if successors and size > previous_size:
-            first = min(successors, key=lambda k: took_over[k])
-            late.append(
-                LateSignature(
-                    size,
-                    previous_size,
-                    size - 1,
-                    tuple(sorted(key_label(k) for k in signers)),
-                    key_label(first),
-                    took_over[first],
-                )
-            )
-        if size > previous_size:
-            for key in signers:
-                ranges.append(KeyRange(key_label(key), previous_size, size - 1))
-            previous_size = size
+        for signers in per_note:
+            late_note = _late(signers, took_over, size, previous_size)
+            if late_note is not None:
+                late.append(late_note)
+        ranges.extend(KeyRange(key_label(key), previous_size, size - 1) for key in everyone)
+        previous_size = size
     return KeyHistory(tuple(known), tuple(learned), _merge(ranges), tuple(late))
+
+
+def _late(
+    signers: set[VerifierKey], took_over: dict[VerifierKey, int], size: int, previous_size: int
+) -> LateSignature | None:
+    """The note signed by `signers` at `size` is late if a key took over after all of them,
+    at a smaller tree size."""
+    newest = max(took_over[k] for k in signers)
+    successors = [k for k, since in took_over.items() if newest < since < size]
+    if not successors:
+        return None
+    first = min(successors, key=lambda k: took_over[k])
+    by = tuple(sorted(key_label(k) for k in signers))
+    return LateSignature(size, previous_size, size - 1, by, key_label(first), took_over[first])
 
 
 def _merge(ranges: list[KeyRange]) -> tuple[KeyRange, ...]:

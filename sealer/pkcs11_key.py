@@ -30,7 +30,7 @@ from pkcs11.exceptions import PKCS11Error
 from pkcs11.types import PrivateKey, SignMixin, Token
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from otel_audit.errors import ConfigError
+from otel_audit.errors import ConfigError, FormatError
 from otel_audit.note import VerifierKey, key_id
 
 SCHEME = "pkcs11:"
@@ -268,7 +268,11 @@ class Pkcs11Signer:
         except ConfigError:
             self._session.close()
             raise
-        self._verifier = VerifierKey(name, key_id(name, public), public)
+        try:  # the round trip checks the name as a key name (no '+', no spaces)
+            self._verifier = VerifierKey.parse(VerifierKey(name, key_id(name, public), public).serialize())
+        except FormatError:
+            self._session.close()
+            raise
         if not self._verifier.verify(b"otel-audit key check", self.sign(b"otel-audit key check")):
             self._session.close()
             raise ConfigError(f"PKCS#11 key {uri.describe()}: its signature does not match its public key")
