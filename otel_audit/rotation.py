@@ -107,7 +107,9 @@ def follow_keys(notes: Iterable[str], trusted: Sequence[VerifierKey]) -> KeyHist
             size = read_unverified(text).checkpoint.tree_size
         except AuditError:
             continue
-        by_size.setdefault(size, []).append(text)
+        same_size = by_size.setdefault(size, [])
+        if text not in same_size:  # the store, an anchor and `latest` often hold one note
+            same_size.append(text)
     known = list(dict.fromkeys(trusted))
     learned: list[VerifierKey] = []
     took_over: dict[VerifierKey, int] = {}  # key -> tree size of its first checkpoint
