@@ -55,7 +55,7 @@ def verify_origin(
     the missing rows are reported like any other deletion.
     """
     count, low, high = store.seq_range(key.name)
-    start = _after_expiry(store, key, low, retention_years, now_ns) if count and low > 0 else None
+    start = _after_expiry(store, key, low, retention_years, now_ns, more_keys) if count and low > 0 else None
     start_seq, start_chain = (start[0].tree_size, start[0].chain_head) if start else (0, CHAIN_START)
 
     def verifier() -> LogVerifier:
@@ -75,14 +75,19 @@ def verify_origin(
 
 
 def _after_expiry(
-    store: Store, key: VerifierKey, first_seq: int, retention_years: float, now_ns: int | None
+    store: Store,
+    key: VerifierKey,
+    first_seq: int,
+    retention_years: float,
+    now_ns: int | None,
+    more_keys: Sequence[VerifierKey] = (),
 ) -> tuple[Checkpoint, bytes] | None:
     """The signed checkpoint at Seq `first_seq` if the rows before it expired under retention."""
     stored = store.checkpoint_at(key.name, first_seq)
     if stored is None:
         return None
     try:
-        checkpoint = open_checkpoint(stored.note, key).checkpoint
+        checkpoint = open_checkpoint(stored.note, key, *more_keys).checkpoint
         tree = CompactRange.from_bytes(stored.tree_size, stored.compact_range)
     except AuditError:
         return None

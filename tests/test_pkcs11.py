@@ -31,6 +31,7 @@ from sealer.signing import load_signer
 
 from .conftest import run_cli, start_sealer
 from .producers import send_audit_events
+from .test_note import NOTE, SKEY, TEXT, VKEY
 
 ORIGIN = "hsm.example/audit"
 PIN, SO_PIN = "246810", "13579111"
@@ -156,6 +157,17 @@ def test_hsm_key_signs_the_same_note_as_the_key_file(token: Token) -> None:
     by_hsm = SignedNote.sign(text, hsm).serialize()
     assert by_hsm == SignedNote.sign(text, file_key).serialize()  # Ed25519 is deterministic
     SignedNote.parse(by_hsm).verify(VerifierKey.parse(file_key.verifier().serialize()))
+    hsm.close()
+
+
+def test_hsm_key_reproduces_the_published_go_note(token: Token) -> None:
+    """The example key of Go's sumdb/note, imported into the token, signs its example note
+    byte for byte (the published vector, no Go toolchain needed)."""
+    _import_seed(token, "peter", SignerKey.parse(SKEY))
+    hsm = load_signer(token.uri("peter"), "PeterNeumann")
+    assert hsm.verifier().serialize() == VKEY
+    assert SignedNote.sign(TEXT, hsm).serialize() == NOTE
+    assert isinstance(hsm, Pkcs11Signer)
     hsm.close()
 
 
