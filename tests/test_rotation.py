@@ -164,3 +164,19 @@ def test_verify_bundle_takes_the_old_and_new_keys_and_names_the_signer(tmp_path:
     assert "signed_by" not in json.loads(single.stdout)  # one key per log: the report as before
     stale = run_cli("verify-bundle", str(bundle), "--key", old.verifier().serialize())
     assert stale.returncode == 1  # a bundle holds no handover: the old key alone cannot vouch for it
+
+
+@pytest.mark.integration
+def test_serve_refuses_a_retired_key_alone_and_a_previous_key_of_another_log(tmp_path: Path) -> None:
+    sealer, _, _ = _rotated(tmp_path)
+    flags = ["--store", sealer.store, "--anchor-dir", str(sealer.anchor_dir), "--grpc", "127.0.0.1:0"]
+    flags += ["--http", "off", "--metrics", "off", "--journal", "off"]
+    retired = run_cli("serve", *flags, "--key", str(tmp_path / "old.key"), cwd=tmp_path)
+    assert retired.returncode == 2 and "--previous-key" in retired.stderr, retired.stderr
+    other = tmp_path / "other.key"
+    other.write_text(SignerKey.generate("other.example/audit").serialize() + "\n")
+    for previous, match in ((other, "another key of the same log"), (tmp_path / "new.key", "another key")):
+        refused = run_cli(
+            "serve", *flags, "--key", str(tmp_path / "new.key"), "--previous-key", str(previous), cwd=tmp_path
+        )
+        assert refused.returncode == 2 and match in refused.stderr, refused.stderr
