@@ -4,7 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: serve test bench
+.PHONY: serve test bench softhsm
+
+# SoftHSM2 (Debian's softhsm2), the PKCS#11 token tests/test_pkcs11.py signs with. Installed
+# here when missing and we are root (as in CI); a no-op when present or when not root (then
+# install it yourself: sudo apt-get install softhsm2, or the tests say why they skip).
+SOFTHSM := /usr/lib/softhsm/libsofthsm2.so
+
+softhsm:
+	@if [ ! -e $(SOFTHSM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		(apt-get install -y -q softhsm2 || (apt-get update -q && apt-get install -y -q softhsm2)) > /dev/null \
+			|| echo "softhsm2 could not be installed: tests/test_pkcs11.py will skip and say why"; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +39,7 @@ $(VENV)/bin/helm: | $(VENV)/.installed
 serve: $(VENV)/.installed
 	$(VENV)/bin/otel-audit serve $(ARGS)
 
-test: $(VENV)/.installed $(VENV)/bin/helm
+test: $(VENV)/.installed $(VENV)/bin/helm softhsm
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy otel_audit backend sealer

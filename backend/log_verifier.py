@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from otel_audit.anchors import read_anchors
@@ -19,6 +20,7 @@ from otel_audit.checkpoint import Checkpoint, open_checkpoint
 from otel_audit.errors import AuditError
 from otel_audit.merkle import CompactRange
 from otel_audit.note import VerifierKey
+from otel_audit.rotation import follow_keys
 from otel_audit.verify import LogVerifier, Report
 
 from .partitions import DEFAULT_RETENTION_YEARS
@@ -38,8 +40,14 @@ def verify_origin(
     deep: bool = False,
     retention_years: float = DEFAULT_RETENTION_YEARS,
     now_ns: int | None = None,
+    more_keys: Sequence[VerifierKey] = (),
 ) -> Report:
     """Verify the log whose origin is the key's name, against the store and the anchors.
+
+    `more_keys`: other keys of the same log (`verify --key` repeated, `--trust`); with them,
+    or with a key the log itself hands over to (otel_audit/rotation.py), the report says which
+    key signed which Seq range, and a checkpoint signed by an old key after its successor
+    took over is a `signature` finding.
 
     A log whose oldest months were removed is verified from the signed checkpoint at the
     boundary if, and only if, those months are older than `retention_years` (the verifier's
@@ -47,11 +55,11 @@ def verify_origin(
     the missing rows are reported like any other deletion.
     """
     count, low, high = store.seq_range(key.name)
-    start = _after_expiry(store, key, low, retention_years, now_ns) if count and low > 0 else None
+    start = _after_expiry(store, key, low, retention_years, now_ns, more_keys) if count and low > 0 else None
     start_seq, start_chain = (start[0].tree_size, start[0].chain_head) if start else (0, CHAIN_START)
 
     def verifier() -> LogVerifier:
-        made = _verifier(store, key, anchor_dir)
+        made = _verifier(store, key, anchor_dir, more_keys)
         if start is not None and not made.start_after_expiry(*start):
             raise AssertionError("unreachable: the boundary checkpoint was checked already")
         return made
@@ -67,14 +75,19 @@ def verify_origin(
 
 
 def _after_expiry(
-    store: Store, key: VerifierKey, first_seq: int, retention_years: float, now_ns: int | None
+    store: Store,
+    key: VerifierKey,
+    first_seq: int,
+    retention_years: float,
+    now_ns: int | None,
+    more_keys: Sequence[VerifierKey] = (),
 ) -> tuple[Checkpoint, bytes] | None:
     """The signed checkpoint at Seq `first_seq` if the rows before it expired under retention."""
     stored = store.checkpoint_at(key.name, first_seq)
     if stored is None:
         return None
     try:
-        checkpoint = open_checkpoint(stored.note, key).checkpoint
+        checkpoint = open_checkpoint(stored.note, key, *more_keys).checkpoint
         tree = CompactRange.from_bytes(stored.tree_size, stored.compact_range)
     except AuditError:
         return None
@@ -141,16 +154,24 @@ def _seq_follows(seq: int, previous: int | None, first: int = 0) -> bool:
     return seq == first if previous is None else seq == previous + 1
 
 
-def _verifier(store: Store, key: VerifierKey, anchor_dir: Path | None) -> LogVerifier:
-    verifier = LogVerifier(key.name, key)
-    for cp in store.checkpoints(key.name):
+def _verifier(
+    store: Store, key: VerifierKey, anchor_dir: Path | None, more_keys: Sequence[VerifierKey] = ()
+) -> LogVerifier:
+    stored = store.checkpoints(key.name)
+    anchors, problems = (
+        ([], []) if anchor_dir is None or not anchor_dir.is_dir() else read_anchors(anchor_dir, key.name)
+    )
+    history = follow_keys([cp.note for cp in stored] + [a.text for a in anchors], [key, *more_keys])
+    verifier = LogVerifier(key.name, *history.keys)
+    if len(history.keys) > 1:  # one key: the report stays as it always was
+        verifier.add_key_history(history)
+    for cp in stored:
         verifier.add_stored_checkpoint(cp.tree_size, cp.root_hash, cp.chain_head, cp.note, cp.compact_range)
     if anchor_dir is None:
         verifier.anchors_absent("no anchor directory was given")
     elif not anchor_dir.is_dir():
         verifier.anchors_absent(f"the anchor directory {anchor_dir} does not exist")
     else:
-        anchors, problems = read_anchors(anchor_dir, key.name)
         if not anchors:
             verifier.anchors_absent(f"the anchor directory {anchor_dir} holds no anchor of {key.name}")
         for anchor in anchors:

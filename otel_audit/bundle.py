@@ -325,6 +325,9 @@ class BundleReport:
     checkpoints: dict[str, int] = field(default_factory=dict)  # origin -> signed tree size
     checkpoint_notes: dict[str, str] = field(default_factory=dict)  # origin -> its note, as verified
     ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # origin -> proven Seq runs
+    # origin -> the trusted keys (name+keyid) that signed its checkpoint, for logs given
+    # several keys (a rotation); empty when each log has one key, so that report is unchanged
+    signed_by: dict[str, list[str]] = field(default_factory=dict)
     findings: list[BundleFinding] = field(default_factory=list)
     unproven: list[str] = field(default_factory=list)
 
@@ -339,6 +342,7 @@ class BundleReport:
             "records_verified": self.records_verified,
             "checkpoints": self.checkpoints,
             "ranges": self.ranges,
+            **({"signed_by": self.signed_by} if self.signed_by else {}),
             "findings": [{"kind": f.kind, "where": f.where, "message": f.message} for f in self.findings],
             "unproven": self.unproven,
         }
@@ -569,10 +573,12 @@ def _verify(reader: _Reader, trusted: Sequence[VerifierKey]) -> None:
     if manifest is None:
         reader.read_the_rest()
         return
-    keys = {k.name: k for k in trusted}
-    _check_keys(reader, trusted)
+    keys: dict[str, list[VerifierKey]] = {}
+    for key in trusted:
+        keys.setdefault(key.name, []).append(key)
+    _check_keys(reader, keys)
     checkpoints = _checkpoints(reader, manifest, keys)
-    decoded = [_check_record(reader, item, checkpoints, keys) for item in manifest.records]
+    decoded = [_check_record(reader, item, checkpoints) for item in manifest.records]
     report.records = len(decoded)
     report.records_verified = sum(d is not None for d in decoded)
     proven = sorted((r.origin, r.seq) for r, d in zip(manifest.records, decoded) if d is not None)
@@ -623,43 +629,50 @@ def _query(reader: _Reader) -> dict:
     return query if isinstance(query, dict) else {}
 
 
-def _check_keys(reader: _Reader, trusted: Sequence[VerifierKey]) -> None:
+def _check_keys(reader: _Reader, keys: Mapping[str, Sequence[VerifierKey]]) -> None:
+    """Each log's trusted key (one of them, for a log given its old and new keys) is listed."""
     text = reader.text(KEYS, "key") or ""
     listed = {line.strip() for line in text.splitlines() if line.strip()}
-    for key in trusted:
-        if key.serialize() not in listed:
+    for of_log in keys.values():
+        if not any(key.serialize() in listed for key in of_log):
+            wanted = " or ".join(key.serialize() for key in of_log)
             reader.report.findings.append(
-                BundleFinding("key", KEYS, f"does not list the key you trust ({key.serialize()})")
+                BundleFinding("key", KEYS, f"does not list the key you trust ({wanted})")
             )
 
 
-def _checkpoints(reader: _Reader, manifest: Manifest, keys: Mapping[str, VerifierKey]) -> dict[str, str]:
-    """Origin -> note text of each checkpoint that is validly signed by a trusted key."""
+def _checkpoints(
+    reader: _Reader, manifest: Manifest, keys: Mapping[str, Sequence[VerifierKey]]
+) -> dict[str, tuple[str, VerifierKey]]:
+    """Origin -> note text of each checkpoint that is validly signed by a trusted key, and
+    that key."""
     good = {}
     for origin in manifest.origins:
         name = checkpoint_path(origin)
         note_text = reader.text(name, "checkpoint")
         if note_text is None:
             continue
-        key = keys.get(origin)
-        if key is None:
+        of_log = keys.get(origin)
+        if not of_log:
             reader.report.findings.append(
                 BundleFinding("key", name, f"no trusted key given for log {origin!r}; pass its --key")
             )
             continue
-        try:  # the key's name is `origin`, so the checkpoint opened is of this log
-            checkpoint = open_checkpoint(note_text, key).checkpoint
+        try:  # the keys' name is `origin`, so the checkpoint opened is of this log
+            opened = open_checkpoint(note_text, *of_log)
         except AuditError as exc:
             reader.report.findings.append(BundleFinding("checkpoint", name, str(exc)))
             continue
-        good[origin] = note_text
-        reader.report.checkpoints[origin] = checkpoint.tree_size
+        good[origin] = (note_text, opened.verified_by[0])
+        reader.report.checkpoints[origin] = opened.checkpoint.tree_size
         reader.report.checkpoint_notes[origin] = note_text  # may carry witness cosignatures
+        if len(of_log) > 1:
+            reader.report.signed_by[origin] = [f"{k.name}+{k.key_id:08x}" for k in opened.verified_by]
     return good
 
 
 def _check_record(
-    reader: _Reader, item: ManifestRecord, checkpoints: Mapping[str, str], keys: Mapping[str, VerifierKey]
+    reader: _Reader, item: ManifestRecord, checkpoints: Mapping[str, tuple[str, VerifierKey]]
 ) -> dict[str, object] | None:
     origin, seq = item.origin, item.seq
     where = f"{origin} Seq {seq}"
@@ -687,9 +700,10 @@ def _check_record(
         proof = TlogProof.parse(proof_text)
         if proof.index != seq:
             raise AuditError(f"the proof is for index {proof.index}")
-        if proof.checkpoint_note != checkpoints[origin]:
+        note_text, key = checkpoints[origin]
+        if proof.checkpoint_note != note_text:
             raise AuditError(f"the proof's checkpoint differs from {checkpoint_path(origin)}")
-        proof.verify(leaf, keys[origin])
+        proof.verify(leaf, key)
     except AuditError as exc:
         findings.append(BundleFinding("proof", where, str(exc)))
         return None

@@ -19,6 +19,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -97,8 +98,26 @@ class VerifierKey:
         return True
 
 
+class Signer(Protocol):
+    """What signs notes: a key file (SignerKey) or a key that never leaves an HSM
+    (sealer/pkcs11_key.py). The note format only needs the key's name, its id, its public key
+    (as a VerifierKey) and an Ed25519 signature over the message, so both make the same notes."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key_id(self) -> int: ...
+
+    def verifier(self) -> VerifierKey: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class SignerKey:
+    """An Ed25519 signer key held in a file (a Signer)."""
+
     name: str
     key_id: int
     seed: bytes
@@ -162,7 +181,7 @@ class SignedNote:
     signatures: tuple[NoteSignature, ...]
 
     @classmethod
-    def sign(cls, text: str, *signers: SignerKey) -> SignedNote:
+    def sign(cls, text: str, *signers: Signer) -> SignedNote:
         _check_text(text)
         sigs = tuple(NoteSignature(s.name, s.key_id, s.sign(text.encode())) for s in signers)
         return cls(text, sigs)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .bundle import verify_bundle
 from .cosignature import CosignerKey
-from .errors import AuditError, ConfigError, ProofError
+from .errors import AuditError, ConfigError, FormatError, ProofError
 from .note import SignerKey, VerifierKey
 from .witness_policy import Policy
 from .witnessed import witnessed
@@ -33,6 +33,39 @@ def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"OTEL_AUDIT_{name}", default)
 
 
+TRUST_HELP = "file of verifier keys you trust, one per line (# comments); with or instead of --key"
+
+
+def read_trust_file(path: Path) -> list[VerifierKey]:
+    """The verifier keys of a trust file: one per line, blank lines and # comments skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read trust file {path}: {exc.strerror}") from None
+    keys = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            try:
+                keys.append(VerifierKey.parse(text))
+            except FormatError as exc:
+                raise ConfigError(f"{path}:{number}: {exc}") from None
+    if not keys:
+        raise ConfigError(f"trust file {path} lists no verifier key")
+    return keys
+
+
+def trusted_keys(texts: list[str] | None, trust: Path | None) -> list[VerifierKey]:
+    """The keys of --key (else OTEL_AUDIT_VERIFIER_KEY) and of --trust, in that order, once each."""
+    texts = texts or [k for k in [env("VERIFIER_KEY")] if k]
+    keys = [VerifierKey.parse(k) for k in texts] + (read_trust_file(trust) if trust else [])
+    if not keys:
+        raise ConfigError(
+            "--key is required: the verifier key you trust, from the log's operator (or --trust FILE)"
+        )
+    return list(dict.fromkeys(keys))
+
+
 def _keygen_arguments() -> argparse.ArgumentParser:
     keygen = argparse.ArgumentParser(add_help=False)
     whose = keygen.add_mutually_exclusive_group(required=True)
@@ -42,7 +75,7 @@ def _keygen_arguments() -> argparse.ArgumentParser:
         metavar="NAME",
         help="make a witness's cosignature/v1 key instead, e.g. witness.acme.example/compliance",
     )
-    keygen.add_argument("--out", required=True, type=Path, help="signer key file to create (0600)")
+    keygen.add_argument("--out", type=Path, help="signer key file to create (0600); required")
     return keygen
 
 
@@ -52,9 +85,10 @@ def _verify_bundle_arguments() -> argparse.ArgumentParser:
     bundle.add_argument(
         "--key",
         action="append",
-        help="verifier key you trust, origin+keyid+base64; repeat for several logs "
-        "(env OTEL_AUDIT_VERIFIER_KEY)",
+        help="verifier key you trust, origin+keyid+base64; repeat for several logs or a log's old "
+        "and new keys (env OTEL_AUDIT_VERIFIER_KEY)",
     )
+    bundle.add_argument("--trust", type=Path, help=TRUST_HELP)
     bundle.add_argument("--json", action="store_true", help="print the report as JSON")
     bundle.add_argument(
         "--policy",
@@ -123,6 +157,8 @@ def load_policy(path: Path) -> Policy:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.out is None:
+        raise ConfigError("--out is required: the signer key file to create")
     key = CosignerKey.generate(args.witness) if args.witness else SignerKey.generate(args.origin)
     write_key(args.out, key)
     print(key.verifier().serialize())
@@ -130,10 +166,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_bundle(args: argparse.Namespace) -> int:
-    texts = args.key or [k for k in [env("VERIFIER_KEY")] if k]
-    if not texts:
-        raise ConfigError("--key is required: the verifier key you trust, from the log's operator")
-    keys = [VerifierKey.parse(k) for k in texts]
+    keys = trusted_keys(args.key, args.trust)
     try:
         data = args.bundle.read_bytes()
     except OSError as exc:
@@ -159,6 +192,8 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
     print(f"{status}: {proven} (signed checkpoints: {signed})")
     for origin, runs in sorted(report.ranges.items()):
         print(f"  {origin}: Seq " + ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in runs))
+    for origin, signers in sorted(report.signed_by.items()):
+        print(f"  {origin}: checkpoint signed by {', '.join(signers)}")
     for finding in report.findings:
         print(f"  {finding}")
     for line in witness_lines:

@@ -45,6 +45,7 @@ from .errors import AuditError, Finding, FormatError, ProofError
 from .merkle import CompactRange, hash_leaf
 from .note import VerifierKey
 from .proof import verify_consistency
+from .rotation import KeyHistory
 
 MAX_FINDINGS = 1000
 
@@ -102,9 +103,11 @@ class Report:
 
 
 class LogVerifier:
-    def __init__(self, origin: str, key: VerifierKey) -> None:
+    def __init__(self, origin: str, key: VerifierKey, *more_keys: VerifierKey) -> None:
+        """`key` and `more_keys`: the keys trusted to sign this log's checkpoints (several
+        after a key rotation, see otel_audit/rotation.py)."""
         self.report = Report(origin)
-        self._key = key
+        self._keys = (key, *more_keys)
         self._targets: dict[int, list[SignedTarget]] = {}
         self._tree = CompactRange()
         self._expected_seq = 0
@@ -129,7 +132,7 @@ class LogVerifier:
 
     def _open(self, note_text: str, source: str) -> Checkpoint | None:
         try:
-            checkpoint = open_checkpoint(note_text, self._key).checkpoint
+            checkpoint = open_checkpoint(note_text, *self._keys).checkpoint
         except AuditError as exc:
             self._find("signature", f"{source}: {exc}")
             return None
@@ -137,6 +140,13 @@ class LogVerifier:
             self._find("signature", f"{source}: checkpoint is for origin {checkpoint.origin!r}")
             return None
         return checkpoint
+
+    def add_key_history(self, history: KeyHistory) -> None:
+        """Which key signed which range (notes), and each checkpoint an old key signed after
+        its successor took over (a `signature` finding over the Seq range it covers)."""
+        self.report.notes.extend(history.lines())
+        for late in history.late:
+            self._find("signature", late.message(), late.first, late.last)
 
     def add_stored_checkpoint(
         self, tree_size: int, root_hash: bytes, chain_head: bytes, note_text: str, compact_range: bytes

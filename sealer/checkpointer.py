@@ -26,10 +26,11 @@ from pathlib import Path
 from backend.store import Store, StoredCheckpoint
 from backend.tree_nodes import extend_nodes
 from otel_audit.anchors import latest_anchor, write_anchor
-from otel_audit.checkpoint import Checkpoint
+from otel_audit.checkpoint import Checkpoint, open_checkpoint
 from otel_audit.columns import columns_commitment
-from otel_audit.errors import AuditError, StoreDamagedError, StoreError
-from otel_audit.note import SignedNote, SignerKey
+from otel_audit.errors import AuditError, SignatureError, StoreDamagedError, StoreError
+from otel_audit.note import SignedNote, Signer
+from otel_audit.rotation import handover_extension
 
 from .losses import lost_rows
 from .metrics import SealerMetrics
@@ -42,16 +43,20 @@ class Checkpointer:
     def __init__(
         self,
         store: Store,
-        key: SignerKey,
+        key: Signer,
         anchor_dir: Path,
         committed: Callable[[], LogState],
         interval_seconds: float,
         clock: Callable[[], int] = time.time_ns,
         metrics: SealerMetrics | None = None,
         on_lost: Callable[[str], None] = lambda _: None,
+        previous_key: Signer | None = None,
     ) -> None:
         """`committed` gives the log's published state (PublishedLog.current); `on_lost` is
-        called with the reason when the store lacks rows this would sign (PublishedLog.halt)."""
+        called with the reason when the store lacks rows this would sign (PublishedLog.halt).
+        `previous_key`: the key the log was signed with before `key` (serve --previous-key);
+        until `key` has signed a stored checkpoint, the next one is the handover
+        (otel_audit/rotation.py): signed by both and announcing `key`."""
         self._store = store
         self._key = key
         self._anchor_dir = anchor_dir
@@ -66,6 +71,9 @@ class Checkpointer:
         state = committed()
         latest = store.latest_checkpoint(state.origin)
         self._last_size = -1 if latest is None else latest.tree_size
+        self._handover_from = (
+            previous_key if previous_key is not None and not _signed_by(latest, key) else None
+        )
         self._columns_from = 0 if latest is None else latest.tree_size
         # (first Seq, end Seq, column hashes or None) of the commits since _columns_from.
         self._column_parts: list[tuple[int, int, bytes | None]] = []
@@ -177,8 +185,12 @@ class Checkpointer:
                 sealed_at_ns=state.sealed_at_ns,
                 columns_from=self._columns_from,
                 columns_hash=self._columns_commitment(state.origin, state.size),
+                other_extensions=()
+                if self._handover_from is None
+                else (handover_extension(self._key.verifier()),),
             )
-            note = SignedNote.sign(checkpoint.serialize(), self._key).serialize()
+            signers = (self._key,) if self._handover_from is None else (self._handover_from, self._key)
+            note = SignedNote.sign(checkpoint.serialize(), *signers).serialize()
             stored = StoredCheckpoint(
                 state.origin,
                 state.size,
@@ -191,9 +203,30 @@ class Checkpointer:
             write_anchor(self._anchor_dir, state.origin, state.size, note)
             self._last_size = state.size
             self._columns_from = state.size
+            if self._handover_from is not None:
+                log.warning(
+                    "key handover at tree size %d: %s+%08x (previous) signed %s+%08x in",
+                    state.size,
+                    self._handover_from.name,
+                    self._handover_from.key_id,
+                    self._key.name,
+                    self._key.key_id,
+                )
+                self._handover_from = None
             with self._parts_lock:
                 self._column_parts = [p for p in self._column_parts if p[0] >= state.size]
             log.info("checkpoint %s size %d", state.origin, state.size)
             if self._metrics is not None:
                 self._metrics.checkpointed(state.size)
             return checkpoint
+
+
+def _signed_by(stored: StoredCheckpoint | None, key: Signer) -> bool:
+    """Whether `key` signed the stored checkpoint (recovery has already opened it)."""
+    if stored is None:
+        return False
+    try:
+        open_checkpoint(stored.note, key.verifier())
+    except SignatureError:
+        return False
+    return True

@@ -51,7 +51,7 @@ from otel_audit.chain import CHAIN_START, chain_next
 from otel_audit.columns import StoredRow
 from otel_audit.errors import ConfigError, JournalError
 from otel_audit.merkle import hash_leaf
-from otel_audit.note import SignerKey, VerifierKey
+from otel_audit.note import Signer, VerifierKey
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class Journal:
     def __init__(
         self,
         directory: Path,
-        key: SignerKey,
+        key: Signer,
         keep: Keep = Keep(),
         signed_size: Callable[[], int] = lambda: 0,
         segment_bytes: int = SEGMENT_BYTES,

@@ -37,11 +37,17 @@ _RESTORE_HINT = (
 
 
 def recover(
-    store: Store, origin: str, key: VerifierKey, anchor_dir: Path, journal_end: int | None = None
+    store: Store,
+    origin: str,
+    key: VerifierKey,
+    anchor_dir: Path,
+    journal_end: int | None = None,
+    previous: VerifierKey | None = None,
 ) -> LogState:
     """The state the log continues from; StoreError if the store's log is short, has holes,
-    or does not add up. `journal_end`: the Seq after the journal's last record, if any."""
-    state = _from_checkpoint(store, origin, key)
+    or does not add up. `journal_end`: the Seq after the journal's last record, if any.
+    `previous`: the key the log was signed with before `key` (serve --previous-key)."""
+    state = _from_checkpoint(store, origin, key, previous)
     _check_complete(store, origin, state.size, anchor_dir, journal_end)
     rows = store.hashes_from(origin, state.size)
     tree = state.tree.copy()
@@ -101,17 +107,18 @@ def _check_complete(
         raise StoreError(f"log {origin!r}: the store holds Seq values twice. {_VERIFY_HINT}")
 
 
-def _from_checkpoint(store: Store, origin: str, key: VerifierKey) -> LogState:
+def _from_checkpoint(store: Store, origin: str, key: VerifierKey, previous: VerifierKey | None) -> LogState:
     stored = store.latest_checkpoint(origin)
     if stored is None:
         return LogState(origin, CompactRange(), CHAIN_START, 0)
     try:
-        checkpoint = open_checkpoint(stored.note, key).checkpoint
+        checkpoint = open_checkpoint(stored.note, key, *([previous] if previous else [])).checkpoint
         tree = CompactRange.from_bytes(stored.tree_size, stored.compact_range)
     except AuditError as exc:
         raise StoreError(
             f"log {origin!r}: the stored checkpoint at tree size {stored.tree_size} is not "
-            f"valid under {key.name}+{key.key_id:08x}: {exc}. Is this the right key? {_VERIFY_HINT}"
+            f"valid under {key.name}+{key.key_id:08x}: {exc}. Is this the right key (after a key change, "
+            f"give the old one with --previous-key)? {_VERIFY_HINT}"
         ) from None
     if (checkpoint.tree_size, checkpoint.root_hash) != (tree.size, tree.root()):
         raise StoreError(

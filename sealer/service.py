@@ -32,7 +32,7 @@ import logging
 
 from backend.store import Store
 from otel_audit.errors import AuditError
-from otel_audit.note import SignerKey
+from otel_audit.note import Signer
 
 from .auth import authenticator_for, load_tokens
 from .checkpointer import Checkpointer
@@ -57,9 +57,10 @@ log = logging.getLogger(__name__)
 
 
 class SealerService:
-    def __init__(self, config: ServeConfig, key: SignerKey) -> None:
+    def __init__(self, config: ServeConfig, key: Signer, previous_key: Signer | None = None) -> None:
         self.config = config
         self.key = key
+        self.previous_key = previous_key
         self.store: Store | None = None
         self.journal: Journal | None = None
         self.pipeline: Pipeline | None = None
@@ -95,7 +96,8 @@ class SealerService:
                 config.journal_dir, self.key, config.journal_keep, lambda: _signed_size(store, origin)
             )
         journal_end = self.journal.end if self.journal is not None else None
-        state = recover(store, origin, self.key.verifier(), config.anchor_dir, journal_end)
+        previous = self.previous_key.verifier() if self.previous_key is not None else None
+        state = recover(store, origin, self.key.verifier(), config.anchor_dir, journal_end, previous)
         log.info("log %s continues at Seq %d", state.origin, state.size)
         if self.journal is not None:
             catch_up(self.journal, store, state.size)  # rows committed by a crash before their append
@@ -116,6 +118,7 @@ class SealerService:
             config.checkpoint_interval,
             metrics=metrics,
             on_lost=published.halt,
+            previous_key=self.previous_key,
         )
         pipeline = self.pipeline = Pipeline(
             store,

@@ -8,7 +8,7 @@ It sits above everything it calls, one module per group of commands: `service` (
 token), `maintenance` (migrate, restore), `verify`, `reads` (search, export, proof,
 consistency, archive, status, query), `witness` (witness serve) and `options` (what they share). `keygen` and
 `verify-bundle` come from the offline verifier's command line (otel_audit/offline_cli.py),
-which an examiner runs without the engine or the server.
+which an examiner runs without the engine or the server; `keys` adds HSM keys to keygen.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from otel_audit.offline_cli import add_keygen_command, add_verify_bundle_command, run_command
+from otel_audit.offline_cli import add_verify_bundle_command, run_command
 
+from .keys import add_keygen_command
 from .maintenance import add_migrate_command, add_restore_command
 from .options import PRIVATE_UMASK, clustered_options, located_options
 from .reads import add_read_commands

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from otel_audit.errors import ConfigError
 from otel_audit.note import VerifierKey
-from otel_audit.offline_cli import env
+from otel_audit.offline_cli import env, trusted_keys
 
 PRIVATE_UMASK = 0o077  # what the store's engine, anchors and exports create is the user's alone
 DATA_DIR = Path("otel-audit-data")
@@ -60,12 +60,26 @@ def clustered_options() -> argparse.ArgumentParser:
     return clustered
 
 
+def keys_and_anchors(args: argparse.Namespace) -> tuple[VerifierKey, list[VerifierKey], Path | None]:
+    """verify's keys (--key repeated and --trust: one log's keys, e.g. before and after a
+    rotation) and the anchor directory as `key_and_anchors` finds it."""
+    keys = trusted_keys(args.key, args.trust)
+    if len({key.name for key in keys}) > 1:
+        names = ", ".join(sorted({key.name for key in keys}))
+        raise ConfigError(f"verify checks one log; the keys given are of several ({names})")
+    return keys[0], keys[1:], _anchor_dir(args)
+
+
+def _anchor_dir(args: argparse.Namespace) -> Path | None:
+    anchor_dir = args.anchor_dir
+    if anchor_dir is None and Path(default_anchor_dir()).is_dir():
+        anchor_dir = Path(default_anchor_dir())
+    return anchor_dir
+
+
 def key_and_anchors(args: argparse.Namespace) -> tuple[VerifierKey, Path | None]:
     """The verifier key (required) and the anchor directory: the flag, else the default one
     if it exists (verify and restore check the log against both)."""
     if not args.key:
         raise ConfigError("--key is required: the verifier key `otel-audit keygen` printed")
-    anchor_dir = args.anchor_dir
-    if anchor_dir is None and Path(default_anchor_dir()).is_dir():
-        anchor_dir = Path(default_anchor_dir())
-    return VerifierKey.parse(args.key), anchor_dir
+    return VerifierKey.parse(args.key), _anchor_dir(args)

@@ -13,13 +13,14 @@ from pathlib import Path
 from backend.store import redact
 from otel_audit.errors import ConfigError
 from otel_audit.note import SignerKey
-from otel_audit.offline_cli import EXIT_OK, env, load_policy, load_signer_key, write_key
+from otel_audit.offline_cli import EXIT_OK, env, load_policy, write_key
 from sealer.auth import TlsFiles, add_token
 from sealer.config import ServeConfig
 from sealer.disk import DEFAULT_MIN_FREE_BYTES, format_size, parse_size
 from sealer.http_receiver import PATH
 from sealer.journal import Keep
 from sealer.service import SealerService
+from sealer.signing import load_signer
 
 from .options import (
     DATA_DIR,
@@ -53,14 +54,21 @@ def add_serve_command(
     serve = sub.add_parser("serve", parents=[located, clustered], help="run the sealer (OTLP/gRPC receiver)")
     serve.add_argument(
         "--key",
-        type=Path,
         default=env("KEY"),
-        help="signer key file (env OTEL_AUDIT_KEY; default: ./otel-audit-data/signer.key, created if absent)",
+        help="signer key file, or an HSM key as a PKCS#11 URI pkcs11:token=...;object=... (PIN from "
+        "pin-source=file:... or OTEL_AUDIT_PKCS11_PIN) (env OTEL_AUDIT_KEY; default: "
+        "./otel-audit-data/signer.key, created if absent)",
+    )
+    serve.add_argument(
+        "--previous-key",
+        default=env("PREVIOUS_KEY"),
+        help="key rotation: the key file or PKCS#11 URI the log was signed with before --key; the first "
+        "checkpoint --key signs is signed by both and announces the new key (env OTEL_AUDIT_PREVIOUS_KEY)",
     )
     serve.add_argument(
         "--origin",
         default=env("ORIGIN", DEFAULT_ORIGIN),
-        help="origin for a key created by serve (env OTEL_AUDIT_ORIGIN)",
+        help="origin for a key created by serve, and the log name of a PKCS#11 key (env OTEL_AUDIT_ORIGIN)",
     )
     serve.add_argument(
         "--grpc",
@@ -190,7 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("give --tls-cert and --tls-key together")
     if args.tls_client_ca is not None and args.tls_cert is None:
         raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
-    key_path = args.key or DATA_DIR / "signer.key"
+    key_path = DATA_DIR / "signer.key"
     if args.key is None and not key_path.exists():
         write_key(key_path, SignerKey.generate(args.origin))
         print(f"created signer key {key_path.resolve()}", file=sys.stderr, flush=True)
@@ -199,7 +207,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     witness_policy = load_policy(args.witness_policy) if args.witness_policy else None
     journal_keep = Keep.parse(args.journal_keep) if args.journal_keep else Keep()
     journal = args.journal or default_journal_dir()
-    key = load_signer_key(key_path)
+    key = load_signer(args.key or str(key_path), args.origin)
+    previous = load_signer(args.previous_key, key.name) if args.previous_key else None
+    if previous is not None and (previous.name != key.name or previous.key_id == key.key_id):
+        raise ConfigError(
+            f"--previous-key {previous.name}+{previous.key_id:08x} must be another key of the same log "
+            f"as --key {key.name}+{key.key_id:08x}"
+        )
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     config = ServeConfig(
         store=args.store or default_store(),
@@ -225,7 +239,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    service = SealerService(config, key)
+    service = SealerService(config, key, previous)
     try:
         service.start()
     except BaseException:

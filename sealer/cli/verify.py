@@ -13,19 +13,21 @@ from backend.producer_report import producer_report
 from backend.store import Store, redact
 from backend.witness_report import check_witnessed, notes_of
 from otel_audit.errors import ConfigError
-from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env, load_policy
+from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, TRUST_HELP, env, load_policy
 from sealer.witness_client import ask_witnesses
 
-from .options import default_store, key_and_anchors
+from .options import default_store, keys_and_anchors
 
 
 def add_verify_command(sub: argparse._SubParsersAction, located: argparse.ArgumentParser) -> None:
     verify = sub.add_parser("verify", parents=[located], help="verify a log in the store")
     verify.add_argument(
         "--key",
-        default=env("VERIFIER_KEY"),
-        help="verifier key origin+keyid+base64 (env OTEL_AUDIT_VERIFIER_KEY)",
+        action="append",
+        help="verifier key origin+keyid+base64 (env OTEL_AUDIT_VERIFIER_KEY); repeat for the log's "
+        "keys before and after a rotation",
     )
+    verify.add_argument("--trust", type=Path, help=TRUST_HELP)
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument(
         "--retention-years",
@@ -61,14 +63,16 @@ def add_verify_command(sub: argparse._SubParsersAction, located: argparse.Argume
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.ask_witnesses and not args.policy:
         raise ConfigError("--ask-witnesses needs --policy (the witnesses and their URLs)")
-    key, anchor_dir = key_and_anchors(args)
+    key, more_keys, anchor_dir = keys_and_anchors(args)
     dsn = args.store or default_store()
     store = Store.open(dsn)
     try:
         if not store.has_schema():
             raise ConfigError(f"store {redact(dsn)} holds no otel-audit log; check --store")
         check_readable(store)
-        report = verify_origin(store, key, anchor_dir, deep=args.deep, retention_years=args.retention_years)
+        report = verify_origin(
+            store, key, anchor_dir, deep=args.deep, retention_years=args.retention_years, more_keys=more_keys
+        )
         origins = store.origins() if report.records == 0 else []
         producers = producer_report(store, key.name)
         witnesses = (
