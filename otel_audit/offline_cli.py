@@ -17,9 +17,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography import x509
+
 from .bundle import verify_bundle
 from .errors import AuditError, ConfigError, ProofError
 from .note import SignerKey, VerifierKey
+from .timestamp import load_roots
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 Command = Callable[[argparse.Namespace], int]
@@ -28,6 +31,24 @@ Command = Callable[[argparse.Namespace], int]
 def env(name: str, default: str | None = None) -> str | None:
     """An OTEL_AUDIT_* environment variable: every command's flags default to one."""
     return os.environ.get(f"OTEL_AUDIT_{name}", default)
+
+
+TSA_ROOTS_FLAG = "--tsa-roots"
+TSA_ROOTS_OPTIONS = {
+    "type": Path,
+    "default": env("TSA_ROOTS"),
+    "help": "PEM certificates of the RFC 3161 time-stamp authorities you trust: every token is "
+    "checked against them (env OTEL_AUDIT_TSA_ROOTS)",
+}
+
+
+def read_tsa_roots(path: Path) -> tuple[x509.Certificate, ...]:
+    """The certificates of a `--tsa-roots` file."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {TSA_ROOTS_FLAG} {path}: {exc.strerror}") from None
+    return load_roots(pem, str(path))
 
 
 def _keygen_arguments() -> argparse.ArgumentParser:
@@ -47,6 +68,7 @@ def _verify_bundle_arguments() -> argparse.ArgumentParser:
         "(env OTEL_AUDIT_VERIFIER_KEY)",
     )
     bundle.add_argument("--json", action="store_true", help="print the report as JSON")
+    bundle.add_argument(TSA_ROOTS_FLAG, **TSA_ROOTS_OPTIONS)  # type: ignore[arg-type]
     return bundle
 
 

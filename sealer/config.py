@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+
 from .auth import TlsFiles
 from .disk import DEFAULT_MIN_FREE_BYTES
 from .journal import Keep
@@ -31,3 +33,7 @@ class ServeConfig:
     journal_dir: Path | None = None  # the durable copy of acknowledged records (sealer/journal.py)
     journal_keep: Keep = field(default_factory=Keep)
     min_free_disk_bytes: int = DEFAULT_MIN_FREE_BYTES  # embedded: refuse records below (sealer/disk.py)
+    # Trusted time (sealer/timestamper.py): RFC 3161 TSA URLs, the PEM chain to trust, seconds.
+    tsas: tuple[str, ...] = ()
+    tsa_roots: tuple[x509.Certificate, ...] = ()
+    timestamp_interval: float = 60.0

@@ -14,14 +14,15 @@ Start order:
   3. the disk guard, the published log, the checkpointer and the pipeline are built;
   4. the checkpointer anchors and signs what was recovered at once (so a crash loop never
      leaves acknowledged records unsigned for long);
-  5. the pipeline, then the checkpointer's timer;
+  5. the pipeline, then the checkpointer's timer, then the timestamper's (trusted time);
   6. the receivers (gRPC, HTTP), the local read API (embedded stores only), then the metrics
      and health endpoints.
 Stop order, the reverse:
   1. health, the read API and the receivers stop; receivers finish in-flight Export calls
      (grace period); then the sealing workers stop;
   2. the pipeline commits everything still queued, then stops;
-  3. the checkpointer stops its timer and signs a final checkpoint of the whole log;
+  3. the checkpointer stops its timer and signs a final checkpoint of the whole log; the
+     timestamper then asks each TSA once for a token over it;
   4. the journal and the store are closed.
 """
 
@@ -48,6 +49,7 @@ from .prepare import Rules
 from .producer_gaps import ProducerTracker
 from .read_api import ReadApi, socket_path
 from .recovery import recover
+from .timestamper import Timestamper
 from .workers import Workers
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class SealerService:
         self.health: HealthServer | None = None
         self.read_api: ReadApi | None = None
         self.disk: DiskGuard | None = None
+        self.timestamper: Timestamper | None = None
 
     def start(self) -> None:
         config = self.config
@@ -129,6 +132,17 @@ class SealerService:
             log.error("could not sign a checkpoint over the recovered log (the timer retries): %s", exc)
         pipeline.start()
         self.checkpointer.start()
+        if config.tsas:
+            self.timestamper = Timestamper(
+                store,
+                config.anchor_dir,
+                origin,
+                config.tsas,
+                config.tsa_roots,
+                config.timestamp_interval,
+                metrics,
+            )
+            self.timestamper.start()
         self.grpc = GrpcReceiver(
             self.pipeline,
             config.grpc_address,
@@ -190,6 +204,7 @@ class SealerService:
             "problem": problem,
             "store_free_bytes": None if disk is None else disk.free_bytes,
             "min_free_disk_bytes": None if disk is None else disk.min_free_bytes,
+            "timestamps": None if self.timestamper is None else self.timestamper.status(),
         }
 
     def stop(self) -> None:
@@ -208,6 +223,8 @@ class SealerService:
                 self.pipeline.stop()
             if self.checkpointer is not None:
                 self.checkpointer.stop()  # may raise if the store is down: no final checkpoint
+            if self.timestamper is not None:
+                self.timestamper.stop()
         finally:
             if self.journal is not None:
                 self.journal.close()

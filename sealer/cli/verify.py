@@ -11,7 +11,14 @@ from backend.partitions import DEFAULT_RETENTION_YEARS
 from backend.producer_report import producer_report
 from backend.store import Store, redact
 from otel_audit.errors import ConfigError
-from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env
+from otel_audit.offline_cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    TSA_ROOTS_FLAG,
+    TSA_ROOTS_OPTIONS,
+    env,
+    read_tsa_roots,
+)
 
 from .options import default_store, key_and_anchors
 
@@ -39,18 +46,22 @@ def add_verify_command(sub: argparse._SubParsersAction, located: argparse.Argume
         "compare its columns, instead of checking the signed column commitments "
         "(slower; does not rely on the engine's hashing)",
     )
+    verify.add_argument(TSA_ROOTS_FLAG, **TSA_ROOTS_OPTIONS)  # type: ignore[arg-type]
     verify.set_defaults(run=cmd_verify)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     key, anchor_dir = key_and_anchors(args)
+    tsa_roots = read_tsa_roots(args.tsa_roots) if args.tsa_roots else None
     dsn = args.store or default_store()
     store = Store.open(dsn)
     try:
         if not store.has_schema():
             raise ConfigError(f"store {redact(dsn)} holds no otel-audit log; check --store")
         check_readable(store)
-        report = verify_origin(store, key, anchor_dir, deep=args.deep, retention_years=args.retention_years)
+        report = verify_origin(
+            store, key, anchor_dir, deep=args.deep, retention_years=args.retention_years, tsa_roots=tsa_roots
+        )
         origins = store.origins() if report.records == 0 else []
         producers = producer_report(store, key.name)
     finally:
@@ -78,6 +89,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"note: {report.unsigned_records} newest records are not yet covered by a checkpoint")
         for note in report.notes:
             print(f"note: {note}")
+        for line in report.timestamps:
+            print(f"time-stamped: {line}")
         for warning in report.warnings:
             print(f"WARNING: {warning}")
         for finding in report.findings:
