@@ -261,7 +261,12 @@ def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
         key = _key_for(origin, keys)
         if key is None:
             raise ConfigError(f"records of log {origin!r} match; pass its verifier key with --key")
-        checkpoints[origin] = signed_checkpoint(store, origin, key)
+        last_seq = max(seq for o, seq, _ in rows if o == origin)
+        checkpoints[origin] = signed_checkpoint(store, origin, key, _stamped_size(store, origin, last_seq))
+    tokens = {
+        o: [t.token for t in store.timestamps(o) if t.tree_size == signed.checkpoint.tree_size]
+        for o, signed in checkpoints.items()
+    }
     covered = [row for row in rows if row[1] < checkpoints[row[0]].checkpoint.tree_size]
     rendering = Rendering([entry for _, _, entry in covered])  # decodes in other processes meanwhile
     proofs: dict[tuple[str, int], TlogProof] = {}
@@ -277,9 +282,17 @@ def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
         [k for k in keys if k.name in used],
         {"description": query.describe(), "search": query.as_dict(), "table": LOGS, "order": ORDER},
         rendering,
+        tokens,
     )
     sizes = {o: signed.checkpoint.tree_size for o, signed in checkpoints.items()}
     return Export(bundle, len(records), sizes, len(rows) - len(records))
+
+
+def _stamped_size(store: Store, origin: str, last_seq: int) -> int | None:
+    """The checkpoint a bundle relies on: the newest one an RFC 3161 token stamps if it covers
+    every record exported (so the bundle carries trusted time), else None: the newest."""
+    token = next(iter(store.timestamps(origin, latest_only=True)), None)
+    return token.tree_size if token is not None and last_seq < token.tree_size else None
 
 
 def _proofs(

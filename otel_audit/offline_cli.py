@@ -129,7 +129,7 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
         data = args.bundle.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {args.bundle}: {exc.strerror}") from None
-    report = verify_bundle(data, keys)
+    report = verify_bundle(data, keys, read_tsa_roots(args.tsa_roots) if args.tsa_roots else ())
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return EXIT_OK if report.ok else EXIT_FAILED
@@ -139,6 +139,8 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
     print(f"{status}: {proven} (signed checkpoints: {signed})")
     for origin, runs in sorted(report.ranges.items()):
         print(f"  {origin}: Seq " + ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in runs))
+    for line in report.timestamps:
+        print(f"  time-stamped: {line}")
     for finding in report.findings:
         print(f"  {finding}")
     print("not covered by any proof:")

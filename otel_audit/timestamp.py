@@ -125,3 +125,15 @@ def existed_line(tree_size: int, stamp: VerifiedTimestamp) -> str:
     if tree_size == 0:
         return f"the empty log existed no later than {when} ({stamp.tsa})"
     return f"records up to Seq {tree_size - 1} existed no later than {when} ({stamp.tsa})"
+
+
+def token_certificates(response: bytes) -> list[x509.Certificate]:
+    """The certificates a TimeStampResp carries (the TSA's, with certReq), unverified: for a
+    bundle's `tsa-certs.pem`, which a reader checks against roots of their own."""
+    try:
+        carried = decode_timestamp_response(response).signed_data.certificates
+    except ValueError as exc:
+        raise TimestampError(f"not an RFC 3161 TimeStampResp: {exc}") from None
+    return sorted(
+        (x509.load_der_x509_certificate(der) for der in carried), key=lambda c: c.subject.rfc4514_string()
+    )

@@ -8,6 +8,7 @@ import re
 import subprocess
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,7 +190,9 @@ def test_a_tsa_that_is_down_never_holds_back_ingest_and_is_caught_up_later(
         (shown,) = json.loads(status.stdout)["sealer"]["timestamps"]
         assert shown["url"] == tsa.url and shown["tree_size"] is None and "HTTP 503" in shown["problem"]
         metrics = urllib.request.urlopen(metrics_url(sealer) + "/metrics").read().decode()
-        assert re.search(r'otel_audit_timestamp_requests_total\{outcome="failed",tsa="[^"]+"\} [1-9]', metrics)
+        assert re.search(
+            r'otel_audit_timestamp_requests_total\{outcome="failed",tsa="[^"]+"\} [1-9]', metrics
+        )
         assert _tokens(sealer) == []
         tsa.down = False
         _wait(lambda: 40 in _tokens(sealer), "the TSA caught up with checkpoint 40")
@@ -235,3 +238,47 @@ def test_an_altered_token_a_token_over_another_note_and_wrong_roots_fail_verify(
     assert code == 1
     (finding,) = report["findings"]
     assert "checkpoint 30 does not verify: Mismatch between messages" in finding["message"]
+
+
+@pytest.mark.integration
+def test_a_bundle_carries_the_tokens_and_openssl_ts_verify_accepts_them(
+    tmp_path: Path, sealer_dir: Path, signer_key, tsa: OpensslTsa, tsa_files: TsaFiles
+) -> None:
+    sealer = _serve(tmp_path, signer_key, tsa, tsa_files)
+    try:
+        send_audit_events(sealer.endpoint, 20)
+        _wait(lambda: 20 in _tokens(sealer), "a token over checkpoint 20")
+    finally:
+        assert sealer.stop() == 0, "".join(sealer.output)
+    out = tmp_path / "evidence.bundle"
+    done = run_cli("export", "--store", sealer.store, "--key", sealer.verifier_key, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    with zipfile.ZipFile(out) as bundle:
+        names = bundle.namelist()
+        readme = bundle.read("README.txt").decode()
+        bundle.extractall(tmp_path / "unzipped")
+    token_names = [n for n in names if n.endswith(".tsr")]
+    assert token_names and "timestamps/tsa-certs.pem" in names
+    assert "openssl ts -verify -in timestamps/" in readme
+    (note,) = [n for n in names if n.startswith("checkpoints/")]
+    for name in token_names:  # the public tool, as the README says, against the examiner's root
+        checked = subprocess.run(
+            ["openssl", "ts", "-verify", "-in", name, "-data", note, "-CAfile", str(tsa_files.ca_pem)],
+            cwd=tmp_path / "unzipped", capture_output=True, text=True,
+        )  # fmt: skip
+        assert checked.returncode == 0 and "Verification: OK" in checked.stdout, checked.stderr
+
+    key = ("--key", sealer.verifier_key)
+    good = run_cli("verify-bundle", str(out), *key, "--tsa-roots", str(tsa_files.ca_pem))
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert re.search(
+        r"time-stamped: test.example/audit: records up to Seq 19 existed no later than", good.stdout
+    )
+    unchecked = run_cli("verify-bundle", str(out), *key, "--json")
+    assert unchecked.returncode == 0 and any(
+        "not checked" in u for u in json.loads(unchecked.stdout)["unproven"]
+    )
+    other = make_tsa_files(tmp_path / "other", "Other TSA").ca_pem
+    wrong = run_cli("verify-bundle", str(out), *key, "--tsa-roots", str(other), "--json")
+    assert wrong.returncode == 1
+    assert {f["kind"] for f in json.loads(wrong.stdout)["findings"]} == {"timestamp"}
