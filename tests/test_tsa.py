@@ -16,7 +16,8 @@ import pytest
 
 from backend.store import Store
 from otel_audit.anchors import read_timestamps
-from otel_audit.errors import TimestampError, TsaUnavailableError
+from otel_audit.bundle import Manifest, ManifestRecord
+from otel_audit.errors import FormatError, TimestampError, TsaUnavailableError
 from otel_audit.timestamp import load_roots, timestamp_request, verify_token
 from sealer.timestamper import ask_tsa
 
@@ -282,3 +283,17 @@ def test_a_bundle_carries_the_tokens_and_openssl_ts_verify_accepts_them(
     wrong = run_cli("verify-bundle", str(out), *key, "--tsa-roots", str(other), "--json")
     assert wrong.returncode == 1
     assert {f["kind"] for f in json.loads(wrong.stdout)["findings"]} == {"timestamp"}
+
+
+def test_the_manifest_lists_tokens_only_when_there_are_some_and_parses_them_strictly() -> None:
+    record = ManifestRecord("test.example/audit", 0, "00" * 32)
+    bare = Manifest(("test.example/audit",), (record,))
+    assert "timestamps" not in bare.serialize() and Manifest.parse(bare.serialize()) == bare
+    stamped = Manifest(("test.example/audit",), (record,), (("test.example/audit", 2),))
+    text = stamped.serialize()
+    assert Manifest.parse(text) == stamped
+    assert '"timestamps/test.example%2Faudit/1.tsr"' in text
+    with pytest.raises(FormatError, match="are not the paths"):
+        Manifest.parse(text.replace("/1.tsr", "/7.tsr"))
+    with pytest.raises(FormatError, match="not a list for a log of the bundle"):
+        Manifest.parse(text.replace('"timestamps":{"test.example/audit"', '"timestamps":{"other"'))
