@@ -275,7 +275,10 @@ class Store:
         return [StoredCheckpoint(*row) for row in rows]
 
     def timestamps(self, origin: str, latest_only: bool = False) -> list[StoredTimestamp]:
-        """The stored tokens of a log, by tree size and TSA (the newest one only if asked)."""
+        """The stored tokens of a log, by tree size and TSA (the newest one only if asked); none
+        in a store from before schema 008, which read-only commands may read unmigrated."""
+        if not self._query(f"EXISTS TABLE {TIMESTAMPS}")[0][0]:
+            return []
         order = "GenTime DESC LIMIT 1" if latest_only else "TreeSize, Tsa"
         rows = self._query(
             f"SELECT Origin, TreeSize, Tsa, toUnixTimestamp64Micro(GenTime) * 1000, Token FROM {TIMESTAMPS} "
