@@ -297,3 +297,19 @@ def test_the_manifest_lists_tokens_only_when_there_are_some_and_parses_them_stri
         Manifest.parse(text.replace("/1.tsr", "/7.tsr"))
     with pytest.raises(FormatError, match="not a list for a log of the bundle"):
         Manifest.parse(text.replace('"timestamps":{"test.example/audit"', '"timestamps":{"other"'))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--tsa", "http://127.0.0.1:9/tsa"), "--tsa needs --tsa-roots"),
+        (("--timestamp-interval", "0"), "--timestamp-interval must be a positive number"),
+        (("--tsa", "http://127.0.0.1:9/tsa", "--tsa-roots", "missing.pem"), "cannot read --tsa-roots"),
+    ],
+)
+def test_serve_refuses_unusable_trusted_time_flags_before_starting(
+    tmp_path: Path, flags: tuple[str, ...], message: str
+) -> None:
+    done = run_cli("serve", "--store", f"chdb://{tmp_path / 'store'}", *flags, cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "store").exists() and not (tmp_path / "otel-audit-data").exists()
