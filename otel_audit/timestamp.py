@@ -10,7 +10,7 @@ What is stored and exported is the whole TimeStampResp (RFC 3161 section 2.4.2),
 
 `verify_token` checks, as RFC 3161 section 2.4.2 and rfc3161-client's Verifier do: status
 granted; the CMS signature by the TSA certificate, which chains to the trusted roots at the
-token's genTime; its extendedKeyUsage critical and id-kp-timeStamping only (section 2.3); the
+token's genTime; its extendedKeyUsage critical and holding id-kp-timeStamping (section 2.3); the
 message imprint equal to SHA-256 of the note bytes; and the nonce when the caller sent one.
 """
 
