@@ -280,13 +280,21 @@ def export(
         key = _key_for(origin, keys)
         if key is None:
             raise ConfigError(f"records of log {origin!r} match; pass its verifier key with --key")
-        checkpoints[origin] = signed_checkpoint(store, origin, key)
+        last_seq = max(row.Seq for row in rows if row.Origin == origin)
+        checkpoints[origin] = signed_checkpoint(store, origin, key, _stamped_size(store, origin, last_seq))
         if witnessed and origin in witnessed:
             cosigned = open_checkpoint(witnessed[origin], key)
             stored = signed_checkpoint(store, origin, key, cosigned.checkpoint.tree_size)
             if stored.note.text != cosigned.note.text:
                 raise ConfigError(f"the cosigned checkpoint of {origin!r} is not the store's checkpoint")
             checkpoints[origin] = cosigned
+    # A token is over the exact note bytes the sealer stored; a cosigned note (export --policy)
+    # carries more signature lines, so its tokens would not match it and are left out.
+    tokens = {
+        o: [t.token for t in store.timestamps(o) if t.tree_size == signed.checkpoint.tree_size]
+        for o, signed in checkpoints.items()
+        if not (witnessed and o in witnessed)
+    }
     covered = [row for row in rows if row.Seq < checkpoints[row.Origin].checkpoint.tree_size]
     rendering = Rendering([row.Entry for row in covered])  # decodes in other processes meanwhile
     proofs: dict[tuple[str, int], TlogProof] = {}
@@ -302,9 +310,17 @@ def export(
         [k for k in keys if k.name in used],
         {"description": query.describe(), "search": query.as_dict(), "table": LOGS, "order": ORDER},
         rendering,
+        tokens,
     )
     sizes = {o: signed.checkpoint.tree_size for o, signed in checkpoints.items()}
     return Export(bundle, len(records), sizes, len(rows) - len(records))
+
+
+def _stamped_size(store: Store, origin: str, last_seq: int) -> int | None:
+    """The checkpoint a bundle relies on: the newest one an RFC 3161 token stamps if it covers
+    every record exported (so the bundle carries trusted time), else None: the newest."""
+    token = next(iter(store.timestamps(origin, latest_only=True)), None)
+    return token.tree_size if token is not None and last_seq < token.tree_size else None
 
 
 def _proofs(

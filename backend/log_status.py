@@ -23,6 +23,8 @@ class LogStatus:
     checkpoint_tree_size: int | None
     checkpoint_age_seconds: float | None
     anchored_tree_size: int | None
+    timestamped_tree_size: int | None  # the checkpoint of the newest RFC 3161 token stored
+    timestamp_age_seconds: float | None  # since that token's time
     producers: dict[str, int]  # producer name ("" when anonymous) -> records
     producer_instances: int
     warnings: list[str]
@@ -36,6 +38,9 @@ class LogStatus:
             anchored = "no anchor read (pass --anchor-dir)"
         else:
             anchored = f"anchored up to {self.anchored_tree_size}"
+        if self.timestamped_tree_size is not None:
+            size, age = self.timestamped_tree_size, self.timestamp_age_seconds
+            anchored += f"; newest time-stamp token over {size}, {age} s old"
         producers = ", ".join(f"{name or '(anonymous)'} {n}" for name, n in self.producers.items()) or "none"
         return [
             f"log {self.origin}: {self.records} records; {signed}; {anchored}",
@@ -52,6 +57,7 @@ def log_status(store: Store, origin: str, anchor_dir: Path | None) -> LogStatus:
         signed = read_unverified(stored.note).checkpoint  # status is a glance, keyless; `verify` checks
         size, age = signed.tree_size, round((time.time_ns() - signed.sealed_at_ns) / 1e9, 1)
     anchor = latest_anchor(anchor_dir, origin) if anchor_dir else None
+    token = next(iter(store.timestamps(origin, latest_only=True)), None)  # unverified: a glance
     report = producer_report(store, origin)
     by_name = store.select(
         f"SELECT Producer, count() FROM {LOGS} WHERE Origin = {{o:String}} GROUP BY Producer ORDER BY 1",
@@ -65,6 +71,8 @@ def log_status(store: Store, origin: str, anchor_dir: Path | None) -> LogStatus:
         checkpoint_tree_size=size,
         checkpoint_age_seconds=age,
         anchored_tree_size=anchor.checkpoint.tree_size if anchor else None,
+        timestamped_tree_size=token.tree_size if token else None,
+        timestamp_age_seconds=round((time.time_ns() - token.gen_time_ns) / 1e9, 1) if token else None,
         producers={str(name): int(n) for name, n in by_name},
         producer_instances=len(report.instances),
         warnings=report.lines(),
@@ -84,4 +92,18 @@ def sealer_line(sealer: object) -> str:
     if isinstance(witnesses, dict):
         cosigned = ", ".join(f"{n} at tree size {s}" for n, s in sorted(witnesses.items())) or "none yet"
         disk += f"; witnesses cosigned: {cosigned}"
-    return f"sealer: {state}{disk}"
+    return f"sealer: {state}{disk}" + "".join(_tsa_lines(sealer.get("timestamps")))
+
+
+def _tsa_lines(tsas: object) -> list[str]:
+    """Each TSA of the running sealer (sealer/timestamper.py `status`): its newest token, or why not."""
+    lines = []
+    for tsa in tsas if isinstance(tsas, list) else []:
+        newest = (
+            "no token yet"
+            if tsa["tree_size"] is None
+            else (f"newest token over checkpoint {tsa['tree_size']}, {tsa['age_seconds']} s old")
+        )
+        problem = f"; DOWN: {tsa['problem']}" if tsa["problem"] else ""
+        lines.append(f"\n  TSA {tsa['url']}: {newest}{problem}")
+    return lines

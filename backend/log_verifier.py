@@ -14,7 +14,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from otel_audit.anchors import read_anchors
+from cryptography import x509
+
+from otel_audit.anchors import read_anchors, read_timestamps
 from otel_audit.chain import CHAIN_START
 from otel_audit.checkpoint import Checkpoint, open_checkpoint
 from otel_audit.errors import AuditError
@@ -41,6 +43,7 @@ def verify_origin(
     retention_years: float = DEFAULT_RETENTION_YEARS,
     now_ns: int | None = None,
     more_keys: Sequence[VerifierKey] = (),
+    tsa_roots: Sequence[x509.Certificate] | None = None,
 ) -> Report:
     """Verify the log whose origin is the key's name, against the store and the anchors.
 
@@ -53,6 +56,9 @@ def verify_origin(
     boundary if, and only if, those months are older than `retention_years` (the verifier's
     own policy, not the table's TTL, which a database administrator could change); otherwise
     the missing rows are reported like any other deletion.
+
+    With `tsa_roots`, every RFC 3161 token (stored and beside the anchors) is checked against
+    them; without, tokens found are only counted in a warning.
     """
     count, low, high = store.seq_range(key.name)
     start = _after_expiry(store, key, low, retention_years, now_ns, more_keys) if count and low > 0 else None
@@ -60,6 +66,7 @@ def verify_origin(
 
     def verifier() -> LogVerifier:
         made = _verifier(store, key, anchor_dir, more_keys)
+        _add_timestamps(store, made, anchor_dir, tsa_roots)
         if start is not None and not made.start_after_expiry(*start):
             raise AssertionError("unreachable: the boundary checkpoint was checked already")
         return made
@@ -179,6 +186,30 @@ def _verifier(
         for problem in problems:
             verifier.add_anchor_problem(problem)
     return verifier
+
+
+def _add_timestamps(
+    store: Store, verifier: LogVerifier, anchor_dir: Path | None, roots: Sequence[x509.Certificate] | None
+) -> None:
+    """The time-stamp tokens of the log, from the store and the anchor directory."""
+    origin = verifier.report.origin
+    tokens = [(f"stored token of {t.tsa}", t.tree_size, t.token) for t in store.timestamps(origin)]
+    if anchor_dir is not None and anchor_dir.is_dir():
+        files, problems = read_timestamps(anchor_dir, origin)
+        tokens += [(f"token {f.path}", f.tree_size, f.token) for f in files]
+        for problem in problems:
+            verifier.add_anchor_problem(problem)
+    if not roots:
+        if tokens:
+            verifier.report.warnings.append(
+                f"{len(tokens)} RFC 3161 time-stamp tokens were not checked: pass --tsa-roots "
+                "(the certificates of the TSAs you trust)"
+            )
+        return
+    if not tokens:
+        verifier.report.warnings.append("--tsa-roots given, but the log holds no time-stamp token")
+    for source, tree_size, token in tokens:
+        verifier.add_timestamp(source, tree_size, token, roots)
 
 
 def _deep(store: Store, verifier: LogVerifier) -> Report:

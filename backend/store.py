@@ -28,6 +28,7 @@ from .migrations import migrate
 LOGS = "otel_audit.logs"
 CHECKPOINTS = "otel_audit.checkpoints"
 TREE_NODES = "otel_audit.tree_nodes"
+TIMESTAMPS = "otel_audit.timestamps"
 
 
 def redact(dsn: str) -> str:
@@ -62,6 +63,18 @@ class StoredCheckpoint:
     chain_head: bytes
     note: str
     compact_range: bytes
+
+
+@dataclass(frozen=True)
+class StoredTimestamp:
+    """An RFC 3161 token (the DER TimeStampResp) a TSA gave over the note of the checkpoint
+    (origin, tree_size); gen_time_ns is a copy of the token's time for `status` only."""
+
+    origin: str
+    tree_size: int
+    tsa: str
+    gen_time_ns: int
+    token: bytes
 
 
 @dataclass(frozen=True)
@@ -190,12 +203,30 @@ class Store:
         except (ClickHouseError, OSError) as exc:
             raise store_error(exc, f"insert into {CHECKPOINTS} failed: {exc}", inserting=True) from exc
 
+    def insert_timestamp(self, ts: StoredTimestamp) -> None:
+        row = [
+            ts.origin,
+            ts.tree_size,
+            ts.tsa,
+            ts.gen_time_ns // 1000,
+            ts.token,
+        ]  # DateTime64(6) takes microseconds
+        try:
+            self.client.insert(
+                TIMESTAMPS,
+                [row],
+                column_names=["Origin", "TreeSize", "Tsa", "GenTime", "Token"],
+                settings=self._settings(insert_deduplication_token=f"{ts.origin}:{ts.tree_size}:{ts.tsa}"),
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise store_error(exc, f"insert into {TIMESTAMPS} failed: {exc}", inserting=True) from exc
+
     def pause_merges(self, paused: bool) -> None:
         """Stop background merges of our tables (a running one is cancelled), or start them
         again. A merge rewrites parts into a new one, and one that meets a full disk may leave
         a part whose files are empty, losing every row it merged."""
         verb = "STOP" if paused else "START"
-        for table in (LOGS, CHECKPOINTS, TREE_NODES):
+        for table in (LOGS, CHECKPOINTS, TREE_NODES, TIMESTAMPS):
             self._command(f"SYSTEM {verb} MERGES {table}")
 
     # -- reads ---------------------------------------------------------------------------
@@ -242,6 +273,20 @@ class Store:
             column_formats={"CompactRange": "bytes", "Note": "string"},
         )
         return [StoredCheckpoint(*row) for row in rows]
+
+    def timestamps(self, origin: str, latest_only: bool = False) -> list[StoredTimestamp]:
+        """The stored tokens of a log, by tree size and TSA (the newest one only if asked); none
+        in a store from before schema 008, which read-only commands may read unmigrated."""
+        if not self._query(f"EXISTS TABLE {TIMESTAMPS}")[0][0]:
+            return []
+        order = "GenTime DESC LIMIT 1" if latest_only else "TreeSize, Tsa"
+        rows = self._query(
+            f"SELECT Origin, TreeSize, Tsa, toUnixTimestamp64Micro(GenTime) * 1000, Token FROM {TIMESTAMPS} "
+            f"WHERE Origin = {{o:String}} ORDER BY {order}",
+            {"o": origin},
+            column_formats={"Token": "bytes"},
+        )
+        return [StoredTimestamp(o, int(n), t, int(g), bytes(tok)) for o, n, t, g, tok in rows]
 
     def origins(self) -> list[str]:
         rows = self._query(

@@ -50,7 +50,7 @@ from .error_codes import (
     store_error,
 )
 from .migrations import TABLE as MIGRATIONS
-from .store import CHECKPOINTS, LOGS, TREE_NODES
+from .store import CHECKPOINTS, LOGS, TIMESTAMPS, TREE_NODES
 
 DATABASE = "otel_audit"
 # The tables `query` may read: the log's own, and the system tables that describe them
@@ -60,6 +60,7 @@ ALLOWED_TABLES = frozenset(
         LOGS,
         CHECKPOINTS,
         TREE_NODES,
+        TIMESTAMPS,
         MIGRATIONS,
         "system.tables",
         "system.columns",

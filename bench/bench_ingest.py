@@ -108,7 +108,14 @@ def record_count(requests: list) -> int:
 class SealedRun:
     """A real `otel-audit serve` on an embedded store, fed over OTLP/gRPC by `producers`."""
 
-    def __init__(self, workdir: Path, producers: int, name: str = "sealed", journal: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        producers: int,
+        name: str = "sealed",
+        journal: bool = True,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.workdir = workdir
         self.key_path = workdir / f"{name}.key"
         self.key_path.write_text(SignerKey.generate("bench.example/audit").serialize() + "\n")
@@ -132,6 +139,7 @@ class SealedRun:
                 "off",
                 "--checkpoint-interval",
                 "5",
+                *extra,  # e.g. --tsa (bench/bench_trusted_time.py)
             ],
             cwd=workdir,
             stderr=subprocess.PIPE,

@@ -11,6 +11,8 @@ A bundle is one zip file, byte-for-byte the same for the same records and checkp
     checkpoints/<origin>.checkpoint      the signed checkpoint the proofs lead to
     entries/<origin>/<seq>.binpb         each record's exact Entry bytes (an OTLP ResourceLogs)
     proofs/<origin>/<seq>.tlog-proof     its C2SP tlog-proof against that checkpoint
+    timestamps/<origin>/<n>.tsr          RFC 3161 tokens over that checkpoint's note, if any
+    timestamps/tsa-certs.pem             the TSA certificates the tokens carry (not trusted)
     records.jsonl / .csv / .html         the entries decoded, for programs and for people
                                          (SEC 17a-4(f): human-readable and electronic)
 
@@ -42,16 +44,22 @@ from dataclasses import dataclass, field
 from functools import cache
 from urllib.parse import quote
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from .checkpoint import open_checkpoint, read_unverified
 from .entry import decode_entry
 from .errors import AuditError, FormatError
 from .merkle import hash_leaf
 from .note import VerifierKey
 from .readable import Rows, readable_files, record_dict, render_rows
+from .timestamp import existed_line, token_certificates, verify_token
 from .tlog_proof import EXTENSION, TlogProof
 
 FORMAT = "otel-audit-bundle@v1"
 README, MANIFEST, QUERY, KEYS = "README.txt", "manifest.json", "query.json", "keys.txt"
+TSA_CERTS = "timestamps/tsa-certs.pem"
+_SIGNED_MEMBERS = ("entries/", "proofs/", "checkpoints/", "timestamps/")  # each must be listed
 READABLE = ("records.jsonl", "records.csv", "records.html")
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: no export time leaks into the bytes
 _PARALLEL_FROM = 20_000  # entries; below this, starting worker processes costs more than it saves
@@ -72,6 +80,10 @@ def proof_path(origin: str, seq: int) -> str:
 
 def checkpoint_path(origin: str) -> str:
     return f"checkpoints/{_folder(origin)}.checkpoint"
+
+
+def timestamp_path(origin: str, number: int) -> str:
+    return f"timestamps/{_folder(origin)}/{number}.tsr"
 
 
 @dataclass(frozen=True)
@@ -113,13 +125,16 @@ class Manifest:
 
     origins: tuple[str, ...]  # the logs whose checkpoints the bundle holds, sorted
     records: tuple[ManifestRecord, ...]
+    timestamps: tuple[tuple[str, int], ...] = ()  # (origin, how many tokens over its checkpoint)
 
     def serialize(self) -> str:
-        manifest = {
+        manifest: dict[str, object] = {
             "format": FORMAT,
             "checkpoints": {origin: checkpoint_path(origin) for origin in self.origins},
             "records": [r.as_dict() for r in self.records],
         }
+        if self.timestamps:  # only then: bundles without tokens keep their bytes
+            manifest["timestamps"] = {o: [timestamp_path(o, i) for i in range(n)] for o, n in self.timestamps}
         return json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n"
 
     @classmethod
@@ -129,7 +144,8 @@ class Manifest:
             raw = json.loads(text)
         except ValueError as exc:
             raise FormatError(f"not JSON: {exc}") from None
-        _keys(raw, _MANIFEST_KEYS, "the manifest")
+        optional = {"timestamps"} & set(raw) if isinstance(raw, dict) else set()  # only with tokens
+        _keys(raw, _MANIFEST_KEYS | optional, "the manifest")
         if raw["format"] != FORMAT:
             raise FormatError(f"format is {raw['format']!r}, expected {FORMAT!r}")
         listed = raw["checkpoints"]
@@ -152,7 +168,7 @@ class Manifest:
                 if item[name] != path:
                     raise FormatError(f"records[{i}].{name} is {item[name]!r}, expected {path!r}")
             records.append(ManifestRecord(origin, seq, leaf))
-        manifest = cls(tuple(listed), tuple(records))
+        manifest = cls(tuple(listed), tuple(records), _parse_timestamps(raw.get("timestamps", {}), listed))
         if len({(r.origin, r.seq) for r in records}) != len(records):
             raise FormatError("a record is listed twice")
         if set(manifest.origins) != {r.origin for r in records}:
@@ -160,6 +176,20 @@ class Manifest:
         if manifest.serialize() != text:
             raise FormatError("not written the way otel-audit writes it (key order, spacing or escapes)")
         return manifest
+
+
+def _parse_timestamps(listed: object, origins: Mapping[str, object]) -> tuple[tuple[str, int], ...]:
+    """The manifest's `timestamps`: per origin of a checkpoint, the paths 0.tsr, 1.tsr, ..."""
+    if not isinstance(listed, dict):
+        raise FormatError("timestamps is not a JSON object")
+    out = []
+    for origin, paths in listed.items():
+        if origin not in origins or not isinstance(paths, list):
+            raise FormatError(f"timestamps[{origin!r}] is not a list for a log of the bundle")
+        if paths != [timestamp_path(origin, i) for i in range(len(paths))]:
+            raise FormatError(f"timestamps[{origin!r}] are not the paths {timestamp_path(origin, 0)!r}, ...")
+        out.append((origin, len(paths)))
+    return tuple(out)
 
 
 def _keys(value: object, expected: set[str], what: str) -> None:
@@ -267,24 +297,39 @@ def write_bundle(
     keys: Sequence[VerifierKey],
     query: Mapping[str, object],
     rendering: Rendering | None = None,
+    timestamps: Mapping[str, Sequence[bytes]] | None = None,
 ) -> bytes:
     """The bundle's bytes. `records` in the order the readable files list them; `rendering`,
     their readable rows if already under way (see Rendering): the per-record files are
-    written first, while it finishes."""
+    written first, while it finishes. `timestamps`: per origin, RFC 3161 TimeStampResps over
+    the note of its checkpoint."""
     if rendering is None:
         rendering = Rendering([r.entry for r in records])
+    tokens = {o: list(t) for o, t in sorted((timestamps or {}).items()) if t and o in checkpoints}
     manifest = Manifest(
         tuple(sorted(checkpoints)),
         tuple(ManifestRecord(r.origin, r.seq, hash_leaf(r.entry).hex()) for r in records),
+        tuple((o, len(t)) for o, t in tokens.items()),
     )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        _add(archive, README, _readme(len(records), checkpoints).encode())
+        _add(archive, README, (_readme(len(records), checkpoints) + _timestamps_readme(tokens)).encode())
         _add(archive, MANIFEST, manifest.serialize().encode())
         _add(archive, QUERY, (json.dumps(dict(query), indent=1, sort_keys=True) + "\n").encode())
         _add(archive, KEYS, "".join(k.serialize() + "\n" for k in keys).encode())
         for origin in sorted(checkpoints):
             _add(archive, checkpoint_path(origin), checkpoints[origin].encode())
+        for origin, found in tokens.items():
+            for i, token in enumerate(found):
+                _add(archive, timestamp_path(origin, i), token)
+        if tokens:
+            certs = {
+                c.public_bytes(Encoding.PEM)
+                for t in tokens.values()
+                for r in t
+                for c in token_certificates(r)
+            }
+            _add(archive, TSA_CERTS, b"".join(sorted(certs)))
         for r in sorted(records, key=lambda r: (r.origin, r.seq)):
             # Per-record files are small and mostly hashes: storing them is 4x faster to write
             # than deflating them, for a few percent of size.
@@ -330,6 +375,7 @@ class BundleReport:
     signed_by: dict[str, list[str]] = field(default_factory=dict)
     findings: list[BundleFinding] = field(default_factory=list)
     unproven: list[str] = field(default_factory=list)
+    timestamps: list[str] = field(default_factory=list)  # what each verified RFC 3161 token proves
 
     @property
     def ok(self) -> bool:
@@ -345,6 +391,7 @@ class BundleReport:
             **({"signed_by": self.signed_by} if self.signed_by else {}),
             "findings": [{"kind": f.kind, "where": f.where, "message": f.message} for f in self.findings],
             "unproven": self.unproven,
+            "timestamps": self.timestamps,
         }
 
 
@@ -554,20 +601,23 @@ def _member_problem(data: bytes, info: zipfile.ZipInfo, limit: int) -> str | Non
     return _local_header_problem(data, info)
 
 
-def verify_bundle(data: bytes, trusted: Sequence[VerifierKey]) -> BundleReport:
-    """Check a bundle against the keys the caller trusts (never against the bundle's own)."""
+def verify_bundle(
+    data: bytes, trusted: Sequence[VerifierKey], tsa_roots: Sequence[x509.Certificate] = ()
+) -> BundleReport:
+    """Check a bundle against the keys the caller trusts (never against the bundle's own), and
+    its time-stamp tokens against the TSA roots the caller trusts (none: left unchecked)."""
     report = BundleReport()
     reader = _Reader.open(data, report)
     if reader is None:
         return report
     try:
-        _verify(reader, trusted)
+        _verify(reader, trusted, tsa_roots)
     finally:
         reader.close()
     return report
 
 
-def _verify(reader: _Reader, trusted: Sequence[VerifierKey]) -> None:
+def _verify(reader: _Reader, trusted: Sequence[VerifierKey], tsa_roots: Sequence[x509.Certificate]) -> None:
     report = reader.report
     manifest = _manifest(reader)
     if manifest is None:
@@ -578,6 +628,7 @@ def _verify(reader: _Reader, trusted: Sequence[VerifierKey]) -> None:
         keys.setdefault(key.name, []).append(key)
     _check_keys(reader, keys)
     checkpoints = _checkpoints(reader, manifest, keys)
+    _check_timestamps(reader, manifest, {o: text for o, (text, _) in checkpoints.items()}, tsa_roots)
     decoded = [_check_record(reader, item, checkpoints) for item in manifest.records]
     report.records = len(decoded)
     report.records_verified = sum(d is not None for d in decoded)
@@ -594,8 +645,8 @@ def _verify(reader: _Reader, trusted: Sequence[VerifierKey]) -> None:
     else:
         report.unproven.extend(n for n in READABLE if n in reader.names)
         reader.used.update(READABLE)
-    for name in sorted(reader.names - reader.used):
-        if name.startswith(("entries/", "proofs/", "checkpoints/")):
+    for name in sorted(reader.names - reader.used - {TSA_CERTS}):
+        if name.startswith(_SIGNED_MEMBERS):
             report.findings.append(
                 BundleFinding("manifest", name, f"is not listed in {MANIFEST}: the bundle was altered")
             )
@@ -605,7 +656,11 @@ def _verify(reader: _Reader, trusted: Sequence[VerifierKey]) -> None:
         f"{MANIFEST}: the list of records, checked against them; the list's completeness is not proven",
     ]
     for name in reader.read_the_rest():
-        if name != README and not name.startswith(("entries/", "proofs/", "checkpoints/")):
+        if name == TSA_CERTS:
+            report.unproven.append(
+                f"{name}: the TSA certificates the tokens carry; trust only your own roots"
+            )
+        elif name != README and not name.startswith(_SIGNED_MEMBERS):
             report.unproven.append(f"{name}: not part of the bundle format, not covered by any proof")
 
 
@@ -671,6 +726,33 @@ def _checkpoints(
     return good
 
 
+def _check_timestamps(
+    reader: _Reader, manifest: Manifest, checkpoints: Mapping[str, str], roots: Sequence[x509.Certificate]
+) -> None:
+    """Each token over its log's checkpoint note, against the caller's TSA roots."""
+    report = reader.report
+    for origin, count in manifest.timestamps:
+        for i in range(count):
+            name = timestamp_path(origin, i)
+            token = reader.read(name, "timestamp", limit=_MIB)
+            if token is None or origin not in checkpoints:
+                continue  # the checkpoint's own finding says why
+            size = report.checkpoints[origin]
+            if not roots:
+                report.unproven.append(f"{name}: a time-stamp token, not checked: pass --tsa-roots")
+                continue
+            try:
+                stamp = verify_token(token, checkpoints[origin].encode(), roots)
+            except AuditError as exc:
+                report.findings.append(
+                    BundleFinding(
+                        "timestamp", name, f"the token over checkpoint {size} does not verify: {exc}"
+                    )
+                )
+                continue
+            report.timestamps.append(f"{origin}: {existed_line(size, stamp)}")
+
+
 def _check_record(
     reader: _Reader, item: ManifestRecord, checkpoints: Mapping[str, tuple[str, VerifierKey]]
 ) -> dict[str, object] | None:
@@ -724,6 +806,28 @@ def _check_readable(reader: _Reader, decoded: list[dict[str, object]], title: st
                 "does not match the decoded entries (edited, added or removed text)",
             )
         )
+
+
+def _timestamps_readme(tokens: Mapping[str, Sequence[bytes]]) -> str:
+    """How to check the tokens by hand, when the bundle holds any."""
+    if not tokens:
+        return ""
+    origin = next(iter(tokens))
+    return f"""
+Trusted time (RFC 3161). timestamps/<origin>/<n>.tsr are time-stamp responses from
+independent time-stamp authorities over the exact bytes of checkpoints/<origin>.checkpoint:
+each proves that every record up to that checkpoint's tree size existed no later than the
+token's time, whatever the log's operator says. Check one with OpenSSL, against the TSA root
+certificate you trust (from the TSA, not from this bundle):
+
+    openssl ts -verify -in {timestamp_path(origin, 0)} \\
+        -data {checkpoint_path(origin)} -CAfile TSA-ROOT.pem
+    openssl ts -reply -in {timestamp_path(origin, 0)} -text    # its time and TSA
+
+{TSA_CERTS} holds the TSA certificates the tokens carry, for reading only. Or:
+
+    otel-audit verify-bundle THIS.bundle --key 'ORIGIN+KEYID+BASE64' --tsa-roots TSA-ROOT.pem
+"""
 
 
 def _readme(count: int, checkpoints: Mapping[str, str]) -> str:

@@ -61,6 +61,19 @@ class ProofSizeError(ProofError):
         return f"wrong proof size {self.got}, want {self.want}"
 
 
+class TimestampError(AuditError):
+    """An RFC 3161 time-stamp token (otel_audit/timestamp.py) does not prove what it should:
+    not granted, over other bytes than the checkpoint note, not signed by a TSA certificate
+    that chains to the trusted roots at the token's time, or without the timestamping EKU."""
+
+
+class TsaUnavailableError(AuditError):
+    """A time-stamp authority did not answer, or answered with something that is not a usable
+    token; the sealer's timestamper (sealer/timestamper.py) retries with back-off."""
+
+    retryable = True
+
+
 class ConfigError(AuditError):
     """A command-line flag, environment variable or key file is unusable."""
 

@@ -17,10 +17,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography import x509
+
 from .bundle import verify_bundle
 from .cosignature import CosignerKey
 from .errors import AuditError, ConfigError, FormatError, ProofError
 from .note import SignerKey, VerifierKey
+from .timestamp import load_roots
 from .witness_policy import Policy
 from .witnessed import witnessed
 
@@ -66,6 +69,24 @@ def trusted_keys(texts: list[str] | None, trust: Path | None) -> list[VerifierKe
     return list(dict.fromkeys(keys))
 
 
+TSA_ROOTS_FLAG = "--tsa-roots"
+TSA_ROOTS_OPTIONS = {
+    "type": Path,
+    "default": env("TSA_ROOTS"),
+    "help": "PEM certificates of the RFC 3161 time-stamp authorities you trust: every token is "
+    "checked against them (env OTEL_AUDIT_TSA_ROOTS)",
+}
+
+
+def read_tsa_roots(path: Path) -> tuple[x509.Certificate, ...]:
+    """The certificates of a `--tsa-roots` file."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {TSA_ROOTS_FLAG} {path}: {exc.strerror}") from None
+    return load_roots(pem, str(path))
+
+
 def _keygen_arguments() -> argparse.ArgumentParser:
     keygen = argparse.ArgumentParser(add_help=False)
     whose = keygen.add_mutually_exclusive_group(required=True)
@@ -95,6 +116,7 @@ def _verify_bundle_arguments() -> argparse.ArgumentParser:
         type=Path,
         help="tlog-policy file: each checkpoint in the bundle must carry cosignatures meeting its quorum",
     )
+    bundle.add_argument(TSA_ROOTS_FLAG, **TSA_ROOTS_OPTIONS)  # type: ignore[arg-type]
     return bundle
 
 
@@ -171,7 +193,7 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
         data = args.bundle.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {args.bundle}: {exc.strerror}") from None
-    report = verify_bundle(data, keys)
+    report = verify_bundle(data, keys, read_tsa_roots(args.tsa_roots) if args.tsa_roots else ())
     witness_lines, witness_failures = (
         _bundle_witnesses(report.checkpoint_notes, load_policy(args.policy), keys)
         if args.policy
@@ -194,6 +216,8 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
         print(f"  {origin}: Seq " + ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in runs))
     for origin, signers in sorted(report.signed_by.items()):
         print(f"  {origin}: checkpoint signed by {', '.join(signers)}")
+    for line in report.timestamps:
+        print(f"  time-stamped: {line}")
     for finding in report.findings:
         print(f"  {finding}")
     for line in witness_lines:

@@ -36,6 +36,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
 from .anchors import Anchor, AnchorProblem
 from .chain import CHAIN_START, chain_next
 from .checkpoint import Checkpoint, open_checkpoint
@@ -46,6 +48,7 @@ from .merkle import CompactRange, hash_leaf
 from .note import VerifierKey
 from .proof import verify_consistency
 from .rotation import KeyHistory
+from .timestamp import existed_line, verify_token
 
 MAX_FINDINGS = 1000
 
@@ -73,6 +76,7 @@ class Report:
     findings_dropped: int = 0
     warnings: list[str] = field(default_factory=list)  # weaker proof than asked for, not tampering
     notes: list[str] = field(default_factory=list)
+    timestamps: list[str] = field(default_factory=list)  # what each verified RFC 3161 token proves
 
     @property
     def ok(self) -> bool:
@@ -99,6 +103,7 @@ class Report:
             "findings_dropped": self.findings_dropped,
             "warnings": self.warnings,
             "notes": self.notes,
+            "timestamps": self.timestamps,
         }
 
 
@@ -119,6 +124,7 @@ class LogVerifier:
         self._anchored: list[tuple[str, Checkpoint]] = []  # valid anchors: (source, checkpoint)
         self._stored_sizes: set[int] = set()  # tree sizes of the valid stored checkpoints
         self._no_anchors = "no anchor of this log could be verified"
+        self._notes: dict[int, str] = {}  # the note text of each valid checkpoint, by tree size
 
     def _find(self, kind: str, message: str, first: int | None = None, last: int | None = None) -> None:
         if first is not None and last is not None and last < first:
@@ -164,6 +170,7 @@ class LogVerifier:
                 "checkpoint", f"{source}: TreeSize/RootHash/ChainHead columns differ from its signed note"
             )
         self._add_target(SignedTarget(source, checkpoint, compact_range))
+        self._notes.setdefault(tree_size, note_text)
         self._stored_sizes.add(tree_size)
         self.report.checkpoints_verified += 1
 
@@ -172,6 +179,7 @@ class LogVerifier:
         if checkpoint is not None:
             self._add_target(SignedTarget(f"anchor {anchor.path}", checkpoint))
             self._anchored.append((f"anchor {anchor.path}", checkpoint))
+            self._notes.setdefault(checkpoint.tree_size, anchor.text)
             self.report.anchors_verified += 1
 
     def start_after_expiry(self, start: Checkpoint, compact_range: bytes) -> bool:
@@ -223,6 +231,26 @@ class LogVerifier:
             )
             return
         self.report.anchors_consistent += 1
+
+    def add_timestamp(
+        self, source: str, tree_size: int, token: bytes, roots: Sequence[x509.Certificate]
+    ) -> None:
+        """An RFC 3161 token over the note of the checkpoint `tree_size` (call after the
+        checkpoints and anchors are added): a `timestamp` finding unless it verifies."""
+        note = self._notes.get(tree_size)
+        if note is None:
+            self._find(
+                "timestamp", f"{source}: no checkpoint of tree size {tree_size} with a valid signature"
+            )
+            return
+        try:
+            stamp = verify_token(token, note.encode(), roots)
+        except AuditError as exc:
+            self._find("timestamp", f"{source}: the token over checkpoint {tree_size} does not verify: {exc}")
+            return
+        line = existed_line(tree_size, stamp)
+        if line not in self.report.timestamps:  # the store's copy and the anchor's
+            self.report.timestamps.append(line)
 
     def anchors_absent(self, reason: str) -> None:
         """Why no anchor was read (no directory given, or it does not exist), for the warning."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+
 from otel_audit.witness_policy import Policy
 
 from .auth import TlsFiles
@@ -35,3 +37,7 @@ class ServeConfig:
     min_free_disk_bytes: int = DEFAULT_MIN_FREE_BYTES  # embedded: refuse records below (sealer/disk.py)
     witness_policy: Policy | None = None  # tlog-policy: witnesses to ask for cosignatures
     witness_interval: float = 60.0  # seconds between add-checkpoint rounds (sealer/witness_client.py)
+    # Trusted time (sealer/timestamper.py): RFC 3161 TSA URLs, the PEM chain to trust, seconds.
+    tsas: tuple[str, ...] = ()
+    tsa_roots: tuple[x509.Certificate, ...] = ()
+    timestamp_interval: float = 60.0

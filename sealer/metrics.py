@@ -68,6 +68,18 @@ class SealerMetrics:
             ["witness"],
             registry=r,
         )
+        self.timestamp_requests = Counter(
+            "otel_audit_timestamp_requests",
+            "RFC 3161 token requests to each TSA, by outcome (ok, failed)",
+            ["tsa", "outcome"],
+            registry=r,
+        )
+        self.timestamp_age = Gauge(
+            "otel_audit_timestamp_age_seconds",
+            "Seconds since the time of the newest verified RFC 3161 token from each TSA",
+            ["tsa"],
+            registry=r,
+        )
         self._last_checkpoint = 0.0
         self.checkpoint_age.set_function(
             lambda: time.monotonic() - self._last_checkpoint if self._last_checkpoint else float("nan")
@@ -76,6 +88,15 @@ class SealerMetrics:
     def checkpointed(self, tree_size: int) -> None:
         self._last_checkpoint = time.monotonic()
         self.checkpoint_size.set(tree_size)
+
+    def watch_timestamps(self, tsa: str, newest_ns: Callable[[], int | None]) -> None:
+        """The token age gauge of one TSA, from the time of its newest token (NaN: none yet)."""
+
+        def age() -> float:
+            newest = newest_ns()
+            return float("nan") if newest is None else (time.time_ns() - newest) / 1e9
+
+        self.timestamp_age.labels(tsa).set_function(age)
 
 
 class HealthServer:

@@ -14,7 +14,8 @@ Start order:
   3. the disk guard, the published log, the checkpointer and the pipeline are built;
   4. the checkpointer anchors and signs what was recovered at once (so a crash loop never
      leaves acknowledged records unsigned for long);
-  5. the pipeline, then the checkpointer's timer, then the witness client's (if a policy);
+  5. the pipeline, then the checkpointer's timer, then the witness client's (if a policy) and
+     the timestamper's (trusted time);
   6. the receivers (gRPC, HTTP), the local read API (embedded stores only), then the metrics
      and health endpoints.
 Stop order, the reverse:
@@ -22,7 +23,8 @@ Stop order, the reverse:
      (grace period); then the sealing workers stop;
   2. the pipeline commits everything still queued, then stops;
   3. the checkpointer stops its timer and signs a final checkpoint of the whole log; the
-     witness client stops its timer and sends that checkpoint to the witnesses;
+     witness client stops its timer and sends that checkpoint to the witnesses; the
+     timestamper then asks each TSA once for a token over it;
   4. the journal and the store are closed.
 """
 
@@ -50,6 +52,7 @@ from .producer_gaps import ProducerTracker
 from .publisher import PublishedLog
 from .read_api import ReadApi, socket_path
 from .recovery import recover
+from .timestamper import Timestamper
 from .witness_client import WitnessClient
 from .workers import Workers
 
@@ -74,6 +77,7 @@ class SealerService:
         self.read_api: ReadApi | None = None
         self.disk: DiskGuard | None = None
         self.witnesses: WitnessClient | None = None
+        self.timestamper: Timestamper | None = None
 
     def start(self) -> None:
         config = self.config
@@ -147,6 +151,17 @@ class SealerService:
                 on_cosigned=lambda name, size: gauge.labels(witness=name).set(size),
             )
             self.witnesses.start()
+        if config.tsas:
+            self.timestamper = Timestamper(
+                store,
+                config.anchor_dir,
+                origin,
+                config.tsas,
+                config.tsa_roots,
+                config.timestamp_interval,
+                metrics,
+            )
+            self.timestamper.start()
         self.grpc = GrpcReceiver(
             self.pipeline,
             config.grpc_address,
@@ -209,6 +224,7 @@ class SealerService:
             "store_free_bytes": None if disk is None else disk.free_bytes,
             "min_free_disk_bytes": None if disk is None else disk.min_free_bytes,
             "witnesses": None if self.witnesses is None else dict(self.witnesses.cosigned),
+            "timestamps": None if self.timestamper is None else self.timestamper.status(),
         }
 
     def stop(self) -> None:
@@ -229,6 +245,8 @@ class SealerService:
                 self.checkpointer.stop()  # may raise if the store is down: no final checkpoint
             if self.witnesses is not None:
                 self.witnesses.stop()  # the final checkpoint to the witnesses
+            if self.timestamper is not None:
+                self.timestamper.stop()
         finally:
             if self.journal is not None:
                 self.journal.close()

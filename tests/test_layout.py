@@ -25,7 +25,7 @@ OFFLINE_VERIFIER = "otel_audit.offline_cli"
 # The third-party imports the base install (pyproject.toml `dependencies`) provides: the
 # import name and the distribution that brings it.
 BASE_IMPORTS = {"cryptography": "cryptography", "google.protobuf": "protobuf",
-                "opentelemetry.proto": "opentelemetry-proto"}  # fmt: skip
+                "opentelemetry.proto": "opentelemetry-proto", "rfc3161_client": "rfc3161-client"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,21 @@ def test_from_empty_all_are_applied_and_recorded_once(store: Store) -> None:
     assert (
         names
         == [m.name for m in known()]
-        == ["schema", "tree_nodes", "producer", "durability", "retention", "merges", "disk_guard"]
+        == [
+            "schema",
+            "tree_nodes",
+            "producer",
+            "durability",
+            "retention",
+            "merges",
+            "disk_guard",
+            "timestamps",
+        ]
     )
-    assert applied(store) == [1, 2, 3, 4, 5, 6, 7]
+    assert applied(store) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert "Producer" in _columns(store) and store.select("EXISTS TABLE otel_audit.tree_nodes")[0][0]
     assert migrate(store) == []
-    assert store.select(f"SELECT count() FROM {TABLE}")[0][0] == 7
+    assert store.select(f"SELECT count() FROM {TABLE}")[0][0] == 8
 
 
 @pytest.mark.parametrize("upto", [1, 2])
@@ -47,7 +56,7 @@ def test_from_each_earlier_schema_without_a_record(store: Store, upto: int) -> N
         for statement in statements(migration.sql):
             store.command(statement)
     assert applied(store) == []
-    assert [m.version for m in migrate(store)] == [1, 2, 3, 4, 5, 6, 7]  # idempotent: safe to rerun
+    assert [m.version for m in migrate(store)] == [1, 2, 3, 4, 5, 6, 7, 8]  # idempotent: safe to rerun
     assert "Producer" in _columns(store)
 
 
@@ -87,11 +96,12 @@ def test_migrate_command(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path / 'store'}"
     first = run_cli("migrate", "--store", dsn)
     names = (
-        "001_schema, 002_tree_nodes, 003_producer, 004_durability, 005_retention, 006_merges, 007_disk_guard"
+        "001_schema, 002_tree_nodes, 003_producer, 004_durability, 005_retention, 006_merges, "
+        "007_disk_guard, 008_timestamps"
     )
-    assert first.returncode == 0 and f"applied {names}; schema version 7" in first.stdout
+    assert first.returncode == 0 and f"applied {names}; schema version 8" in first.stdout
     again = run_cli("migrate", "--store", dsn, "--retention-years", "10")
-    assert again.returncode == 0 and "nothing to apply; schema version 7" in again.stdout
+    assert again.returncode == 0 and "nothing to apply; schema version 8" in again.stdout
     assert "expires 10 years after it ends" in again.stdout
     short = run_cli("migrate", "--store", dsn, "--retention-years", "3")
     assert short.returncode == 2 and "shorter than the configured minimum of 6 years" in short.stderr

@@ -10,10 +10,12 @@ import sys
 import threading
 from pathlib import Path
 
+from cryptography import x509
+
 from backend.store import redact
 from otel_audit.errors import ConfigError
 from otel_audit.note import SignerKey
-from otel_audit.offline_cli import EXIT_OK, env, load_policy, write_key
+from otel_audit.offline_cli import EXIT_OK, env, load_policy, read_tsa_roots, write_key
 from sealer.auth import TlsFiles, add_token
 from sealer.config import ServeConfig
 from sealer.disk import DEFAULT_MIN_FREE_BYTES, format_size, parse_size
@@ -174,6 +176,26 @@ def add_serve_command(
         default=env("WITNESS_INTERVAL", "60"),
         help="seconds between add-checkpoint rounds to the witnesses (env OTEL_AUDIT_WITNESS_INTERVAL)",
     )
+    serve.add_argument(
+        "--tsa",
+        action="append",
+        default=[u for u in (env("TSA") or "").split(",") if u],
+        help="URL of an RFC 3161 time-stamp authority; repeat for several (env OTEL_AUDIT_TSA, "
+        "comma-separated). Each is asked for a token over the newest checkpoint every "
+        "--timestamp-interval and at shutdown",
+    )
+    serve.add_argument(
+        "--tsa-roots",
+        type=Path,
+        default=env("TSA_ROOTS"),
+        help="PEM certificates the TSAs' tokens must chain to (env OTEL_AUDIT_TSA_ROOTS; needed with --tsa)",
+    )
+    serve.add_argument(
+        "--timestamp-interval",
+        type=float,
+        default=env("TIMESTAMP_INTERVAL", "60"),
+        help="seconds between time-stamp requests to each TSA (env OTEL_AUDIT_TIMESTAMP_INTERVAL)",
+    )
     serve.set_defaults(run=cmd_serve)
 
 
@@ -187,6 +209,17 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tsa_roots(args: argparse.Namespace) -> tuple[x509.Certificate, ...]:
+    """The roots `--tsa` tokens are verified against as they arrive (so --tsa needs them)."""
+    if args.timestamp_interval <= 0:
+        raise ConfigError("--timestamp-interval must be a positive number of seconds")
+    if not args.tsa:
+        return ()
+    if args.tsa_roots is None:
+        raise ConfigError("--tsa needs --tsa-roots: the certificates its tokens must chain to")
+    return read_tsa_roots(args.tsa_roots)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.checkpoint_interval <= 0:  # flags first: a refused command leaves nothing behind
@@ -198,6 +231,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("give --tls-cert and --tls-key together")
     if args.tls_client_ca is not None and args.tls_cert is None:
         raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+    tsa_roots = _tsa_roots(args)
     key_path = DATA_DIR / "signer.key"
     if args.key is None and not key_path.exists():
         write_key(key_path, SignerKey.generate(args.origin))
@@ -235,6 +269,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         min_free_disk_bytes=min_free,
         witness_policy=witness_policy,
         witness_interval=args.witness_interval,
+        tsas=tuple(args.tsa),
+        tsa_roots=tsa_roots,
+        timestamp_interval=args.timestamp_interval,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

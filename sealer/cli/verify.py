@@ -13,7 +13,16 @@ from backend.producer_report import producer_report
 from backend.store import Store, redact
 from backend.witness_report import check_witnessed, notes_of
 from otel_audit.errors import ConfigError
-from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, TRUST_HELP, env, load_policy
+from otel_audit.offline_cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    TRUST_HELP,
+    TSA_ROOTS_FLAG,
+    TSA_ROOTS_OPTIONS,
+    env,
+    load_policy,
+    read_tsa_roots,
+)
 from sealer.witness_client import ask_witnesses
 
 from .options import default_store, keys_and_anchors
@@ -57,6 +66,7 @@ def add_verify_command(sub: argparse._SubParsersAction, located: argparse.Argume
         help="with --policy: also show the store's newest checkpoint to each witness with a URL; "
         "one that holds a tree this log does not extend refuses it (an integrity failure)",
     )
+    verify.add_argument(TSA_ROOTS_FLAG, **TSA_ROOTS_OPTIONS)  # type: ignore[arg-type]
     verify.set_defaults(run=cmd_verify)
 
 
@@ -64,6 +74,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.ask_witnesses and not args.policy:
         raise ConfigError("--ask-witnesses needs --policy (the witnesses and their URLs)")
     key, more_keys, anchor_dir = keys_and_anchors(args)
+    tsa_roots = read_tsa_roots(args.tsa_roots) if args.tsa_roots else None
     dsn = args.store or default_store()
     store = Store.open(dsn)
     try:
@@ -71,7 +82,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise ConfigError(f"store {redact(dsn)} holds no otel-audit log; check --store")
         check_readable(store)
         report = verify_origin(
-            store, key, anchor_dir, deep=args.deep, retention_years=args.retention_years, more_keys=more_keys
+            store,
+            key,
+            anchor_dir,
+            deep=args.deep,
+            retention_years=args.retention_years,
+            more_keys=more_keys,
+            tsa_roots=tsa_roots,
         )
         origins = store.origins() if report.records == 0 else []
         producers = producer_report(store, key.name)
@@ -113,6 +130,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"note: {report.unsigned_records} newest records are not yet covered by a checkpoint")
         for note in report.notes:
             print(f"note: {note}")
+        for line in report.timestamps:
+            print(f"time-stamped: {line}")
         for warning in report.warnings:
             print(f"WARNING: {warning}")
         for finding in report.findings:
