@@ -61,6 +61,18 @@ def test_retryable_store_errors_are_exactly_those_the_pipeline_retries() -> None
     assert not StoreStatementError.retryable and not StoreReadOnlyError.retryable
 
 
+def test_only_a_failed_check_exits_1() -> None:
+    """The command line exits with the error's `exit_code` (otel_audit/offline_cli.py
+    `run_command`), and a sealer relays it for the commands it runs (sealer/read_api.py):
+    1 for a proof that does not hold, 2 for everything that kept the check from running."""
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.AuditError)]
+    for cls in classes:
+        if cls is not errors.RelayedError:
+            assert (cls.exit_code == errors.EXIT_FAILED) == issubclass(cls, errors.ProofError), cls
+    assert errors.RelayedError("gone", errors.EXIT_FAILED).exit_code == errors.EXIT_FAILED
+    assert str(errors.RelayedError("gone", errors.EXIT_ERROR)) == "gone"
+
+
 @pytest.mark.parametrize(
     ("sql", "match"),
     [

@@ -17,9 +17,9 @@ from urllib.parse import quote
 from backend.read_commands import Result, run
 from backend.store import Store
 from otel_audit.bundle import verify_bundle
-from otel_audit.errors import ConfigError
+from otel_audit.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from otel_audit.note import VerifierKey
-from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env
+from otel_audit.offline_cli import env
 from sealer.read_api import call, socket_path
 
 from .options import default_anchor_dir, default_store

@@ -10,8 +10,8 @@ from backend.migrations import check_readable
 from backend.partitions import DEFAULT_RETENTION_YEARS
 from backend.producer_report import producer_report
 from backend.store import Store, redact
-from otel_audit.errors import ConfigError
-from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env
+from otel_audit.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from otel_audit.offline_cli import env
 
 from .options import default_store, key_and_anchors
 
