@@ -29,10 +29,12 @@ from otel_audit.errors import (
 )
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
+from sealer.config import ServeConfig
 from sealer.disk import ENGINE_MIN_FREE_BYTES, DiskGuard, parse_size
 from sealer.metrics import SealerMetrics
 from sealer.pipeline import Pipeline, PublishedLog
 from sealer.read_api import call, socket_path
+from sealer.service import SealerService
 from sealer.state import LogState
 
 from .test_pipeline import ORIGIN, _eventually, items
@@ -153,9 +155,6 @@ def _get(url: str) -> tuple[int, str]:
 def test_serve_refuses_exports_and_is_not_ready_while_the_disk_is_nearly_full(tmp_path: Path) -> None:
     """A sealer asked to keep more free than any disk has: Export is UNAVAILABLE with the
     reason, /readyz 503 with it, the metrics count it and show the free bytes, status says it."""
-    from sealer.config import ServeConfig
-    from sealer.service import SealerService
-
     config = ServeConfig(
         store=f"chdb://{tmp_path / 'store'}",
         grpc_address="127.0.0.1:0",

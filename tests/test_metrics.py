@@ -8,6 +8,10 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from otel_audit.note import SignerKey
+from sealer.config import ServeConfig
+from sealer.service import SealerService
+
 from .conftest import Sealer, metrics_url
 from .producers import send_audit_events
 from .test_http import SPEC_LOGS_JSON, post
@@ -57,10 +61,6 @@ def test_metrics_health_and_readiness(sealer: Sealer) -> None:
 
 
 def test_readiness_says_why_not(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from otel_audit.note import SignerKey
-    from sealer.config import ServeConfig
-    from sealer.service import SealerService
-
     config = ServeConfig(
         store=f"chdb://{tmp_path / 'store'}",
         grpc_address="127.0.0.1:0",
