@@ -218,3 +218,12 @@ def test_imports_are_resolved_relative_function_local_and_from_packages(tmp_path
         ("backend.native", False),
         ("otel_audit.errors", True),
     ]
+
+
+@pytest.mark.parametrize("package", [*PACKAGES, "sealer.cli"])
+def test_each_package_docstring_maps_its_modules(package: str) -> None:
+    """The package docstring is the map a newcomer reads first: it names every module."""
+    folder = ROOT.joinpath(*package.split("."))
+    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+    modules = {p.stem for p in folder.glob("*.py") if not p.stem.startswith("__")}
+    assert not {m for m in modules if f"`{m}`" not in doc}, doc
