@@ -20,7 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2, status_pb2
 
 from .auth import Authenticator, TlsFiles
-from .intake import Intake, export
+from .intake import MAX_MESSAGE_BYTES, Intake, export
 from .outcomes import INTERNAL, Outcome, outcome_of
 from .pipeline import Pipeline
 
@@ -47,7 +47,7 @@ class GrpcReceiver:
         authenticator: Authenticator,
         intake: Intake,
         tls: TlsFiles | None = None,
-        max_message_bytes: int = 16 * 1024 * 1024,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         workers: int = 16,
     ) -> None:
         self._pipeline = pipeline

@@ -54,7 +54,7 @@ from otel_audit.errors import BodyTooLarge, RequestError, Unauthenticated
 
 from .auth import Authenticator, TlsFiles
 from .http_body import JSON, MEDIA_TYPES, PROTOBUF, encoding_of, request_bytes
-from .intake import Intake, export
+from .intake import MAX_MESSAGE_BYTES, Intake, export
 from .outcomes import INTERNAL, Outcome, outcome_of
 from .pipeline import Pipeline
 
@@ -101,7 +101,7 @@ class HttpReceiver:
         authenticator: Authenticator,
         intake: Intake,
         tls: TlsFiles | None = None,
-        max_message_bytes: int = 16 * 1024 * 1024,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         limits: HttpLimits = HttpLimits(),
     ) -> None:
         host, _, port = address.rpartition(":")

@@ -21,6 +21,8 @@ from .pipeline import Pipeline
 from .producer_gaps import ProducerTracker
 from .workers import Workers
 
+MAX_MESSAGE_BYTES = 16 << 20  # the largest request either receiver takes, unless configured
+
 
 @dataclass
 class Intake:
