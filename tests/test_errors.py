@@ -9,8 +9,6 @@ import socket
 
 import pytest
 from google.rpc import code_pb2
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 import otel_audit.errors as errors
 from backend.error_codes import CODES
@@ -29,18 +27,11 @@ from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.outcomes import outcome_of
 from sealer.pipeline import Pipeline, PublishedLog
-from sealer.prepare import Prepared, Rules, prepare_request
 from sealer.state import LogState
 
+from .prepared import items
+
 ORIGIN = "errors.example/audit"
-
-
-def items(n: int) -> Prepared:
-    request = ExportLogsServiceRequest()
-    scope_logs = request.resource_logs.add().scope_logs.add()
-    for i in range(n):
-        scope_logs.log_records.add(body=AnyValue(string_value=f"r{i}"))
-    return prepare_request(request.SerializeToString(), Rules())
 
 
 def test_every_code_is_named_as_the_engine_names_it(store) -> None:
