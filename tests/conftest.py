@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pytest
 
 from backend.store import Store
 from otel_audit.note import SignerKey
+from sealer.config import ServeConfig
+from sealer.service import SealerService
 
 # How every test starts the `otel-audit` command line (sealer/cli), in a subprocess that runs
 # this interpreter and inherits PYTHONPATH, so it runs the code under test.
@@ -134,6 +137,28 @@ def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.
     sealer = Sealer(workdir, key, port, http_port, proc, output)
     threading.Thread(target=lambda: [output.append(ln) for ln in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
     return sealer
+
+
+@contextmanager
+def service_in_process(tmp_path: Path, origin: str, **settings: object) -> Iterator[SealerService]:
+    """A started SealerService in this process, on an embedded store under `tmp_path`: gRPC and
+    the metrics endpoint on free ports, no OTLP/HTTP; `settings` are further ServeConfig fields.
+    Stopped on the way out."""
+    config = ServeConfig(
+        store=f"chdb://{tmp_path / 'store'}",
+        grpc_address="127.0.0.1:0",
+        http_address=None,
+        checkpoint_interval=60,
+        anchor_dir=tmp_path / "anchors",
+        metrics_address="127.0.0.1:0",
+        **settings,  # type: ignore[arg-type]
+    )
+    service = SealerService(config, SignerKey.generate(origin))
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 @pytest.fixture

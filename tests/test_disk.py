@@ -29,14 +29,13 @@ from otel_audit.errors import (
 )
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
-from sealer.config import ServeConfig
 from sealer.disk import ENGINE_MIN_FREE_BYTES, DiskGuard, parse_size
 from sealer.metrics import SealerMetrics
 from sealer.pipeline import Pipeline, PublishedLog
 from sealer.read_api import call, socket_path
-from sealer.service import SealerService
 from sealer.state import LogState
 
+from .conftest import service_in_process
 from .test_pipeline import ORIGIN, _eventually, items
 
 MIB = 1 << 20
@@ -155,18 +154,7 @@ def _get(url: str) -> tuple[int, str]:
 def test_serve_refuses_exports_and_is_not_ready_while_the_disk_is_nearly_full(tmp_path: Path) -> None:
     """A sealer asked to keep more free than any disk has: Export is UNAVAILABLE with the
     reason, /readyz 503 with it, the metrics count it and show the free bytes, status says it."""
-    config = ServeConfig(
-        store=f"chdb://{tmp_path / 'store'}",
-        grpc_address="127.0.0.1:0",
-        http_address=None,
-        checkpoint_interval=60,
-        anchor_dir=tmp_path / "anchors",
-        metrics_address="127.0.0.1:0",
-        min_free_disk_bytes=1 << 62,
-    )
-    service = SealerService(config, SignerKey.generate("disk.example/audit"))
-    service.start()
-    try:
+    with service_in_process(tmp_path, "disk.example/audit", min_free_disk_bytes=1 << 62) as service:
         assert service.grpc is not None and service.health is not None and service.read_api is not None
         request = ExportLogsServiceRequest()
         request.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "x"
@@ -183,7 +171,7 @@ def test_serve_refuses_exports_and_is_not_ready_while_the_disk_is_nearly_full(tm
         free = [line for line in metrics.splitlines() if line.startswith("otel_audit_store_free_bytes ")]
         assert free and float(free[0].split()[1]) > 0
         status_params = {"keys": [], "origin": None, "json": True}
-        path = socket_path(config.store)
+        path = socket_path(service.config.store)
         assert path is not None
         result = call(path, "status", status_params)
         assert result is not None
@@ -195,8 +183,6 @@ def test_serve_refuses_exports_and_is_not_ready_while_the_disk_is_nearly_full(tm
             text_result is not None
             and "sealer: NOT READY: the store's disk is nearly full" in text_result.out.decode()
         )
-    finally:
-        service.stop()
 
 
 def test_status_without_a_running_sealer_says_it_read_the_store(store) -> None:  # type: ignore[no-untyped-def]

@@ -8,11 +8,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_audit.note import SignerKey
-from sealer.config import ServeConfig
-from sealer.service import SealerService
-
-from .conftest import Sealer, metrics_url
+from .conftest import Sealer, metrics_url, service_in_process
 from .producers import send_audit_events
 from .test_http import SPEC_LOGS_JSON, post
 
@@ -61,17 +57,7 @@ def test_metrics_health_and_readiness(sealer: Sealer) -> None:
 
 
 def test_readiness_says_why_not(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    config = ServeConfig(
-        store=f"chdb://{tmp_path / 'store'}",
-        grpc_address="127.0.0.1:0",
-        http_address=None,
-        checkpoint_interval=60,
-        anchor_dir=tmp_path / "anchors",
-        metrics_address="127.0.0.1:0",
-    )
-    service = SealerService(config, SignerKey.generate("ready.example/audit"))
-    service.start()
-    try:
+    with service_in_process(tmp_path, "ready.example/audit") as service:
         assert service.health is not None
         base = f"http://{service.health.address}"
         assert _get(base + "/readyz") == (200, "ready\n")
@@ -80,5 +66,3 @@ def test_readiness_says_why_not(tmp_path) -> None:  # type: ignore[no-untyped-de
         status, text = _get(base + "/readyz")
         assert status == 503 and "not accepting records" in text
         assert _get(base + "/healthz")[0] == 200  # alive, just not ready
-    finally:
-        service.stop()
