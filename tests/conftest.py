@@ -74,6 +74,12 @@ class Sealer:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)
 
+    def kill(self) -> None:
+        """Kill serve if it still runs: a test's clean-up (a test of stopping calls `stop`)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def wait_for_output(self, pattern: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -179,9 +185,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def sealer(tmp_path: Path, signer_key: SignerKey) -> Iterator[Sealer]:
     running = start_sealer(tmp_path, signer_key)
     yield running
-    if running.proc.poll() is None:
-        running.proc.kill()
-        running.proc.wait()
+    running.kill()
 
 
 def metrics_url(sealer: Sealer) -> str:

@@ -55,9 +55,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, key: SignerKey):  # type: 
     )
     sealer.wait_for_output(rf"checkpoint \S+ size {COUNT}\b")
     yield sealer
-    if sealer.proc.poll() is None:
-        sealer.proc.kill()
-        sealer.proc.wait()
+    sealer.kill()
 
 
 @pytest.fixture(scope="module")
