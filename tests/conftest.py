@@ -100,6 +100,17 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     )
 
 
+def startup_text(proc: subprocess.Popen) -> str:
+    """What a starting `serve` printed on stderr, up to its "listening on" line: the key it
+    made, the store and the addresses it took."""
+    lines = []
+    for line in proc.stderr:  # type: ignore[union-attr]
+        lines.append(line)
+        if "listening on" in line:
+            break
+    return "".join(lines)
+
+
 def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.5") -> Sealer:
     key_file = workdir / "signer.key"
     if not key_file.exists():

@@ -21,7 +21,7 @@ from otel_audit.anchors import read_anchors
 from otel_audit.checkpoint import open_checkpoint
 from otel_audit.note import VerifierKey
 
-from .conftest import CLI, run_cli, start_sealer
+from .conftest import CLI, run_cli, start_sealer, startup_text
 from .producers import send_audit_events
 
 pytestmark = pytest.mark.integration
@@ -242,12 +242,7 @@ def test_defaults_and_environment_a_new_user_gets(tmp_path):
         text=True,
         start_new_session=True,  # its own process group, as in a terminal
     )
-    lines = []
-    for line in proc.stderr:  # type: ignore[union-attr]
-        lines.append(line)
-        if "listening on" in line:
-            break
-    text = "".join(lines)
+    text = startup_text(proc)
     assert f"created signer key {tmp_path / 'otel-audit-data' / 'signer.key'}" in text, text
     vkey = re.search(r"verifier key: (\S+)", text).group(1)  # type: ignore[union-attr]
     port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
