@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -154,6 +156,15 @@ def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.
     sealer = Sealer(workdir, key, port, http_port, proc, output)
     threading.Thread(target=lambda: [output.append(ln) for ln in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
     return sealer
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """The status and body of a GET, an error status included (the health and metrics endpoints)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 @contextmanager
