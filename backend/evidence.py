@@ -259,7 +259,7 @@ def export(store: Store, query: Search, keys: Sequence[VerifierKey]) -> Export:
         if key is None:
             raise ConfigError(f"records of log {origin!r} match; pass its verifier key with --key")
         checkpoints[origin] = signed_checkpoint(store, origin, key)
-    covered = [row for row in rows if row[1] < checkpoints[row[0]].checkpoint.tree_size]
+    covered = [(o, seq, entry) for o, seq, entry in rows if seq < checkpoints[o].checkpoint.tree_size]
     rendering = Rendering([entry for _, _, entry in covered])  # decodes in other processes meanwhile
     proofs: dict[tuple[str, int], TlogProof] = {}
     for origin, signed in checkpoints.items():
