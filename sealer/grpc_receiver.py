@@ -11,7 +11,6 @@ OTel exporters retry.
 
 from __future__ import annotations
 
-import logging
 from concurrent import futures
 
 import grpc
@@ -21,10 +20,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from .auth import Authenticator, TlsFiles
 from .intake import MAX_MESSAGE_BYTES, Intake, export
-from .outcomes import INTERNAL, Outcome, outcome_of
+from .outcomes import Outcome
 from .pipeline import Pipeline
-
-log = logging.getLogger(__name__)
 
 SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 _DETAILS = "grpc-status-details-bin"
@@ -90,11 +87,7 @@ class GrpcReceiver:
             producer = self._authenticator.producer(metadata.get("authorization"), certificate)
             response = export(self._pipeline, self._intake, request, producer)
         except Exception as exc:  # answered as sealer/outcomes.py says; never hang or crash a caller
-            outcome = outcome_of(exc)
-            if outcome is INTERNAL:
-                log.exception("export failed")
-            if outcome.reason is not None:
-                self._intake.rejected(outcome.reason)
+            outcome = self._intake.refused(exc, "OTLP/gRPC")
             message = outcome.grpc_text(exc)
             if outcome.grpc_retry_info:
                 context.set_trailing_metadata(((_DETAILS, _retry_info(outcome, message)),))
