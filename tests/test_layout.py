@@ -190,7 +190,9 @@ def test_the_offline_verifier_imports_only_the_base_install() -> None:
         }
     )
     assert not outside, "the offline verifier needs only the base install:\n" + "\n".join(outside)
-    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["otel-audit-verify"] == f"{OFFLINE_VERIFIER}:main"  # what examiners run
+    base = project["dependencies"]
     names = {re.match(r"[A-Za-z0-9._-]+", dep).group(0) for dep in base}  # type: ignore[union-attr]
     assert names == set(BASE_IMPORTS.values())
 
