@@ -1,6 +1,5 @@
 -- otel-audit schema, version 2: stored Merkle tree nodes, so that a proof reads O(log n)
--- hashes instead of rehashing the log (backend/tree_nodes.py stores them; backend/tree_reader.py
--- reads proofs from them).
+-- hashes instead of rehashing the log (backend/tiles.py).
 --
 -- One row per perfect subtree of height 4, 8, 12, ... as it completes (every 16 leaves,
 -- every 256, ...): C2SP tlog-tiles, 16 hashes wide. The tile at level L, index N is the rows
