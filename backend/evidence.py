@@ -8,6 +8,7 @@ in someone else's hands.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -69,18 +70,16 @@ class Search:
         """The WHERE clause and its bound parameters (never string-formatted values)."""
         clauses: list[str] = []
         params: dict[str, object] = {}
-        if self.since_ns is not None:
-            clauses.append("Timestamp >= fromUnixTimestamp64Nano({since:Int64})")
-            params["since"] = self.since_ns
-        if self.until_ns is not None:
-            clauses.append("Timestamp < fromUnixTimestamp64Nano({until:Int64})")
-            params["until"] = self.until_ns
-        if self.sealed_from_ns is not None:
-            clauses.append("SealedAt >= fromUnixTimestamp64Nano({sealed_from:Int64})")
-            params["sealed_from"] = self.sealed_from_ns
-        if self.sealed_until_ns is not None:
-            clauses.append("SealedAt < fromUnixTimestamp64Nano({sealed_until:Int64})")
-            params["sealed_until"] = self.sealed_until_ns
+        for name, column, bound in (  # each range is [from, until)
+            ("since", "Timestamp", ">="),
+            ("until", "Timestamp", "<"),
+            ("sealed_from", "SealedAt", ">="),
+            ("sealed_until", "SealedAt", "<"),
+        ):
+            ns = getattr(self, f"{name}_ns")
+            if ns is not None:
+                clauses.append(f"{column} {bound} fromUnixTimestamp64Nano({{{name}:Int64}})")
+                params[name] = ns
         for name, attribute in (
             ("actor", attr.ACTOR),
             ("action", attr.ACTION),
@@ -197,8 +196,6 @@ class ConsistencyProof:
 
     def serialize(self) -> str:
         """C2SP tlog-witness's add-checkpoint body: old size, proof lines, the new checkpoint."""
-        import base64
-
         lines = [f"old {self.old_size}", *(base64.b64encode(h).decode() for h in self.hashes)]
         return "\n".join(lines) + "\n\n" + self.new_note
 

@@ -8,7 +8,7 @@ clickhouse-connect `Client`, so every query below runs unchanged on either.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -63,6 +63,13 @@ class StoredCheckpoint:
     chain_head: bytes
     note: str
     compact_range: bytes
+
+
+# StoredCheckpoint's fields, each the column of otel_audit.checkpoints it is stored in
+# (tree_size: TreeSize): the insert and the select both name them from here.
+CHECKPOINT_COLUMNS = {
+    f.name: "".join(word.capitalize() for word in f.name.split("_")) for f in fields(StoredCheckpoint)
+}
 
 
 @dataclass(frozen=True)
@@ -179,18 +186,12 @@ class Store:
         self, cp: StoredCheckpoint, sealed_at_ns: int, created_at_ns: int, key_id: int
     ) -> None:
         row = [
-            cp.origin,
-            cp.tree_size,
-            cp.root_hash,
-            cp.chain_head,
+            *(getattr(cp, name) for name in CHECKPOINT_COLUMNS),
             sealed_at_ns,
             created_at_ns,
             f"{key_id:08x}",
-            cp.note,
-            cp.compact_range,
         ]
-        names = ["Origin", "TreeSize", "RootHash", "ChainHead", "SealedAt", "CreatedAt",
-                 "KeyId", "Note", "CompactRange"]  # fmt: skip
+        names = [*CHECKPOINT_COLUMNS.values(), "SealedAt", "CreatedAt", "KeyId"]
         try:
             self.client.insert(
                 CHECKPOINTS,
@@ -268,11 +269,11 @@ class Store:
 
     def _checkpoints(self, where: str, params: dict) -> list[StoredCheckpoint]:
         rows = self._query(
-            f"SELECT Origin, TreeSize, RootHash, ChainHead, Note, CompactRange FROM {CHECKPOINTS} {where}",
+            f"SELECT {', '.join(CHECKPOINT_COLUMNS.values())} FROM {CHECKPOINTS} {where}",
             params,
             column_formats={"CompactRange": "bytes", "Note": "string"},
         )
-        return [StoredCheckpoint(*row) for row in rows]
+        return [StoredCheckpoint(**dict(zip(CHECKPOINT_COLUMNS, row))) for row in rows]
 
     def timestamps(self, origin: str, latest_only: bool = False) -> list[StoredTimestamp]:
         """The stored tokens of a log, by tree size and TSA (the newest one only if asked); none

@@ -408,7 +408,7 @@ def _session(dsn: str, limits: QueryLimits) -> Iterator[Client]:
                 client.command("SET readonly = 1")
             readonly = str(client.command("SELECT getSetting('readonly')"))
         except (ClickHouseError, OSError) as exc:
-            raise StoreError(f"query: cannot set up a read-only session: {exc}") from None
+            raise store_error(exc, f"query: cannot set up a read-only session: {exc}") from None
         if readonly != "1":
             raise StoreError("query: the store's session is not read-only (readonly = 1); refusing user SQL")
         yield client

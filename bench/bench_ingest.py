@@ -51,7 +51,10 @@ from backend.log_verifier import verify_origin  # noqa: E402
 from backend.migrations import known  # noqa: E402
 from backend.partitions import PARTITION_KEY  # noqa: E402
 from backend.store import Store  # noqa: E402
+from otel_audit.columns import DERIVED_COLUMNS  # noqa: E402
+from otel_audit.derivation import derived_row, shared_columns  # noqa: E402
 from otel_audit.note import SignerKey  # noqa: E402
+from otel_audit.value_strings import attributes_as_map  # noqa: E402
 from tests.conftest import CLI  # noqa: E402
 
 
@@ -85,9 +88,6 @@ def make_requests(total: int, batch: int) -> list:
 
 def plain_rows(requests: list) -> list[list[tuple]]:
     """The records as otel_logs rows, mapped the way the Collector's exporter maps them."""
-    from otel_audit.derivation import derived_row, shared_columns
-    from otel_audit.value_strings import attributes_as_map
-
     batches = []
     for request in requests:
         rows = []
@@ -177,8 +177,6 @@ class PlainRun:
     """clickhouse-connect inserts into a table with the Collector exporter's otel_logs columns."""
 
     def __init__(self, workdir: Path) -> None:
-        from otel_audit.columns import DERIVED_COLUMNS
-
         self.client = clickhouse_connect.get_client(dsn=f"chdb://{workdir / 'plain'}")
         schema = known()[0].sql  # 001_schema, its rules filled in (backend/partitions.py)
         # Our logs table minus the seal columns, ordered and partitioned as otel_logs is.

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The command line's exit codes (`otel-audit` and `otel-audit-verify` alike): success or an
+# intact log, a check that ran and failed, and a usage or operational error.
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
 
 class AuditError(Exception):
     """Base of every error otel-audit raises on purpose."""
 
     retryable: bool = False
+    exit_code: int = EXIT_ERROR  # the command line could not do what it was asked
 
 
 class FormatError(AuditError):
@@ -31,6 +36,8 @@ class SignatureError(AuditError):
 
 class ProofError(AuditError):
     """A Merkle proof, or the bundle carrying it, does not lead to the signed root."""
+
+    exit_code = EXIT_FAILED  # the check ran, and what it checked is not intact
 
 
 class RootMismatchError(ProofError):
@@ -177,6 +184,19 @@ class WitnessRefusal(AuditError):
         super().__init__(message)
         self.status = status
         self.size = size
+
+
+class RelayedError(AuditError):
+    """An error a running sealer raised for a read command it ran for the command line
+    (sealer/read_api.py): the message and exit code of the sealer's error, carried over the
+    local socket so the command line ends exactly as if it had run the command itself."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message, exit_code)
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class Unauthenticated(AuditError):

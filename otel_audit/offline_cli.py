@@ -21,13 +21,12 @@ from cryptography import x509
 
 from .bundle import verify_bundle
 from .cosignature import CosignerKey
-from .errors import AuditError, ConfigError, FormatError, ProofError
+from .errors import EXIT_FAILED, EXIT_OK, AuditError, ConfigError, FormatError
 from .note import SignerKey, VerifierKey
 from .timestamp import load_roots
 from .witness_policy import Policy
 from .witnessed import witnessed
 
-EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -251,15 +250,14 @@ def _bundle_witnesses(
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run the parsed command; a failed check exits 1, a usage or operational error exits 2."""
+    """Run the parsed command; an error exits with its class's `exit_code` (otel_audit/errors.py):
+    1 a failed check, 2 a usage or operational error."""
     try:
         return int(args.run(args))
-    except ProofError as exc:
-        print(f"otel-audit {args.command}: FAILED: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except AuditError as exc:
-        print(f"otel-audit {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        word = "FAILED" if exc.exit_code == EXIT_FAILED else "error"
+        print(f"otel-audit {args.command}: {word}: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from otel_audit.witness_policy import Policy
 
 from .auth import TlsFiles
 from .disk import DEFAULT_MIN_FREE_BYTES
+from .intake import MAX_MESSAGE_BYTES
 from .journal import Keep
 
 
@@ -29,7 +30,7 @@ class ServeConfig:
     masking_rules: Path | None = None  # sealer/masking.py
     metrics_address: str | None = None  # /metrics, /healthz, /readyz (sealer/metrics.py)
     cluster: str | None = None  # ClickHouse cluster name (backend/cluster.py)
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     shutdown_grace_seconds: float = 30.0
     workers: int = 0  # sealing worker processes (sealer/workers.py); 0: prepare in the receiver
     journal_dir: Path | None = None  # the durable copy of acknowledged records (sealer/journal.py)

@@ -11,7 +11,6 @@ OTel exporters retry.
 
 from __future__ import annotations
 
-import logging
 from concurrent import futures
 
 import grpc
@@ -20,11 +19,9 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2, status_pb2
 
 from .auth import Authenticator, TlsFiles
-from .intake import Intake, export
-from .outcomes import INTERNAL, Outcome, outcome_of
+from .intake import MAX_MESSAGE_BYTES, Intake, export
+from .outcomes import Outcome
 from .pipeline import Pipeline
-
-log = logging.getLogger(__name__)
 
 SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 _DETAILS = "grpc-status-details-bin"
@@ -47,7 +44,7 @@ class GrpcReceiver:
         authenticator: Authenticator,
         intake: Intake,
         tls: TlsFiles | None = None,
-        max_message_bytes: int = 16 * 1024 * 1024,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         workers: int = 16,
     ) -> None:
         self._pipeline = pipeline
@@ -90,11 +87,7 @@ class GrpcReceiver:
             producer = self._authenticator.producer(metadata.get("authorization"), certificate)
             response = export(self._pipeline, self._intake, request, producer)
         except Exception as exc:  # answered as sealer/outcomes.py says; never hang or crash a caller
-            outcome = outcome_of(exc)
-            if outcome is INTERNAL:
-                log.exception("export failed")
-            if outcome.reason is not None:
-                self._intake.rejected(outcome.reason)
+            outcome = self._intake.refused(exc, "OTLP/gRPC")
             message = outcome.grpc_text(exc)
             if outcome.grpc_retry_info:
                 context.set_trailing_metadata(((_DETAILS, _retry_info(outcome, message)),))

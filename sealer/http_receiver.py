@@ -54,8 +54,8 @@ from otel_audit.errors import BodyTooLarge, RequestError, Unauthenticated
 
 from .auth import Authenticator, TlsFiles
 from .http_body import JSON, MEDIA_TYPES, PROTOBUF, encoding_of, request_bytes
-from .intake import Intake, export
-from .outcomes import INTERNAL, Outcome, outcome_of
+from .intake import MAX_MESSAGE_BYTES, Intake, export
+from .outcomes import Outcome
 from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class HttpReceiver:
         authenticator: Authenticator,
         intake: Intake,
         tls: TlsFiles | None = None,
-        max_message_bytes: int = 16 * 1024 * 1024,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         limits: HttpLimits = HttpLimits(),
     ) -> None:
         host, _, port = address.rpartition(":")
@@ -273,12 +273,7 @@ class HttpReceiver:
 
     def _refused(self, exc: Exception, close: bool = False) -> _Answer:
         """The answer sealer/outcomes.py gives a refused call, counted under its reason."""
-        outcome = outcome_of(exc)
-        if outcome is INTERNAL:
-            log.exception("OTLP/HTTP export failed")
-        if outcome.reason is not None:
-            self._intake.rejected(outcome.reason)
-        return _refused(outcome, exc, close)
+        return _refused(self._intake.refused(exc, "OTLP/HTTP"), exc, close)
 
 
 class _Counted(asyncio.Protocol):

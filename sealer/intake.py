@@ -11,15 +11,21 @@ retryable, and both receivers answer them from one table (sealer/outcomes.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from .metrics import SealerMetrics
+from .outcomes import INTERNAL, Outcome, outcome_of
 from .pipeline import Pipeline
 from .producer_gaps import ProducerTracker
 from .workers import Workers
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 << 20  # the largest request either receiver takes, unless configured
 
 
 @dataclass
@@ -34,6 +40,16 @@ class Intake:
     def rejected(self, reason: str, count: int = 1) -> None:
         if self.metrics is not None:
             self.metrics.rejected.labels(reason).inc(count)
+
+    def refused(self, exc: BaseException, protocol: str) -> Outcome:
+        """How a call that raised `exc` is answered (sealer/outcomes.py), counted under its
+        reason; an error nobody foresaw is logged with its traceback (call it in the handler)."""
+        outcome = outcome_of(exc)
+        if outcome is INTERNAL:
+            log.exception("%s export failed", protocol)
+        if outcome.reason is not None:
+            self.rejected(outcome.reason)
+        return outcome
 
 
 def export(

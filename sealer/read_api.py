@@ -24,7 +24,7 @@ import grpc
 
 from backend.read_commands import Result, run
 from backend.store import Store
-from otel_audit.errors import AuditError, ProofError, StoreUnavailableError
+from otel_audit.errors import AuditError, RelayedError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class ReadApi:
                 assert self._store is not None
                 result = run(self._store, command, params)
         except AuditError as exc:  # the CLI raises the same kind of error, with the same text
-            detail = json.dumps({"kind": type(exc).__name__, "message": str(exc)})
+            detail = json.dumps({"exit_code": exc.exit_code, "message": str(exc)})
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, detail)
         yield json.dumps({"code": result.code, "notes": result.notes}).encode()
         for start in range(0, len(result.out), _CHUNK):
@@ -125,9 +125,9 @@ def call(path: Path, command: str, params: dict[str, object]) -> Result | None:
 
 
 def _error(detail: str) -> AuditError:
+    """The sealer's error, ending the command line as the sealer's own class would have."""
     try:
         parsed = json.loads(detail)
-        kind, message = parsed["kind"], parsed["message"]
+        return RelayedError(str(parsed["message"]), int(parsed["exit_code"]))
     except (ValueError, KeyError, TypeError):
         return AuditError(detail)
-    return ProofError(message) if kind == ProofError.__name__ else AuditError(message)

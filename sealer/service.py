@@ -31,6 +31,7 @@ Stop order, the reverse:
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 from backend.store import Store
 from otel_audit.errors import AuditError
@@ -57,6 +58,7 @@ from .witness_client import WitnessClient
 from .workers import Workers
 
 log = logging.getLogger(__name__)
+Receiver = TypeVar("Receiver", GrpcReceiver, HttpReceiver)
 
 
 class SealerService:
@@ -162,24 +164,22 @@ class SealerService:
                 metrics,
             )
             self.timestamper.start()
-        self.grpc = GrpcReceiver(
-            self.pipeline,
-            config.grpc_address,
-            authenticator=policies[config.grpc_address],
-            intake=intake,
-            tls=config.tls,
-            max_message_bytes=config.max_message_bytes,
-        )
-        self.grpc.start()
-        if config.http_address is not None:
-            self.http = HttpReceiver(
-                self.pipeline,
-                config.http_address,
-                authenticator=policies[config.http_address],
+
+        def receiver(protocol: type[Receiver], address: str) -> Receiver:
+            """Both protocols' receivers take the same settings; only the address's policy differs."""
+            return protocol(
+                pipeline,
+                address,
+                authenticator=policies[address],
                 intake=intake,
                 tls=config.tls,
                 max_message_bytes=config.max_message_bytes,
             )
+
+        self.grpc = receiver(GrpcReceiver, config.grpc_address)
+        self.grpc.start()
+        if config.http_address is not None:
+            self.http = receiver(HttpReceiver, config.http_address)
             self.http.start()
         path = socket_path(config.store)
         if path is not None:

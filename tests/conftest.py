@@ -9,7 +9,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +20,8 @@ import pytest
 
 from backend.store import Store
 from otel_audit.note import SignerKey
+from sealer.config import ServeConfig
+from sealer.service import SealerService
 
 # How every test starts the `otel-audit` command line (sealer/cli), in a subprocess that runs
 # this interpreter and inherits PYTHONPATH, so it runs the code under test.
@@ -71,6 +76,12 @@ class Sealer:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)
 
+    def kill(self) -> None:
+        """Kill serve if it still runs: a test's clean-up (a test of stopping calls `stop`)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def wait_for_output(self, pattern: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -89,6 +100,17 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
         env={**os.environ, **(env or {})},
         timeout=300,
     )
+
+
+def startup_text(proc: subprocess.Popen) -> str:
+    """What a starting `serve` printed on stderr, up to its "listening on" line: the key it
+    made, the store and the addresses it took."""
+    lines = []
+    for line in proc.stderr:  # type: ignore[union-attr]
+        lines.append(line)
+        if "listening on" in line:
+            break
+    return "".join(lines)
 
 
 def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.5") -> Sealer:
@@ -136,6 +158,37 @@ def start_sealer(workdir: Path, key: SignerKey, *extra: str, interval: str = "0.
     return sealer
 
 
+def http_get(url: str) -> tuple[int, str]:
+    """The status and body of a GET, an error status included (the health and metrics endpoints)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@contextmanager
+def service_in_process(tmp_path: Path, origin: str, **settings: object) -> Iterator[SealerService]:
+    """A started SealerService in this process, on an embedded store under `tmp_path`: gRPC and
+    the metrics endpoint on free ports, no OTLP/HTTP; `settings` are further ServeConfig fields.
+    Stopped on the way out."""
+    config = ServeConfig(
+        store=f"chdb://{tmp_path / 'store'}",
+        grpc_address="127.0.0.1:0",
+        http_address=None,
+        checkpoint_interval=60,
+        anchor_dir=tmp_path / "anchors",
+        metrics_address="127.0.0.1:0",
+        **settings,  # type: ignore[arg-type]
+    )
+    service = SealerService(config, SignerKey.generate(origin))
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
 @pytest.fixture
 def signer_key() -> SignerKey:
     return SignerKey.generate("test.example/audit")
@@ -154,9 +207,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def sealer(tmp_path: Path, signer_key: SignerKey) -> Iterator[Sealer]:
     running = start_sealer(tmp_path, signer_key)
     yield running
-    if running.proc.poll() is None:
-        running.proc.kill()
-        running.proc.wait()
+    running.kill()
 
 
 def metrics_url(sealer: Sealer) -> str:

@@ -154,8 +154,7 @@ def test_tokens_on_a_network_listener(tmp_path: Path) -> None:
         done = sealer.verify()
         assert done.returncode == 0, done.stdout
     finally:
-        if sealer.proc.poll() is None:
-            sealer.proc.kill()
+        sealer.kill()
 
 
 def test_client_certificates_name_the_producer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

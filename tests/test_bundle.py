@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import zipfile
+from html import escape
 
 import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
+import otel_audit.bundle as bundle
 from otel_audit.bundle import BundleRecord, Manifest, entry_path, proof_path, verify_bundle, write_bundle
 from otel_audit.checkpoint import Checkpoint
 from otel_audit.entry import Context, Seal
 from otel_audit.merkle import CompactRange, hash_leaf
 from otel_audit.note import SignedNote, SignerKey
+from otel_audit.readable import _html_row
 from otel_audit.tlog_proof import TlogProof
 from sealer.cli import main
 
@@ -253,10 +257,6 @@ def test_readme_hand_check_of_a_leaf_hash_works(tmp_path) -> None:  # type: igno
 def test_html_rows_escape_every_cell_as_if_escaped_one_by_one(cells) -> None:
     """The one-call escaping of a row gives exactly the per-cell escaping, NULs included:
     verify-bundle re-renders and compares byte for byte."""
-    from html import escape
-
-    from otel_audit.readable import _html_row
-
     assert _html_row(cells) == "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>\n"
 
 
@@ -264,8 +264,6 @@ def test_rendering_in_a_worker_gives_what_rendering_here_gives(tmp_path, monkeyp
     """Large exports render in a worker process (parts from the front, the rest taken back
     here); the rows must be exactly those of rendering all entries in this process, and the
     files the parts came back in must be gone."""
-    import otel_audit.bundle as bundle
-
     monkeypatch.setattr(bundle, "_PARALLEL_FROM", 10)
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the spawned worker writes its parts
     entries = _log()[0]
@@ -277,9 +275,6 @@ def test_rendering_in_a_worker_gives_what_rendering_here_gives(tmp_path, monkeyp
 
 def test_a_worker_that_cannot_write_a_temporary_file_returns_its_rows_directly(monkeypatch) -> None:
     """A read-only file system (a hardened container, say) must not break large exports."""
-    import tempfile
-
-    import otel_audit.bundle as bundle
 
     def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError(30, "Read-only file system")

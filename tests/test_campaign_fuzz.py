@@ -124,6 +124,4 @@ def test_sigterm_stops_serve_while_an_http_producer_keeps_its_connection_open(tm
         assert code == 0
     finally:
         session.close()
-        if sealer.proc.poll() is None:
-            sealer.proc.kill()
-            sealer.proc.wait()
+        sealer.kill()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -35,6 +33,7 @@ from sealer.pipeline import Pipeline, PublishedLog
 from sealer.read_api import call, socket_path
 from sealer.state import LogState
 
+from .conftest import http_get, service_in_process
 from .test_pipeline import ORIGIN, _eventually, items
 
 MIB = 1 << 20
@@ -142,32 +141,10 @@ def test_the_pipeline_refuses_records_while_the_disk_is_nearly_full(store) -> No
     assert [row[0] for row in store.hashes_from(ORIGIN, 0)] == [0, 1, 2, 3, 4]
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def test_serve_refuses_exports_and_is_not_ready_while_the_disk_is_nearly_full(tmp_path: Path) -> None:
     """A sealer asked to keep more free than any disk has: Export is UNAVAILABLE with the
     reason, /readyz 503 with it, the metrics count it and show the free bytes, status says it."""
-    from sealer.config import ServeConfig
-    from sealer.service import SealerService
-
-    config = ServeConfig(
-        store=f"chdb://{tmp_path / 'store'}",
-        grpc_address="127.0.0.1:0",
-        http_address=None,
-        checkpoint_interval=60,
-        anchor_dir=tmp_path / "anchors",
-        metrics_address="127.0.0.1:0",
-        min_free_disk_bytes=1 << 62,
-    )
-    service = SealerService(config, SignerKey.generate("disk.example/audit"))
-    service.start()
-    try:
+    with service_in_process(tmp_path, "disk.example/audit", min_free_disk_bytes=1 << 62) as service:
         assert service.grpc is not None and service.health is not None and service.read_api is not None
         request = ExportLogsServiceRequest()
         request.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "x"
@@ -176,15 +153,15 @@ def test_serve_refuses_exports_and_is_not_ready_while_the_disk_is_nearly_full(tm
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "disk is nearly full" in (refused.value.details() or "")
         base = f"http://{service.health.address}"
-        status, text = _get(base + "/readyz")
+        status, text = http_get(base + "/readyz")
         assert status == 503 and "disk is nearly full" in text
-        _, metrics = _get(base + "/metrics")
+        _, metrics = http_get(base + "/metrics")
         assert 'otel_audit_records_rejected_total{reason="disk_full"} 1.0' in metrics
         assert 'reason="unavailable"' not in metrics  # counted once, as what it is
         free = [line for line in metrics.splitlines() if line.startswith("otel_audit_store_free_bytes ")]
         assert free and float(free[0].split()[1]) > 0
         status_params = {"keys": [], "origin": None, "json": True}
-        path = socket_path(config.store)
+        path = socket_path(service.config.store)
         assert path is not None
         result = call(path, "status", status_params)
         assert result is not None
@@ -196,8 +173,6 @@ def test_serve_refuses_exports_and_is_not_ready_while_the_disk_is_nearly_full(tm
             text_result is not None
             and "sealer: NOT READY: the store's disk is nearly full" in text_result.out.decode()
         )
-    finally:
-        service.stop()
 
 
 def test_status_without_a_running_sealer_says_it_read_the_store(store) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+import otel_audit.entry
 from otel_audit.columns import DERIVED_COLUMNS
 from otel_audit.derivation import derived_row
 from otel_audit.entry import (
@@ -393,8 +394,6 @@ def test_split_record_knows_the_length_of_every_field_after_the_attributes(
 def test_split_record_is_the_serialization_around_the_seal(
     request_fields: dict, record: LogRecord, tail_is_known: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import otel_audit.entry
-
     assert otel_audit.entry._TAIL_IS_KNOWN  # this protobuf's LogRecord ends at field 12
     monkeypatch.setattr(otel_audit.entry, "_TAIL_IS_KNOWN", tail_is_known)
     before, after = split_record(record)

@@ -9,8 +9,6 @@ import socket
 
 import pytest
 from google.rpc import code_pb2
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 import otel_audit.errors as errors
 from backend.error_codes import CODES
@@ -29,18 +27,11 @@ from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.outcomes import outcome_of
 from sealer.pipeline import Pipeline, PublishedLog
-from sealer.prepare import Prepared, Rules, prepare_request
 from sealer.state import LogState
 
+from .prepared import items
+
 ORIGIN = "errors.example/audit"
-
-
-def items(n: int) -> Prepared:
-    request = ExportLogsServiceRequest()
-    scope_logs = request.resource_logs.add().scope_logs.add()
-    for i in range(n):
-        scope_logs.log_records.add(body=AnyValue(string_value=f"r{i}"))
-    return prepare_request(request.SerializeToString(), Rules())
 
 
 def test_every_code_is_named_as_the_engine_names_it(store) -> None:
@@ -59,6 +50,18 @@ def test_retryable_store_errors_are_exactly_those_the_pipeline_retries() -> None
             assert cls.retryable == issubclass(cls, StoreUnavailableError), cls
     assert {c.__name__ for c in classes if c.retryable} >= {"WorkerError", "StoreDiskFullError"}
     assert not StoreStatementError.retryable and not StoreReadOnlyError.retryable
+
+
+def test_only_a_failed_check_exits_1() -> None:
+    """The command line exits with the error's `exit_code` (otel_audit/offline_cli.py
+    `run_command`), and a sealer relays it for the commands it runs (sealer/read_api.py):
+    1 for a proof that does not hold, 2 for everything that kept the check from running."""
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.AuditError)]
+    for cls in classes:
+        if cls is not errors.RelayedError:
+            assert (cls.exit_code == errors.EXIT_FAILED) == issubclass(cls, errors.ProofError), cls
+    assert errors.RelayedError("gone", errors.EXIT_FAILED).exit_code == errors.EXIT_FAILED
+    assert str(errors.RelayedError("gone", errors.EXIT_ERROR)) == "gone"
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,12 @@ from backend.store import Store
 from otel_audit.bundle import verify_bundle
 from otel_audit.checkpoint import open_checkpoint, read_unverified
 from otel_audit.entry import decode_entry
+from otel_audit.errors import EXIT_FAILED, AuditError
 from otel_audit.merkle import hash_leaf
 from otel_audit.note import SignedNote, SignerKey
 from otel_audit.proof import verify_consistency
 from otel_audit.tlog_proof import TlogProof
+from sealer.read_api import ReadApi, call
 
 from .conftest import Sealer, run_cli, start_sealer
 from .producers import send_audit_events
@@ -53,9 +55,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, key: SignerKey):  # type: 
     )
     sealer.wait_for_output(rf"checkpoint \S+ size {COUNT}\b")
     yield sealer
-    if sealer.proc.poll() is None:
-        sealer.proc.kill()
-        sealer.proc.wait()
+    sealer.kill()
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +298,7 @@ def test_consistency_refuses_a_forged_old_checkpoint_row(
     assert rc == 0, err  # the real row again
 
 
-def test_altered_tree_nodes_fail_proofs_and_verify(stopped: Sealer, key: SignerKey) -> None:
+def test_altered_tree_nodes_fail_proofs_and_verify(stopped: Sealer, key: SignerKey, tmp_path) -> None:
     store = Store.open(stopped.store)
     try:
         store.command(
@@ -326,3 +326,12 @@ def test_altered_tree_nodes_fail_proofs_and_verify(stopped: Sealer, key: SignerK
     kinds = [f["kind"] for f in report["findings"]]
     assert kinds and set(kinds) == {"consistency"}  # the log itself is intact
     assert "tree_nodes was altered" in report["findings"][0]["message"]
+    # The same failed check run by a sealer for the CLI (sealer/read_api.py) keeps its exit code.
+    api = ReadApi(stopped.store, tmp_path / "read.sock")
+    assert api.start()
+    try:
+        with pytest.raises(AuditError) as relayed:
+            call(tmp_path / "read.sock", "proof", {"seq": 1, "keys": [key.verifier().serialize()]})
+    finally:
+        api.stop()
+    assert relayed.value.exit_code == EXIT_FAILED and "altered" in str(relayed.value)

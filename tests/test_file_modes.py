@@ -17,7 +17,7 @@ import pytest
 from otel_audit.anchors import LATEST, origin_dir, write_anchor
 from otel_audit.note import SignerKey
 
-from .conftest import CLI, run_cli
+from .conftest import CLI, run_cli, startup_text
 from .producers import send_audit_events
 
 KEY = SignerKey.from_seed("modes.example/audit", b"\x03" * 32)
@@ -82,12 +82,7 @@ def test_serve_verify_and_search_create_only_private_files_under_umask_000(
         text=True,
     )
     try:
-        lines = []
-        for line in proc.stderr:  # type: ignore[union-attr]
-            lines.append(line)
-            if "listening on" in line:
-                break
-        text = "".join(lines)
+        text = startup_text(proc)
         vkey = re.search(r"verifier key: (\S+)", text).group(1)  # type: ignore[union-attr]
         port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
         send_audit_events(f"127.0.0.1:{port}", 20)

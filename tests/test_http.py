@@ -12,8 +12,9 @@ import time
 import urllib.error
 import urllib.request
 
+import grpc
 import pytest
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -23,6 +24,7 @@ from opentelemetry.sdk.resources import Resource
 
 from backend.store import Store
 from sealer.auth import Authenticator
+from sealer.grpc_receiver import GrpcReceiver
 from sealer.http_receiver import HttpReceiver
 from sealer.intake import Intake
 from sealer.pipeline import Pipeline, PublishedLog
@@ -360,11 +362,6 @@ def test_read_commands_through_a_running_sealer_never_touch_its_writes(sealer: S
 
 def test_grpc_back_pressure_carries_retry_info(receiver) -> None:  # type: ignore[no-untyped-def]
     """gRPC's answer to a full queue: UNAVAILABLE with RetryInfo, as the OTLP spec asks."""
-    import grpc
-    from google.rpc import error_details_pb2
-
-    from sealer.grpc_receiver import GrpcReceiver
-
     store, pipeline, _ = receiver
     server = GrpcReceiver(pipeline, "127.0.0.1:0", authenticator=ANONYMOUS, intake=INLINE)
     server.start()

@@ -27,29 +27,14 @@ from otel_audit.errors import RequestError, StoreDataError, StoreUnavailableErro
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
 from sealer.pipeline import Pipeline, PublishedLog
-from sealer.prepare import PREPARED_COLUMNS, Prepared, Rules, prepare_request
+from sealer.prepare import PREPARED_COLUMNS, Prepared
 from sealer.seal import SEALER_HALF
 from sealer.state import LogState
 
 from .conftest import Sealer
+from .prepared import items, unencodable
 
 ORIGIN = "isolation.example/audit"
-
-
-def items(n: int, tag: str) -> Prepared:
-    request = ExportLogsServiceRequest()
-    scope_logs = request.resource_logs.add().scope_logs.add()
-    for i in range(n):
-        scope_logs.log_records.add(body=AnyValue(string_value=f"{tag}{i}"))
-    return prepare_request(request.SerializeToString(), Rules())
-
-
-def unencodable(n: int) -> Prepared:
-    """Records whose Timestamp the sealer cannot encode (past prepare.py's checks, as a limit
-    it did not know would be)."""
-    prepared = items(n, "bad")
-    prepared.timestamps[0] = 2**62  # after 2106: TimestampTime (UInt32 seconds) cannot hold it
-    return prepared
 
 
 def refused_by_engine(n: int) -> Prepared:

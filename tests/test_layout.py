@@ -1,10 +1,11 @@
 """The import arrows of the tree, read from the source with `ast` (nothing is imported).
 
 Dependencies point one way (DESIGN.md, Layout): sealer -> backend -> otel_audit, and the
-`otel-audit` command line (sealer/cli) above them all. No module imports upward, no project
-module is imported inside a function (where a reader of the import block would not see the
-arrow), and no two modules import each other, however indirectly. The offline verifier
-(otel_audit/offline_cli.py and what it imports) needs nothing outside the base install.
+`otel-audit` command line (sealer/cli) above them all, the tests and benchmarks above that.
+No module imports upward, no project module is imported inside a function (where a reader of
+the import block would not see the arrow; in the tests and benchmarks neither), and no two
+modules import each other, however indirectly. The offline verifier (otel_audit/offline_cli.py
+and what it imports) needs nothing outside the base install.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("otel_audit", "backend", "sealer")
+SCRIPTS = ("tests", "bench")  # import the packages; nothing imports them but each other
 OFFLINE_VERIFIER = "otel_audit.offline_cli"
 
 # The third-party imports the base install (pyproject.toml `dependencies`) provides: the
@@ -138,12 +140,19 @@ def closure(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
+def script_imports() -> list[Import]:
+    """The imports of the tests and benchmarks: not layered, but read the same way."""
+    paths = sorted(p for folder in SCRIPTS for p in (ROOT / folder).rglob("*.py"))
+    modules = set(project_modules()) | {module_name(p) for p in paths}
+    return [i for p in paths for i in imports_of(module_name(p), p, modules)]
+
+
 def test_no_project_module_is_imported_inside_a_function() -> None:
     hidden = sorted(
         {
             f"{i.source}:{i.line} imports {i.target}"
-            for i in all_imports()
-            if i.in_function and is_project(i.target)
+            for i in all_imports() + script_imports()
+            if i.in_function and i.target.split(".")[0] in (*PACKAGES, *SCRIPTS)
         }
     )
     assert not hidden, "import project modules at the top of the module:\n" + "\n".join(hidden)
@@ -154,10 +163,11 @@ def test_no_import_runs_back_up_the_layers() -> None:
         {
             f"{i.source}:{i.line} imports {i.target}"
             for i in all_imports()
-            if is_project(i.target) and layer(i.target) > layer(i.source)
+            if i.target.split(".")[0] in SCRIPTS
+            or (is_project(i.target) and layer(i.target) > layer(i.source))
         }
     )
-    assert not upward, "sealer.cli -> sealer -> backend -> otel_audit only:\n" + "\n".join(upward)
+    assert not upward, "tests -> sealer.cli -> sealer -> backend -> otel_audit only:\n" + "\n".join(upward)
 
 
 def test_no_import_cycles() -> None:
@@ -180,7 +190,9 @@ def test_the_offline_verifier_imports_only_the_base_install() -> None:
         }
     )
     assert not outside, "the offline verifier needs only the base install:\n" + "\n".join(outside)
-    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["otel-audit-verify"] == f"{OFFLINE_VERIFIER}:main"  # what examiners run
+    base = project["dependencies"]
     names = {re.match(r"[A-Za-z0-9._-]+", dep).group(0) for dep in base}  # type: ignore[union-attr]
     assert names == set(BASE_IMPORTS.values())
 
@@ -208,3 +220,12 @@ def test_imports_are_resolved_relative_function_local_and_from_packages(tmp_path
         ("backend.native", False),
         ("otel_audit.errors", True),
     ]
+
+
+@pytest.mark.parametrize("package", [*PACKAGES, "sealer.cli"])
+def test_each_package_docstring_maps_its_modules(package: str) -> None:
+    """The package docstring is the map a newcomer reads first: it names every module."""
+    folder = ROOT.joinpath(*package.split("."))
+    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+    modules = {p.stem for p in folder.glob("*.py") if not p.stem.startswith("__")}
+    assert not {m for m in modules if f"`{m}`" not in doc}, doc

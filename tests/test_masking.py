@@ -89,5 +89,4 @@ def test_serve_masks_before_sealing(tmp_path: Path) -> None:
         verified = run_cli("verify", "--store", sealer.store, "--key", sealer.verifier_key)
         assert verified.returncode == 0, verified.stdout
     finally:
-        if sealer.proc.poll() is None:
-            sealer.proc.kill()
+        sealer.kill()

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Sealer, metrics_url
+from .conftest import Sealer, http_get, metrics_url, service_in_process
 from .producers import send_audit_events
 from .test_http import SPEC_LOGS_JSON, post
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def _samples(base: str) -> dict[str, float]:
-    status, text = _get(base + "/metrics")
+    status, text = http_get(base + "/metrics")
     assert status == 200
     out = {}
     for family in text_string_to_metric_families(text):
@@ -34,8 +24,8 @@ def _samples(base: str) -> dict[str, float]:
 
 def test_metrics_health_and_readiness(sealer: Sealer) -> None:
     base = metrics_url(sealer)
-    assert _get(base + "/healthz") == (200, "ok\n")
-    assert _get(base + "/readyz") == (200, "ready\n")
+    assert http_get(base + "/healthz") == (200, "ok\n")
+    assert http_get(base + "/readyz") == (200, "ready\n")
     send_audit_events(sealer.endpoint, 120)
     document = json.loads(SPEC_LOGS_JSON)
     record = document["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
@@ -53,32 +43,16 @@ def test_metrics_health_and_readiness(sealer: Sealer) -> None:
     assert samples["otel_audit_records_rejected_total{reason=reserved_attribute}"] == 1
     assert samples["otel_audit_records_rejected_total{reason=bad_request}"] == 1
     assert samples["otel_audit_store_errors_total"] == 0
-    assert _get(base + "/nothing")[0] == 404
+    assert http_get(base + "/nothing")[0] == 404
 
 
 def test_readiness_says_why_not(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from otel_audit.note import SignerKey
-    from sealer.config import ServeConfig
-    from sealer.service import SealerService
-
-    config = ServeConfig(
-        store=f"chdb://{tmp_path / 'store'}",
-        grpc_address="127.0.0.1:0",
-        http_address=None,
-        checkpoint_interval=60,
-        anchor_dir=tmp_path / "anchors",
-        metrics_address="127.0.0.1:0",
-    )
-    service = SealerService(config, SignerKey.generate("ready.example/audit"))
-    service.start()
-    try:
+    with service_in_process(tmp_path, "ready.example/audit") as service:
         assert service.health is not None
         base = f"http://{service.health.address}"
-        assert _get(base + "/readyz") == (200, "ready\n")
+        assert http_get(base + "/readyz") == (200, "ready\n")
         assert service.pipeline is not None
         service.pipeline.stop()  # what a halted or stopping pipeline looks like from outside
-        status, text = _get(base + "/readyz")
+        status, text = http_get(base + "/readyz")
         assert status == 503 and "not accepting records" in text
-        assert _get(base + "/healthz")[0] == 200  # alive, just not ready
-    finally:
-        service.stop()
+        assert http_get(base + "/healthz")[0] == 200  # alive, just not ready

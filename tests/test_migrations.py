@@ -12,6 +12,7 @@ from backend.migrations import TABLE, applied, known, migrate, statements
 from backend.store import Store
 from otel_audit.errors import StoreError, StoreUnavailableError
 from otel_audit.note import SignerKey
+from sealer.disk import ENGINE_MIN_FREE_BYTES
 
 from .conftest import run_cli
 
@@ -116,8 +117,6 @@ def test_migrate_command(tmp_path: Path) -> None:
 def test_the_engine_refuses_inserts_below_its_free_disk_limit(store: Store, table: str) -> None:
     """007_disk_guard: each table carries the engine's limit, the one sealer/disk.py stays above;
     and the engine does refuse (error 243) once free space is below a table's limit."""
-    from sealer.disk import ENGINE_MIN_FREE_BYTES
-
     migrate(store)
     create = store.select(f"SHOW CREATE TABLE otel_audit.{table}")[0][0]
     assert f"min_free_disk_bytes_to_perform_insert = {ENGINE_MIN_FREE_BYTES}" in create

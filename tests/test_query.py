@@ -78,9 +78,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealer]:
         sealer.wait_for_output(rf"checkpoint \S+ size {COUNT}\b")
         yield sealer
     finally:
-        if sealer.proc.poll() is None:
-            sealer.proc.kill()
-            sealer.proc.wait()
+        sealer.kill()
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from backend.evidence import Search, consistency_proof, export, inclusion_proof
 from backend.log_verifier import verify_origin
 from backend.migrations import set_retention
 from backend.store import Store
+from otel_audit.bundle import verify_bundle
 from otel_audit.errors import StoreError
 from otel_audit.note import SignerKey
 from sealer.checkpointer import Checkpointer
@@ -141,9 +143,6 @@ def test_records_next_to_the_expired_prefix_still_have_proofs(store: Store, tmp_
     """Retention drops whole months, not whole 16-leaf tiles: a retained record whose tile
     began in an expired month still gets an inclusion proof (its expired siblings come from
     the signed checkpoint at the boundary), and so does an export of every retained record."""
-    from backend.evidence import Search, consistency_proof, export, inclusion_proof
-    from otel_audit.bundle import verify_bundle
-
     _seal_months(store, tmp_path / "anchors", [(2017, 1), (2017, 2), (2017, 3), (2026, 10), (2026, 11)])
     store.command("ALTER TABLE otel_audit.logs DROP PARTITION 201701")  # as the TTL would
     store.command("ALTER TABLE otel_audit.logs DROP PARTITION 201702")

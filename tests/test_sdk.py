@@ -150,8 +150,7 @@ def test_no_event_is_dropped_while_the_sealer_is_down(tmp_path: Path) -> None:
         assert sealer.stop() == 0
         assert _verify(sealer)["producers"]["instances"][0]["missing"] == 0
     finally:
-        if sealer.proc.poll() is None:
-            sealer.proc.kill()
+        sealer.kill()
 
 
 def test_undelivered_events_are_reported_at_shutdown() -> None:
@@ -219,8 +218,7 @@ def test_incomplete_audit_events_sealed_on_request_are_reported(tmp_path: Path) 
         producers = _verify(sealer)["producers"]
         assert (producers["incomplete_events"], producers["incomplete_first_seqs"]) == (1, [0])
     finally:
-        if sealer.proc.poll() is None:
-            sealer.proc.kill()
+        sealer.kill()
 
 
 def test_status_while_serving_and_after(sealer: Sealer) -> None:

@@ -18,9 +18,10 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 
 from backend.store import Store
 from otel_audit.anchors import read_anchors
-from otel_audit.note import SignedNote, VerifierKey
+from otel_audit.checkpoint import open_checkpoint
+from otel_audit.note import VerifierKey
 
-from .conftest import CLI, run_cli, start_sealer
+from .conftest import CLI, run_cli, start_sealer, startup_text
 from .producers import send_audit_events
 
 pytestmark = pytest.mark.integration
@@ -77,7 +78,7 @@ def test_records_are_sealed_checkpointed_and_verify(sealer, compression):
     assert rows[:4] == (0, 1199, 1200, 1200)
     assert rows[4] == "orders" and rows[5] == len([i for i in range(1200) if i % 7 == 3])
     assert rows[6] == "audit.order.place" and rows[7] == "otel_audit.tests"
-    SignedNote.parse(cps[-1].note).verify(sealer.key.verifier())
+    open_checkpoint(cps[-1].note, sealer.key.verifier())  # raises unless the key signed it
 
 
 def test_restart_continues_the_log_and_every_checkpoint_extends_the_last(tmp_path, signer_key):
@@ -241,12 +242,7 @@ def test_defaults_and_environment_a_new_user_gets(tmp_path):
         text=True,
         start_new_session=True,  # its own process group, as in a terminal
     )
-    lines = []
-    for line in proc.stderr:  # type: ignore[union-attr]
-        lines.append(line)
-        if "listening on" in line:
-            break
-    text = "".join(lines)
+    text = startup_text(proc)
     assert f"created signer key {tmp_path / 'otel-audit-data' / 'signer.key'}" in text, text
     vkey = re.search(r"verifier key: (\S+)", text).group(1)  # type: ignore[union-attr]
     port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]

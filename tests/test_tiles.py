@@ -6,12 +6,16 @@ the right edge of the tree are exercised.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from backend.evidence import _proofs
 from backend.store import TREE_NODES, Store
 from backend.tree_nodes import TILE_HEIGHT, extend_nodes
 from backend.tree_reader import TreeReader
-from otel_audit.errors import RootMismatchError
+from otel_audit.checkpoint import Checkpoint
+from otel_audit.errors import ProofError, RootMismatchError
 from otel_audit.merkle import CompactRange, hash_children
 from otel_audit.proof import subtree_root, verify_consistency, verify_inclusion
 from sealer.pipeline import Pipeline, PublishedLog
@@ -102,12 +106,6 @@ def test_missing_nodes_are_folded_from_below_and_bad_ones_give_bad_proofs(sealed
 
 def test_batch_proofs_for_many_records_each_verify(sealed):
     """export's batch path (shared path tops, stop at a checked ancestor) gives RFC 9162 proofs."""
-    import random
-
-    from backend.evidence import _proofs
-    from otel_audit.checkpoint import Checkpoint
-    from otel_audit.errors import ProofError
-
     store, leaves = sealed
     store.command("TRUNCATE TABLE otel_audit.tree_nodes")  # undo the tampering test above
     extend_nodes(store, ORIGIN, SIZE)

@@ -12,8 +12,8 @@ from backend.log_verifier import verify_origin
 from backend.migrations import applied, set_retention
 from backend.partitions import DEFAULT_RETENTION_YEARS, MINIMUM_RETENTION_YEARS
 from backend.store import Store, redact
-from otel_audit.errors import ConfigError, JournalError
-from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env
+from otel_audit.errors import EXIT_FAILED, EXIT_OK, ConfigError, JournalError
+from otel_audit.offline_cli import env
 from sealer.read_api import socket_path
 from sealer.restore import restore
 

@@ -18,9 +18,9 @@ from backend.read_commands import Result, run
 from backend.store import Store
 from backend.witness_report import notes_of
 from otel_audit.bundle import verify_bundle
-from otel_audit.errors import ConfigError
+from otel_audit.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from otel_audit.note import VerifierKey
-from otel_audit.offline_cli import EXIT_FAILED, EXIT_OK, env, load_policy
+from otel_audit.offline_cli import env, load_policy
 from otel_audit.witnessed import newest_witnessed
 from sealer.read_api import call, socket_path
 

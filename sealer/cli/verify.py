@@ -12,10 +12,8 @@ from backend.partitions import DEFAULT_RETENTION_YEARS
 from backend.producer_report import producer_report
 from backend.store import Store, redact
 from backend.witness_report import check_witnessed, notes_of
-from otel_audit.errors import ConfigError
+from otel_audit.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from otel_audit.offline_cli import (
-    EXIT_FAILED,
-    EXIT_OK,
     TRUST_HELP,
     TSA_ROOTS_FLAG,
     TSA_ROOTS_OPTIONS,
