@@ -7,6 +7,7 @@
   retention), `cluster` (the migrations for a cluster);
 - the tree: `tree_nodes` (stored Merkle nodes), `tree_reader` (proofs read from them);
 - reading: `log_verifier` (the verify driver), `evidence` (search, proofs, export bundles),
-  `read_commands` (the read-only commands, one function each), `log_status`,
+  `read_commands` (the read-only commands, one function each), `witness_report` (`verify
+  --policy`: which witnesses cosigned which size), `log_status`,
   `producer_report`, `record_table` (the search table), `user_sql` (`otel-audit query`).
 """

@@ -7,13 +7,15 @@ The core library, and all the offline verifier needs. It imports nothing of `bac
   range), `proof` (RFC 9162 inclusion and consistency proofs), `chain` (the hash chain),
   `note` (C2SP signed notes, Ed25519 keys), `checkpoint` (C2SP checkpoints, and
   `open_checkpoint`, the one way to open a signed one), `tlog_proof` (C2SP tlog-proof),
-  `varint`;
+  `varint`, `cosignature` (C2SP tlog-cosignature), `tlog_witness` (the tlog-witness request
+  and a witness's decision), `witness_policy` (C2SP tlog-policy), `rotation` (key handovers);
 - a record: `attributes` (an audit event's attribute names), `entry` (the leaf bytes),
   `columns` (the log's columns, defined once), `derivation` (their values from a record),
   `value_strings` (OTLP values as the Collector exporter stores them);
 - checking: `verify` (one log, fed with stored data), `bundle` (evidence bundles),
   `readable` (records as JSON lines and HTML), `anchors` (checkpoints kept outside the
-  database);
+  database), `witnessed` (cosigned checkpoints beside them, against a policy), `timestamp`
+  (RFC 3161 tokens: requests and checks);
 - `errors` (the one exception hierarchy), `sdk` (audit events from Python services), and
   `offline_cli`, the verifier's command line (`otel-audit-verify`, `python -m otel_audit`).
   The full `otel-audit` command line is `sealer/cli`.
