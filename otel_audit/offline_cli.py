@@ -152,29 +152,26 @@ def write_key(path: Path, key: SignerKey | CosignerKey) -> None:
         f.write(key.serialize() + "\n")
 
 
-def load_signer_key(path: Path) -> SignerKey:
+def read_text_file(path: Path, what: str) -> str:
+    """A small text file named on the command line (a key, a policy); ConfigError naming `what`
+    and the path when it cannot be read or is not UTF-8."""
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read signer key {path}: {exc}") from None
-    return SignerKey.parse(text)
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
+
+
+def load_signer_key(path: Path) -> SignerKey:
+    return SignerKey.parse(read_text_file(path, "signer key"))
 
 
 def load_cosigner_key(path: Path) -> CosignerKey:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read witness key {path}: {exc}") from None
-    return CosignerKey.parse(text)
+    return CosignerKey.parse(read_text_file(path, "witness key"))
 
 
 def load_policy(path: Path) -> Policy:
-    """A tlog-policy file (--witness-policy, --policy); ConfigError if it cannot be read."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read policy {path}: {exc}") from None
-    return Policy.parse(text)
+    """A tlog-policy file (--witness-policy, --policy)."""
+    return Policy.parse(read_text_file(path, "policy"))
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from otel_audit import offline_cli
-from otel_audit.errors import ConfigError
-from otel_audit.offline_cli import EXIT_OK, KEYGEN_ARGUMENTS
+from otel_audit.errors import EXIT_OK, ConfigError
+from otel_audit.offline_cli import KEYGEN_ARGUMENTS
 from sealer.pkcs11_key import Pkcs11Signer, Pkcs11Uri, generate_key
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from cryptography import x509
 
 from backend.store import redact
-from otel_audit.errors import ConfigError
+from otel_audit.errors import EXIT_OK, ConfigError
 from otel_audit.note import SignerKey
-from otel_audit.offline_cli import EXIT_OK, env, load_policy, read_tsa_roots, write_key
+from otel_audit.offline_cli import env, load_policy, read_tsa_roots, write_key
 from sealer.auth import TlsFiles, add_token
 from sealer.config import ServeConfig
 from sealer.disk import DEFAULT_MIN_FREE_BYTES, format_size, parse_size

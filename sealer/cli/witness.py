@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from otel_audit.errors import ConfigError
-from otel_audit.offline_cli import EXIT_OK, env, load_cosigner_key
+from otel_audit.errors import EXIT_OK, ConfigError
+from otel_audit.offline_cli import env, load_cosigner_key
 from otel_audit.tlog_witness import parse_trusted_logs
 from sealer.witness_server import PATH, Witness, serve
 
