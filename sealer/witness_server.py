@@ -36,6 +36,7 @@ from otel_audit.tlog_witness import SIZE_CONTENT_TYPE, AddCheckpoint, WitnessedT
 
 PATH = "/add-checkpoint"
 MAX_BODY = 64 * 1024  # 63 proof lines and a note with a few dozen signatures fit many times over
+BODY_SECONDS = 10.0  # how long a client may take to send its body
 STATE_VERSION = 1
 
 
@@ -97,14 +98,23 @@ def _text(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message + "\n", content_type="text/plain", charset="utf-8")
 
 
-def build_app(witness: Witness) -> web.Application:
-    async def add_checkpoint(request: web.Request) -> web.Response:
+def build_app(witness: Witness, body_seconds: float = BODY_SECONDS) -> web.Application:
+    """The witness's one route. A client that does not send its body within `body_seconds` is
+    answered 408 and disconnected, so half-sent requests cannot pile up connections."""
+
+    async def add_checkpoint(request: web.Request) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return _text(413, f"request body above {MAX_BODY} bytes")
         try:
-            body = await request.read()
+            body = await asyncio.wait_for(request.read(), body_seconds)
         except web.HTTPRequestEntityTooLarge:
             return _text(413, f"request body above {MAX_BODY} bytes")
+        except asyncio.TimeoutError:
+            response = _text(408, f"the request body did not arrive within {body_seconds:g} s")
+            await response.prepare(request)
+            await response.write_eof()
+            request.protocol.force_close()  # no draining a client that does not send
+            return response
         return witness.add_checkpoint(body)
 
     app = web.Application(client_max_size=MAX_BODY)

@@ -3,10 +3,12 @@ state kept across a restart, bounded bodies, and `keygen --witness`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import requests
+from aiohttp import web
 
 from otel_audit.checkpoint import Checkpoint
 from otel_audit.cosignature import CosignerKey, CosignerVerifierKey, cosigned_by
@@ -15,6 +17,7 @@ from otel_audit.merkle import root_from_leaf_hashes as root_of
 from otel_audit.note import SignedNote, SignerKey
 from otel_audit.proof import consistency_ranges
 from otel_audit.tlog_witness import AddCheckpoint, parse_cosignature_lines
+from sealer.witness_server import Witness, build_app
 
 from .conftest import run_cli
 from .witnesses import start_witness
@@ -90,3 +93,36 @@ def test_keygen_witness_writes_a_cosigner_key(tmp_path: Path) -> None:
     assert out.stat().st_mode & 0o777 == 0o600
     both = run_cli("keygen", "--witness", "a", "--origin", "b", "--out", str(tmp_path / "x"))
     assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_a_client_that_does_not_send_its_body_gets_408_and_others_are_answered(tmp_path: Path) -> None:
+    """A half-sent request is cut off after the body timeout; meanwhile another client's
+    request is answered at once (one slow client never holds up the witness)."""
+    witness = Witness(CosignerKey.generate("witness.example/slow"), {}, tmp_path / "state.json")
+
+    async def scenario() -> tuple[bytes, bytes]:
+        runner = web.AppRunner(build_app(witness, body_seconds=0.5), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port)
+            slow_writer.write(b"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nContent-Length: 100\r\n\r\nold")
+            await slow_writer.drain()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = (
+                b"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head + b"hello")
+            other = await asyncio.wait_for(reader.read(), 5)
+            slow = await asyncio.wait_for(slow_reader.read(), 5)
+            writer.close()
+            slow_writer.close()
+            return slow, other
+        finally:
+            await runner.cleanup()
+
+    slow, other = asyncio.run(scenario())
+    assert other.startswith(b"HTTP/1.1 400") and b"malformed add-checkpoint body" in other
+    assert slow.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in slow
